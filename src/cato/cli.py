@@ -1,0 +1,211 @@
+"""The ``cato`` command."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cato import __version__
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="CATO: SLA-aware serving control plane for AI coding assistants.")
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks of the control plane itself.")
+app.add_typer(bench_app, name="bench")
+console = Console()
+err = Console(stderr=True)
+
+
+def _fail(msg: str) -> None:
+    err.print(f"[bold red]error:[/] {msg}")
+    raise typer.Exit(2)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"{what} must be comma-separated numbers, got {text!r}")
+    if not vals or any(v <= 0 for v in vals):
+        _fail(f"{what} must be positive numbers, got {text!r}")
+    return vals
+
+
+def _parse_sweep(text: str) -> tuple[str, list[Any]]:
+    if "=" not in text:
+        _fail(f"--sweep must look like name=v1,v2,..., got {text!r}")
+    key, vals = text.split("=", 1)
+    out: list[Any] = []
+    for v in vals.split(","):
+        try:
+            out.append(int(v))
+        except ValueError:
+            try:
+                out.append(float(v))
+            except ValueError:
+                _fail(f"--sweep value {v!r} for {key!r} is not a number")
+    return key.strip(), out
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    console.print(__version__)
+
+
+@app.command()
+def scenarios() -> None:
+    """List the named simulation scenarios."""
+    from rich.table import Table
+
+    from cato.sim.scenarios import SCENARIOS
+
+    t = Table(title="Scenarios")
+    for col in ("name", "rates (req/s)", "knee", "policies", "description"):
+        t.add_column(col)
+    for sc in SCENARIOS.values():
+        t.add_row(sc.name, ", ".join(f"{r:g}" for r in sc.rates_rps),
+                  f"{sc.knee_rps:g}" if sc.knee_rps else "-", ", ".join(sc.policies),
+                  sc.description)
+    console.print(t)
+
+
+@app.command()
+def simulate(
+    scenario: str = typer.Option("paper", "--scenario", "-s", help="Named scenario (see `cato scenarios`)."),
+    policies: Optional[str] = typer.Option(None, help="Comma-separated policy labels (default: the scenario's)."),
+    rates: Optional[str] = typer.Option(None, help="Comma-separated rates in req/s (default: the scenario's sweep)."),
+    seed: int = typer.Option(0, help="First seed."),
+    seeds: int = typer.Option(1, help="Number of seeds (seed, seed+1, ...)."),
+    duration: Optional[float] = typer.Option(None, help="Override the scenario's duration (s)."),
+    sweep: Optional[str] = typer.Option(None, help="Sweep a scaling parameter: name=v1,v2 (e.g. max_exceeded_times=1,2,4)."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary rows as JSON."),
+    records_dir: Optional[Path] = typer.Option(None, "--records", help="Write per-request JSON lines per cell into this folder."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write PNG plots into this folder."),
+    baseline: str = typer.Option("ray", help="Policy the table's goodput ratio is taken against."),
+    find_knee: bool = typer.Option(False, "--find-knee", help="Bisect the rate where the best SLA-blind baseline holds 90 % attainment."),
+) -> None:
+    """Run a scenario through the discrete-event simulator and compare policies."""
+    from dataclasses import replace
+
+    from cato.report.table import comparison_table
+    from cato.sim.runner import Cell, find_knee as _find_knee, run_cell, write_records
+    from cato.sim.scenarios import build_stream_for, scenario as get_scenario
+
+    try:
+        sc = get_scenario(scenario)
+    except ValueError as exc:
+        _fail(str(exc))
+    if duration is not None:
+        if duration <= 0:
+            _fail(f"--duration must be > 0, got {duration}")
+        sc = replace(sc, duration_s=duration)
+    if seeds < 1:
+        _fail(f"--seeds must be >= 1, got {seeds}")
+    seed_list = list(range(seed, seed + seeds))
+    if find_knee:
+        blind = [p for p in sc.policies if p in ("round_robin", "least_outstanding", "ray",
+                                                 "ray-tuned")]
+        rate_hint = max(sc.rates_rps)
+        with console.status("bisecting the knee..."):
+            knee = _find_knee(sc, blind, seed_list, lo=rate_hint * 0.05, hi=rate_hint * 2)
+        console.print(f"knee of {sc.name}: {knee:.3g} req/s (best of {', '.join(blind)}, "
+                      f"seeds {seed_list})")
+        return
+    pol_list = [p.strip() for p in policies.split(",")] if policies else list(sc.default_policies)
+    for p in pol_list:
+        if p not in sc.policies:
+            _fail(f"unknown policy {p!r} for scenario {sc.name!r}; known: "
+                  f"{', '.join(sc.policies)}")
+    rate_list = _floats(rates, "--rates") if rates else list(sc.rates_rps)
+    sweep_vals: list[dict[str, Any] | None] = [None]
+    if sweep:
+        key, vals = _parse_sweep(sweep)
+        sweep_vals = [{key: v} for v in vals]
+    elif sc.sweep:
+        key, tvals = next(iter(sc.sweep.items()))
+        sweep_vals = [{key: v} for v in tvals]
+    cells = [Cell(sc, p, r, s, o) for r in rate_list for s in seed_list for p in pol_list
+             for o in sweep_vals]
+    rows: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=err, transient=False) as prog:
+        overall = prog.add_task(f"{sc.name}: {len(cells)} runs", total=len(cells))
+        inner = prog.add_task("", total=1, visible=False)
+        streams: dict[tuple[float, int], Any] = {}
+        for cell in cells:
+            key = (cell.rate_rps, cell.seed)
+            if key not in streams:
+                streams.clear()
+                try:
+                    streams[key] = build_stream_for(sc, cell.rate_rps, cell.seed)
+                except (ValueError, FileNotFoundError) as exc:
+                    _fail(str(exc))
+            prog.update(inner, visible=True, completed=0,
+                        description=f"  {cell.label} @ {cell.rate_rps:g} req/s, seed {cell.seed}")
+
+            def on_progress(done: int, total: int) -> None:
+                prog.update(inner, completed=done, total=total)
+
+            try:
+                row, result = run_cell(cell, stream=streams[key], on_progress=on_progress)
+            except ValueError as exc:
+                _fail(str(exc))
+            rows.append(row)
+            results[f"{cell.label}@{cell.rate_rps:g}#{cell.seed}"] = result
+            if records_dir is not None:
+                write_records(records_dir / f"{sc.name}_{cell.label}_{cell.rate_rps:g}_{cell.seed}"
+                              f".jsonl", result)
+            prog.advance(overall)
+        prog.update(inner, visible=False)
+    base = baseline if any(r["policy"] == baseline for r in rows) else None
+    console.print(comparison_table(rows, baseline=base))
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"results": rows}, indent=1))
+        console.print(f"wrote {json_path}")
+    if plots_dir is not None:
+        _plots(sc.name, rows, results, plots_dir)
+
+
+def _plots(name: str, rows: list[dict[str, Any]], results: dict[str, Any], out: Path) -> None:
+    from cato.report import plots
+
+    paths = []
+    if len({r["rate_rps"] for r in rows}) > 1:
+        paths.append(plots.plot_attainment_vs_rate(rows, out / f"{name}_attainment.png",
+                                                   title=f"{name}: SLA attainment vs rate"))
+        paths.append(plots.plot_goodput_vs_rate(rows, out / f"{name}_goodput.png",
+                                                title=f"{name}: goodput vs rate"))
+    top = max(r["rate_rps"] for r in rows)
+    at_top = [r for r in rows if r["rate_rps"] == top]
+    for metric in ("p95_ttft_ms", "p95_e2e_ms"):
+        paths.append(plots.plot_p95_per_task(at_top, out / f"{name}_{metric}.png", metric=metric,
+                                             title=f"{name}: {metric} per task at {top:g} req/s"))
+    series = {k.split("@")[0]: v.replicas_over_time for k, v in results.items()
+              if k.endswith(f"@{top:g}#{rows[0]['seed']}")}
+    if any(len(v) > 2 for v in series.values()):
+        paths.append(plots.plot_replicas_over_time(series, out / f"{name}_replicas.png",
+                                                   title=f"{name}: replicas at {top:g} req/s"))
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command("policies")
+def list_policies() -> None:
+    """List routing and scaling policies."""
+    from cato.core.routing import routing_policy_names
+    from cato.core.scaling import scaling_policy_names
+
+    console.print("routing: " + ", ".join(routing_policy_names()))
+    console.print("scaling: " + ", ".join(scaling_policy_names()))
+
+
+def main() -> None:  # pragma: no cover
+    app(sys.argv[1:])

@@ -1,0 +1,316 @@
+"""The dispatcher: gateway queues, release to engines, and the signals the scaler reads.
+
+One object per driver (simulator or live gateway) holds every replica's gateway state in a
+:class:`~cato.core.pool.ReplicaPool`. It asks the routing policy where a ready call goes
+(:meth:`submit`), keeps it in that replica's priority queue (early binding) or in a per-model
+queue (late binding, or while no replica of the model is ready), and releases calls to engines
+up to each replica's concurrency limit. The driver performs the returned :class:`Dispatch`
+actions and reports engine progress back (:meth:`on_first_token`, :meth:`on_finish`,
+:meth:`on_failure`).
+
+Invariants (checked by property tests): every submitted call is, at any time, in exactly one of
+{a gateway queue, in flight on one replica, finished/failed/rejected}; a replica never holds more
+than its concurrency limit in flight; only READY replicas receive new work.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from cato.core.calls import InFlight, LlmCall
+from cato.core.estimator import LatencyEstimator
+from cato.core.pool import ReplicaPool
+from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState
+from cato.core.routing.base import RoutingDecision, RoutingPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class Dispatch:
+    """Send ``call`` to the engine of ``replica_id`` now (with ``priority`` for engines that
+    accept one, lower = more urgent)."""
+
+    replica_id: str
+    call: LlmCall
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubmitResult:
+    dispatches: list[Dispatch]
+    decision: RoutingDecision | None
+    rejected: bool = False
+    reason: str = ""
+
+
+@dataclass(slots=True)
+class WindowStats:
+    """Per-model counters since the scaler last read them."""
+
+    requests: int = 0
+    violations: int = 0
+
+
+@dataclass(slots=True)
+class _Tracked:
+    call: LlmCall
+    replica_id: str | None = None       # queued at / in flight on; None = per-model queue
+    in_flight: bool = False
+    violation_counted: bool = False
+    predicted: dict[str, float] = field(default_factory=dict)
+
+
+class Dispatcher:
+    def __init__(self, policy: RoutingPolicy, estimator: LatencyEstimator, *,
+                 default_concurrency: int, max_queue_per_replica: int | None = None,
+                 learn: bool = True) -> None:
+        if default_concurrency < 1:
+            raise ValueError(f"default_concurrency must be >= 1, got {default_concurrency}")
+        self.policy = policy
+        self.estimator = estimator
+        self.pool = ReplicaPool()
+        self.default_concurrency = default_concurrency
+        self.max_queue_per_replica = max_queue_per_replica
+        self.learn = learn
+        self._model_queue: dict[str, list[QueueEntry]] = {}
+        self._free: dict[str, dict[str, ReplicaState]] = {}
+        self._calls: dict[int, _Tracked] = {}
+        self._window: dict[str, WindowStats] = {}
+        self.num_routed = 0
+
+    # ---- replicas --------------------------------------------------------------------------------
+    def add_replica(self, replica_id: str, model: str, now_s: float, *, ready: bool = True,
+                    concurrency_limit: int | None = None) -> list[Dispatch]:
+        limit = concurrency_limit or self.policy.concurrency_limit(self.default_concurrency)
+        r = ReplicaState(replica_id, model, limit, now_s,
+                         ReplicaPhase.READY if ready else ReplicaPhase.STARTING)
+        self.pool.add(r)
+        self._free.setdefault(model, {})
+        self._window.setdefault(model, WindowStats())
+        self._model_queue.setdefault(model, [])
+        self._touch(r)
+        return self._pump_model(model, now_s) if ready else []
+
+    def mark_ready(self, replica_id: str, now_s: float) -> list[Dispatch]:
+        r = self.pool.get(replica_id)
+        if r.phase is not ReplicaPhase.STARTING:
+            return []
+        r.phase = ReplicaPhase.READY
+        r.ready_s = now_s
+        r.idle_since_s = now_s
+        self._touch(r)
+        return self._pump_model(r.model, now_s)
+
+    def drain(self, replica_id: str, now_s: float) -> list[Dispatch]:
+        """Stop routing to the replica; its queued (not yet released) calls are routed again.
+        In-flight calls finish there. The driver stops it once :meth:`is_drained`."""
+        r = self.pool.get(replica_id)
+        if r.phase is ReplicaPhase.DRAINING or r.phase is ReplicaPhase.STOPPED:
+            return []
+        r.phase = ReplicaPhase.DRAINING
+        self._touch(r)
+        out: list[Dispatch] = []
+        for e in r.drain_queue():
+            self._touch(r)
+            out.extend(self._place(e.call, now_s).dispatches)
+        return out
+
+    def is_drained(self, replica_id: str) -> bool:
+        r = self.pool.get(replica_id)
+        return r.phase is not ReplicaPhase.READY and not r.in_flight and not r.queue
+
+    def remove_replica(self, replica_id: str) -> list[LlmCall]:
+        """Forget a replica. Returns calls that were in flight there (lost to a crash): the
+        driver decides to resubmit or fail them. Queued calls must have been drained first."""
+        r = self.pool.get(replica_id)
+        lost: list[LlmCall] = []
+        for cid, f in list(r.in_flight.items()):
+            lost.append(f.call)
+            self._calls.pop(cid, None)
+        for e in r.drain_queue():
+            lost.append(e.call)
+            self._calls.pop(e.call.call_id, None)
+        r.phase = ReplicaPhase.STOPPED
+        self.pool.remove(replica_id)
+        self._free.get(r.model, {}).pop(replica_id, None)
+        return lost
+
+    def _touch(self, r: ReplicaState) -> None:
+        self.pool.touch(r)
+        free = self._free[r.model]
+        if r.phase is ReplicaPhase.READY and r.has_free_slot:
+            free[r.replica_id] = r
+        else:
+            free.pop(r.replica_id, None)
+        if r.is_idle:
+            if r.idle_since_s is None:
+                r.idle_since_s = self._now
+        else:
+            r.idle_since_s = None
+
+    _now: float = 0.0
+
+    # ---- calls -----------------------------------------------------------------------------------
+    def submit(self, call: LlmCall, now_s: float) -> SubmitResult:
+        """A call became ready: route it (or queue it) and release what can start now."""
+        self._now = now_s
+        if call.call_id in self._calls:
+            raise ValueError(f"call {call.call_id} submitted twice")
+        if call.model not in self._window:
+            return SubmitResult([], None, True, f"no replica serves model {call.model!r}")
+        self._calls[call.call_id] = _Tracked(call)
+        self._window[call.model].requests += 1
+        return self._place(call, now_s)
+
+    def _place(self, call: LlmCall, now_s: float) -> SubmitResult:
+        tr = self._calls[call.call_id]
+        model = call.model
+        if self.policy.late_binding or self.pool.num_ready(model) == 0:
+            tr.replica_id = None
+            key = self.policy.queue_key(call, 0, now_s)
+            heapq.heappush(self._model_queue[model], QueueEntry(key, call, 0, False))
+            return SubmitResult(self._pump_model(model, now_s), None)
+        decision = self.policy.route(call, self.pool, now_s)
+        assert decision is not None
+        r = self.pool.get(decision.replica_id)
+        if self.max_queue_per_replica is not None and r.num_queued >= self.max_queue_per_replica \
+                and not r.has_free_slot:
+            self._calls.pop(call.call_id)
+            return SubmitResult([], decision, True, f"queue of replica {r.replica_id} is full")
+        self.num_routed += 1
+        self._note_prediction(tr, decision, r, now_s)
+        key = self.policy.queue_key(call, decision.priority, now_s)
+        tr.replica_id = r.replica_id
+        r.push(QueueEntry(key, call, decision.priority, decision.predicted_violation))
+        self._touch(r)
+        return SubmitResult(self._pump_replica(r, now_s), decision)
+
+    def _note_prediction(self, tr: _Tracked, decision: RoutingDecision, r: ReplicaState,
+                         now_s: float) -> None:
+        if tr.violation_counted:
+            return
+        predicted = decision.predicted_violation
+        if decision.estimate is None:
+            est = self.estimator.estimate(tr.call, r, now_s)
+            predicted = now_s + est.for_deadline(tr.call.ttft_critical) > tr.call.deadline_s
+        if predicted:
+            tr.violation_counted = True
+            self._window[tr.call.model].violations += 1
+
+    def _pump_replica(self, r: ReplicaState, now_s: float) -> list[Dispatch]:
+        out: list[Dispatch] = []
+        while r.queue and r.has_free_slot and r.phase is ReplicaPhase.READY:
+            e = r.pop()
+            out.append(self._release(r, e.call, e.priority, e.predicted_violation, now_s))
+        self._touch(r)
+        return out
+
+    def _pump_model(self, model: str, now_s: float) -> list[Dispatch]:
+        q = self._model_queue.get(model)
+        out: list[Dispatch] = []
+        while q:
+            free = self._free[model]
+            if not free:
+                break
+            head = q[0].call
+            if self.policy.late_binding:
+                decision = self.policy.route(head, self.pool, now_s, list(free.values()))
+            else:
+                decision = self.policy.route(head, self.pool, now_s)
+            if decision is None:
+                break
+            heapq.heappop(q)
+            r = self.pool.get(decision.replica_id)
+            tr = self._calls[head.call_id]
+            self.num_routed += 1
+            self._note_prediction(tr, decision, r, now_s)
+            if self.policy.late_binding:
+                out.append(self._release(r, head, decision.priority,
+                                         decision.predicted_violation, now_s))
+                self._touch(r)
+            else:
+                tr.replica_id = r.replica_id
+                key = self.policy.queue_key(head, decision.priority, now_s)
+                r.push(QueueEntry(key, head, decision.priority, decision.predicted_violation))
+                out.extend(self._pump_replica(r, now_s))
+        return out
+
+    def _release(self, r: ReplicaState, call: LlmCall, priority: int, predicted: bool,
+                 now_s: float) -> Dispatch:
+        tr = self._calls[call.call_id]
+        tr.replica_id = r.replica_id
+        tr.in_flight = True
+        f = InFlight(call, now_s, priority, predicted_violation=predicted)
+        if self.learn:
+            est = self.estimator.estimate(call, r, now_s, num_ahead=0, prompt_tokens_ahead=0)
+            m = call.model
+            f.extra["pred_ttft_s"] = est.ttft_s / self.estimator.correction(m, "ttft")
+            f.extra["pred_e2e_s"] = est.completion_s / self.estimator.correction(m, "e2e")
+        r.in_flight[call.call_id] = f
+        return Dispatch(r.replica_id, call, priority)
+
+    # ---- engine feedback -------------------------------------------------------------------------
+    def _in_flight(self, call_id: int) -> tuple[_Tracked, ReplicaState, InFlight]:
+        tr = self._calls[call_id]
+        if not tr.in_flight or tr.replica_id is None:
+            raise KeyError(f"call {call_id} is not in flight")
+        r = self.pool.get(tr.replica_id)
+        return tr, r, r.in_flight[call_id]
+
+    def on_first_token(self, call_id: int, now_s: float) -> None:
+        self._now = now_s
+        tr, r, f = self._in_flight(call_id)
+        f.first_token_s = now_s
+        if self.learn and "pred_ttft_s" in f.extra:
+            self.estimator.observe(r.model, "ttft", f.extra["pred_ttft_s"], now_s - f.dispatched_s)
+        if tr.call.ttft_critical:
+            self._count_observed(tr, now_s)
+
+    def on_finish(self, call_id: int, now_s: float) -> list[Dispatch]:
+        """The call's last token arrived: free its slot, release queued work."""
+        self._now = now_s
+        tr, r, f = self._in_flight(call_id)
+        if self.learn and "pred_e2e_s" in f.extra:
+            self.estimator.observe(r.model, "e2e", f.extra["pred_e2e_s"], now_s - f.dispatched_s)
+        if not tr.call.ttft_critical:
+            self._count_observed(tr, now_s)
+        return self._free_slot(tr, r, now_s)
+
+    def on_failure(self, call_id: int, now_s: float) -> list[Dispatch]:
+        """The engine failed the call (or it was cancelled): free its slot."""
+        self._now = now_s
+        tr, r, _ = self._in_flight(call_id)
+        return self._free_slot(tr, r, now_s)
+
+    def _free_slot(self, tr: _Tracked, r: ReplicaState, now_s: float) -> list[Dispatch]:
+        del r.in_flight[tr.call.call_id]
+        del self._calls[tr.call.call_id]
+        self._touch(r)
+        out = self._pump_replica(r, now_s)
+        out.extend(self._pump_model(r.model, now_s))
+        return out
+
+    def _count_observed(self, tr: _Tracked, now_s: float) -> None:
+        if not tr.violation_counted and now_s > tr.call.deadline_s:
+            tr.violation_counted = True
+            self._window[tr.call.model].violations += 1
+
+    # ---- signals ---------------------------------------------------------------------------------
+    def take_window(self, model: str) -> WindowStats:
+        """Counters since the last call, then reset (the scaler's window)."""
+        w = self._window.setdefault(model, WindowStats())
+        self._window[model] = WindowStats()
+        return w
+
+    def ongoing(self, model: str) -> int:
+        """Calls of ``model`` queued anywhere in the gateway or in flight."""
+        return len(self._model_queue.get(model, ())) + sum(
+            r.outstanding for r in self.pool.of_model(model))
+
+    def num_tracked(self) -> int:
+        return len(self._calls)
+
+    def where(self, call_id: int) -> tuple[str | None, bool] | None:
+        """(replica or None for the model queue, in_flight) of a tracked call; None if untracked."""
+        tr = self._calls.get(call_id)
+        return None if tr is None else (tr.replica_id, tr.in_flight)

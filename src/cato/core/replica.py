@@ -1,0 +1,97 @@
+"""Gateway-side state of one replica: its priority queue, its in-flight calls, its lifecycle.
+
+The dispatcher owns these objects; policies and the estimator read them. Queue order is the
+``key`` each entry was queued with (policy-defined; CATO uses ``(priority, deadline_s, seq)``).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+from enum import Enum
+
+from cato.core.calls import InFlight, LlmCall
+
+
+class ReplicaPhase(str, Enum):
+    STARTING = "starting"   # cold start: provisioned, not routable
+    READY = "ready"         # routable
+    DRAINING = "draining"   # finishing in-flight work, not routable
+    STOPPED = "stopped"
+
+
+@dataclass(order=True, slots=True)
+class QueueEntry:
+    key: tuple[float, ...]
+    call: LlmCall
+    priority: int
+    predicted_violation: bool
+
+
+class ReplicaState:
+    """Mutable gateway view of a replica. ``concurrency_limit`` bounds calls released to the
+    engine at once; the rest wait in :attr:`queue` (a binary heap on ``key``)."""
+
+    __slots__ = (
+        "replica_id", "model", "concurrency_limit", "phase", "queue", "in_flight",
+        "idle_since_s", "queued_prompt_tokens", "started_s", "ready_s", "index_slot",
+    )
+
+    def __init__(self, replica_id: str, model: str, concurrency_limit: int, now_s: float,
+                 phase: ReplicaPhase = ReplicaPhase.READY) -> None:
+        if concurrency_limit < 1:
+            raise ValueError(f"concurrency_limit must be >= 1, got {concurrency_limit}")
+        self.replica_id = replica_id
+        self.model = model
+        self.concurrency_limit = concurrency_limit
+        self.phase = phase
+        self.queue: list[QueueEntry] = []
+        self.in_flight: dict[int, InFlight] = {}
+        self.idle_since_s: float | None = now_s
+        self.queued_prompt_tokens = 0
+        self.started_s = now_s
+        self.ready_s: float | None = now_s if phase is ReplicaPhase.READY else None
+        self.index_slot = -1
+
+    # ---- read side ---------------------------------------------------------------------------
+    @property
+    def routable(self) -> bool:
+        return self.phase is ReplicaPhase.READY
+
+    @property
+    def num_queued(self) -> int:
+        return len(self.queue)
+
+    @property
+    def num_in_flight(self) -> int:
+        return len(self.in_flight)
+
+    @property
+    def outstanding(self) -> int:
+        """Queued plus in flight: the replica's queue length as routers see it."""
+        return len(self.queue) + len(self.in_flight)
+
+    @property
+    def has_free_slot(self) -> bool:
+        return len(self.in_flight) < self.concurrency_limit
+
+    @property
+    def is_idle(self) -> bool:
+        return not self.queue and not self.in_flight
+
+    # ---- write side (dispatcher only) ----------------------------------------------------------
+    def push(self, entry: QueueEntry) -> None:
+        heapq.heappush(self.queue, entry)
+        self.queued_prompt_tokens += entry.call.num_prompt_tokens
+        self.idle_since_s = None
+
+    def pop(self) -> QueueEntry:
+        entry = heapq.heappop(self.queue)
+        self.queued_prompt_tokens -= entry.call.num_prompt_tokens
+        return entry
+
+    def drain_queue(self) -> list[QueueEntry]:
+        entries = sorted(self.queue)
+        self.queue.clear()
+        self.queued_prompt_tokens = 0
+        return entries

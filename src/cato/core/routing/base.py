@@ -1,0 +1,104 @@
+"""Routing policy interface and name registry.
+
+A policy answers one question, Ray-router style: *where does this call go, and with what
+priority?* It never mutates state; the :class:`~cato.core.dispatcher.Dispatcher` acts on its
+decision. Two binding modes:
+
+* early binding (``late_binding = False``): the call is routed when it becomes ready and waits in
+  the chosen replica's gateway queue (ordered by :meth:`RoutingPolicy.queue_key`);
+* late binding (``late_binding = True``): the call waits in one per-model gateway queue ordered by
+  :meth:`RoutingPolicy.queue_key` and is routed only when some replica has a free slot; ``route``
+  is then called with replicas that have one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Sequence
+
+import numpy as np
+
+from cato.core.calls import LlmCall
+from cato.core.estimator import Estimate, LatencyEstimator
+from cato.core.pool import ReplicaPool
+from cato.core.replica import ReplicaState
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingDecision:
+    """Where a call goes. ``estimate`` is the policy's prediction on that replica, if it made one;
+    ``predicted_violation`` is True when the policy expects the call to miss its deadline."""
+
+    replica_id: str
+    priority: int
+    estimate: Estimate | None = None
+    predicted_violation: bool = False
+
+
+class RoutingPolicy(ABC):
+    """Base class of routing policies; subclasses register with :func:`register`."""
+
+    name: ClassVar[str] = ""
+    late_binding: ClassVar[bool] = False
+    clairvoyant: ClassVar[bool] = False
+
+    def __init__(self, estimator: LatencyEstimator, rng: np.random.Generator) -> None:
+        self.estimator = estimator
+        self.rng = rng
+
+    @abstractmethod
+    def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
+              candidates: Sequence[ReplicaState] | None = None) -> RoutingDecision | None:
+        """Choose a replica for ``call`` among routable replicas of its model (early binding) or
+        among ``candidates`` (late binding: replicas with a free slot). ``None``: no replica."""
+
+    def queue_key(self, call: LlmCall, priority: int, now_s: float) -> tuple[float, ...]:
+        """Order in a gateway queue (smaller first). Default: FIFO by readiness."""
+        return (call.ready_s, float(call.seq))
+
+    def concurrency_limit(self, default: int) -> int:
+        """Calls a replica may run at once under this policy (default: the deployment's)."""
+        return default
+
+
+_REGISTRY: dict[str, Callable[..., RoutingPolicy]] = {}
+
+
+def register(cls: type[RoutingPolicy]) -> type[RoutingPolicy]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def routing_policy_names() -> list[str]:
+    from cato.core import routing as _  # noqa: F401  (registers the built-ins)
+    return sorted(_REGISTRY)
+
+
+def make_routing_policy(name: str, estimator: LatencyEstimator, rng: np.random.Generator,
+                        **params: Any) -> RoutingPolicy:
+    """Build a routing policy by name; unknown names and parameters give a clear ValueError."""
+    from cato.core import routing as _  # noqa: F401
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown routing policy {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+    try:
+        return factory(estimator, rng, **params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for routing policy {name!r}: {exc}") from None
+
+
+def count_ahead(replica: ReplicaState, key: tuple[float, ...]) -> tuple[int, int]:
+    """Number of queued calls (and their prompt tokens) that would be served before ``key``."""
+    n = 0
+    tokens = 0
+    for e in replica.queue:
+        if e.key < key:
+            n += 1
+            tokens += e.call.num_prompt_tokens
+    return n, tokens

@@ -1,0 +1,45 @@
+"""Clairvoyant least-laxity oracle: the simulator's upper-bound reference (not deployable).
+
+It knows every call's true output length. Calls wait in one per-model queue ordered by
+``(hopeless, laxity)`` where ``laxity = deadline - (ready + isolated service with the true
+length)`` and ``hopeless`` marks calls that cannot meet their deadline even on an idle replica
+when they become ready (they are served only when nothing salvageable waits). When a replica
+has a free slot, the head goes to the candidate with the earliest estimated completion (true
+lengths). This is a strong heuristic bound, not a proof of optimality: CATO's goodput is
+reported as a fraction of it.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from cato.core.calls import LlmCall
+from cato.core.pool import ReplicaPool
+from cato.core.replica import ReplicaState
+from cato.core.routing.base import RoutingDecision, RoutingPolicy, register
+
+
+@register
+class ClairvoyantOracle(RoutingPolicy):
+    name = "oracle"
+    late_binding = True
+    clairvoyant = True
+
+    def queue_key(self, call: LlmCall, priority: int, now_s: float) -> tuple[float, ...]:
+        service = self.estimator.isolated(call, clairvoyant=True).for_deadline(call.ttft_critical)
+        laxity = call.deadline_s - (call.ready_s + service)
+        return (1.0 if laxity < 0 else 0.0, laxity, float(call.seq))
+
+    def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
+              candidates: Sequence[ReplicaState] | None = None) -> RoutingDecision | None:
+        cands = candidates if candidates is not None else pool.ready(call.model)
+        best: tuple[float, ReplicaState] | None = None
+        for r in cands:
+            est = self.estimator.estimate(call, r, now_s, num_ahead=0, prompt_tokens_ahead=0,
+                                          clairvoyant=True)
+            t = est.for_deadline(call.ttft_critical)
+            if best is None or t < best[0]:
+                best = (t, r)
+        if best is None:
+            return None
+        return RoutingDecision(best[1].replica_id, 0, None, now_s + best[0] > call.deadline_s)

@@ -1,0 +1,12 @@
+"""Scaling policies, chosen by name (:func:`make_scaling_policy`)."""
+
+from cato.core.scaling.base import (
+    NOOP, ScalingContext, ScalingDecision, ScalingPolicy, apply_bounds, make_scaling_policy,
+    scaling_policy_names,
+)
+from cato.core.scaling import policies as _policies  # noqa: F401
+
+__all__ = [
+    "NOOP", "ScalingContext", "ScalingDecision", "ScalingPolicy", "apply_bounds",
+    "make_scaling_policy", "scaling_policy_names",
+]

@@ -1,0 +1,115 @@
+"""Scaling policy interface (one per model), the guard-rail wrapper, and the name registry.
+
+A policy is called every ``interval_s`` with a :class:`ScalingContext` (the gateway's signals
+since its last call) and returns a :class:`ScalingDecision`. :func:`apply_bounds` clamps any
+decision to ``[min_replicas, max_replicas]`` and to the cluster's free capacity: policies need
+not repeat those checks (Ray Serve's wrapper idea).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
+from typing import Any, Callable, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingContext:
+    """What a scaling policy sees for one model at ``now_s``.
+
+    ``idle_replicas`` are READY replicas with nothing queued or in flight, with the time they
+    became idle; ``ready_by_load`` lists READY replicas in ascending outstanding calls.
+    ``window_*`` count calls routed and SLA violations (predicted at routing or
+    observed) since the previous decision. ``ongoing_requests`` = queued + in flight now.
+    """
+
+    model: str
+    now_s: float
+    num_ready: int
+    num_starting: int
+    num_draining: int
+    idle_replicas: tuple[tuple[str, float], ...]
+    window_requests: int
+    window_violations: int
+    ongoing_requests: int
+    min_replicas: int
+    max_replicas: int
+    cluster_free: int | None = None
+    ready_by_load: tuple[str, ...] = ()
+
+    @property
+    def num_provisioned(self) -> int:
+        """Replicas that count toward the target (ready + starting; draining ones are leaving)."""
+        return self.num_ready + self.num_starting
+
+
+@dataclass(frozen=True, slots=True)
+class ScalingDecision:
+    """``add`` new replicas (cold start) and/or drain the replicas in ``remove``."""
+
+    add: int = 0
+    remove: tuple[str, ...] = ()
+    reason: str = ""
+
+    @property
+    def is_noop(self) -> bool:
+        return self.add == 0 and not self.remove
+
+
+NOOP = ScalingDecision()
+
+
+class ScalingPolicy(ABC):
+    name: ClassVar[str] = ""
+
+    def __init__(self, interval_s: float = 10.0) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self.interval_s = interval_s
+
+    @abstractmethod
+    def decide(self, ctx: ScalingContext) -> ScalingDecision:
+        """Return what to change; called every ``interval_s``."""
+
+
+def apply_bounds(ctx: ScalingContext, d: ScalingDecision) -> ScalingDecision:
+    """Clamp to [min, max] replicas and to the cluster's free capacity; never both add and
+    remove."""
+    current = ctx.num_provisioned
+    add = max(0, min(d.add, ctx.max_replicas - current))
+    if ctx.cluster_free is not None:
+        add = min(add, max(0, ctx.cluster_free))
+    if add > 0:
+        return replace(d, add=add, remove=())
+    removable = max(0, current - ctx.min_replicas)
+    remove = d.remove[:removable]
+    if not remove and d.add > 0 and add == 0:
+        return replace(d, add=0, remove=(), reason=d.reason + " (at max replicas)")
+    return replace(d, add=0, remove=remove)
+
+
+_REGISTRY: dict[str, Callable[..., ScalingPolicy]] = {}
+
+
+def register(cls: type[ScalingPolicy]) -> type[ScalingPolicy]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def scaling_policy_names() -> list[str]:
+    from cato.core import scaling as _  # noqa: F401
+    return sorted(_REGISTRY)
+
+
+def make_scaling_policy(name: str, **params: Any) -> ScalingPolicy:
+    from cato.core import scaling as _  # noqa: F401
+    try:
+        factory = _REGISTRY[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scaling policy {name!r}; known: {', '.join(sorted(_REGISTRY))}"
+        ) from None
+    try:
+        return factory(**params)
+    except TypeError as exc:
+        raise ValueError(f"bad parameters for scaling policy {name!r}: {exc}") from None

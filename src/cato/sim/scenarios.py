@@ -1,0 +1,272 @@
+"""Named simulation scenarios and the policies compared in them.
+
+A :class:`Scenario` fixes the deployment (models, replica model, replica bounds, the gateway's
+per-engine concurrency), the tasks, the mix and the arrival process; a :class:`PolicySpec`
+fixes the routing and scaling policies. :func:`build_run` turns (scenario, policy, rate, seed)
+into a :class:`~cato.sim.simulator.SimConfig` and the request stream; the stream depends only on
+(scenario, rate, seed), never on the policy (common random numbers).
+
+Every scenario states its knee (``knee_rps``: the rate at which the best SLA-blind baseline
+holds 90 % attainment, found with ``cato simulate --scenario NAME --find-knee``) so that loads
+are reported as a fraction of it beside the absolute rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from cato.core.catalog import multi_step_tasks, single_step_tasks
+from cato.core.coefficients import A100_LLAMA7B, H100_LLAMA7B, starcoder2_7b
+from cato.core.task import TaskType
+from cato.sim import arrivals as arr
+from cato.sim.simulator import ModelDeployment, SimConfig
+from cato.sim.workload import MIX_A, MIX_B, TaskArrival, build_stream, build_trace_stream
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A routing policy plus a scaling policy under one label."""
+
+    label: str
+    routing: str
+    scaling: str = "fixed"
+    routing_params: Mapping[str, Any] = field(default_factory=dict)
+    scaling_params: Mapping[str, Any] = field(default_factory=dict)
+
+
+#: Ray Serve's defaults: max_ongoing_requests=5, target_ongoing_requests=2.
+RAY_DEFAULT = dict(max_ongoing_requests=5)
+RAY_DEFAULT_SCALING = dict(target_ongoing_requests=2.0)
+#: "Tuned for LLMs": as many ongoing requests per replica as the gateway's engine concurrency,
+#: and a target at half of it (Ray's LLM serving guidance raises both well above the defaults).
+RAY_TUNED_FACTOR = 0.5
+
+
+def fixed_policies(engine_concurrency: int) -> dict[str, PolicySpec]:
+    return {
+        "cato": PolicySpec("cato", "cato"),
+        "round_robin": PolicySpec("round_robin", "round_robin"),
+        "least_outstanding": PolicySpec("least_outstanding", "least_outstanding"),
+        "ray": PolicySpec("ray", "pow2", routing_params=RAY_DEFAULT),
+        "ray-tuned": PolicySpec("ray-tuned", "pow2",
+                                routing_params=dict(max_ongoing_requests=engine_concurrency)),
+        "edf": PolicySpec("edf", "edf"),
+        "oracle": PolicySpec("oracle", "oracle"),
+    }
+
+
+def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[str, PolicySpec]:
+    tuned_target = max(1.0, RAY_TUNED_FACTOR * engine_concurrency)
+    return {
+        "cato": PolicySpec("cato", "cato", "cato", scaling_params=dict(cato_scaling)),
+        "ray": PolicySpec("ray", "pow2", "ray", RAY_DEFAULT, RAY_DEFAULT_SCALING),
+        "ray-tuned": PolicySpec("ray-tuned", "pow2", "ray",
+                                dict(max_ongoing_requests=engine_concurrency),
+                                dict(target_ongoing_requests=tuned_target)),
+        "pow2+cato": PolicySpec("pow2+cato", "pow2", "cato",
+                                dict(max_ongoing_requests=engine_concurrency),
+                                dict(cato_scaling)),
+        "round_robin+ray": PolicySpec("round_robin+ray", "round_robin", "ray",
+                                      scaling_params=dict(target_ongoing_requests=tuned_target)),
+        "oracle+cato": PolicySpec("oracle+cato", "oracle", "cato",
+                                  scaling_params=dict(cato_scaling)),
+    }
+
+
+ArrivalFn = Callable[[float, float, np.random.Generator], np.ndarray]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    deployments: tuple[ModelDeployment, ...]
+    tasks: Mapping[str, TaskType]
+    mix: Mapping[str, float]
+    arrival: str
+    duration_s: float
+    rates_rps: tuple[float, ...]
+    policies: Mapping[str, PolicySpec]
+    default_policies: tuple[str, ...]
+    engine_concurrency: int
+    knee_rps: float | None = None
+    cold_start_median_s: float = 45.0
+    cold_start_p90_s: float = 90.0
+    jitter_sigma: float = 0.0
+    sweep: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    def arrivals(self, rate_rps: float, rng: np.random.Generator) -> np.ndarray:
+        return ARRIVALS[self.arrival](rate_rps, self.duration_s, rng)
+
+
+def _surge(factor: float) -> ArrivalFn:
+    def fn(rate: float, duration: float, rng: np.random.Generator) -> np.ndarray:
+        f = arr.step_surge(rate, factor, duration / 3.0, 2.0 * duration / 3.0)
+        return arr.inhomogeneous_poisson(f, f.max_rate_rps, duration, rng)
+    return fn
+
+
+def _diurnal(rate: float, duration: float, rng: np.random.Generator) -> np.ndarray:
+    f = arr.diurnal_sine(rate, 0.8, duration / 2.0)
+    return arr.inhomogeneous_poisson(f, f.max_rate_rps, duration, rng)
+
+
+def _burst_from_idle(rate: float, duration: float, rng: np.random.Generator) -> np.ndarray:
+    f = arr.step_surge(rate * 0.05, 20.0, duration / 6.0, duration)
+    return arr.inhomogeneous_poisson(f, f.max_rate_rps, duration, rng)
+
+
+ARRIVALS: dict[str, ArrivalFn] = {
+    "poisson": arr.poisson,
+    "gamma2": lambda r, d, g: arr.gamma_renewal(r, 2.0, d, g),
+    "gamma4": lambda r, d, g: arr.gamma_renewal(r, 4.0, d, g),
+    "onoff": arr.on_off,
+    "surge2": _surge(2.0),
+    "surge4": _surge(4.0),
+    "diurnal": _diurnal,
+    "burst": _burst_from_idle,
+}
+
+
+# ---- deployments ------------------------------------------------------------------------------
+def _paper_deployments(replicas: int, lo: int, hi: int, max_num_seqs: int
+                       ) -> tuple[ModelDeployment, ...]:
+    # The paper's replicas were saturated at 0.67-3.33 req/s: an engine of that time with little
+    # batching. We keep its rates and 6 replicas per model and cap each engine's batch.
+    cl = A100_LLAMA7B.with_overrides(name="a100-codellama-7b", max_num_seqs=max_num_seqs)
+    sc = starcoder2_7b(A100_LLAMA7B).with_overrides(max_num_seqs=max_num_seqs)
+    return (ModelDeployment("codellama-7b", cl, replicas, lo, hi),
+            ModelDeployment("starcoder2-7b", sc, replicas, lo, hi))
+
+
+PAPER_MODELS = {"completion": "starcoder2-7b", "generation": "codellama-7b",
+                "summarization": "starcoder2-7b", "translation": "codellama-7b"}
+ONE_MODEL = {t: "llama-7b" for t in PAPER_MODELS}
+PAPER_RATES = (0.67, 1.33, 2.0, 2.67, 3.33)
+PAPER_MAX_NUM_SEQS = 1
+RQ1_MIX = {"generation": 0.5, "translation": 0.5}
+
+
+def _scenarios() -> dict[str, Scenario]:
+    out: dict[str, Scenario] = {}
+    paper_tasks = single_step_tasks(PAPER_MODELS)
+    conc = PAPER_MAX_NUM_SEQS
+    out["paper"] = Scenario(
+        "paper", "The paper's setting: CodeLlama-7B and StarCoder2-7B, 6 fixed replicas each "
+        "(engines batching at most 1 sequence), mix B, Poisson 0.67-3.33 req/s, 120 s runs.",
+        _paper_deployments(6, 6, 6, PAPER_MAX_NUM_SEQS), paper_tasks, MIX_B, "poisson", 120.0,
+        PAPER_RATES, fixed_policies(conc),
+        ("cato", "round_robin", "ray", "least_outstanding", "edf", "oracle"), conc)
+    out["paper-autoscaled"] = replace(
+        out["paper"], name="paper-autoscaled",
+        description="The paper's setting, autoscaled between 1 and 6 replicas per model "
+                    "(cold start lognormal, median 45 s, p90 90 s), 600 s runs.",
+        deployments=_paper_deployments(1, 1, 6, PAPER_MAX_NUM_SEQS), duration_s=600.0,
+        policies=autoscaled_policies(conc),
+        default_policies=("cato", "ray", "ray-tuned", "pow2+cato"))
+    out["reproduction"] = replace(
+        out["paper"], name="reproduction",
+        description="Seed experiment 1 (RQ1, long-output tasks): generation + translation on 6 "
+                    "fixed replicas per model, Poisson 2.0-3.33 req/s.",
+        mix=RQ1_MIX, rates_rps=(2.0, 2.67, 3.33),
+        default_policies=("cato", "round_robin", "ray"))
+    out["ablation"] = replace(
+        out["paper-autoscaled"], name="ablation",
+        description="Seed experiment 2: power-of-two routing with CATO scaling, against CATO "
+                    "routing with CATO scaling and Ray Serve-like routing and scaling.",
+        rates_rps=(2.0, 2.67, 3.33), default_policies=("cato", "pow2+cato", "ray"))
+    out["cold-start"] = replace(
+        out["paper-autoscaled"], name="cold-start",
+        description="Seed experiment 3: a burst from 1 replica per model (5 % of the rate for "
+                    "100 s, then the full rate); sweep of max_exceeded_times.",
+        arrival="burst", rates_rps=(3.33,), default_policies=("cato",),
+        sweep={"max_exceeded_times": (1, 2, 3, 4, 6)})
+    # ---- beyond the paper: plain A100 replicas with full batching --------------------------------
+    one = single_step_tasks(ONE_MODEL)
+    a100 = (ModelDeployment("llama-7b", A100_LLAMA7B, 4, 4, 4),)
+    for mix_name, mix, knee in (("A", MIX_A, 22.0), ("B", MIX_B, 12.0)):
+        base = Scenario(
+            f"mix{mix_name}-poisson",
+            f"Mix {mix_name} on 4 fixed A100 Llama-7B replicas (full batching, gateway "
+            f"concurrency 32 per engine), Poisson, 300 s.",
+            a100, one, mix, "poisson", 300.0,
+            tuple(round(knee * f, 2) for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)),
+            fixed_policies(32), ("cato", "round_robin", "least_outstanding", "ray",
+                                 "ray-tuned", "edf", "oracle"), 32, knee_rps=knee)
+        out[base.name] = base
+        out[f"mix{mix_name}-bursty"] = replace(
+            base, name=f"mix{mix_name}-bursty", arrival="gamma4",
+            description=base.description.replace("Poisson", "gamma arrivals with CV 4"))
+        out[f"mix{mix_name}-onoff"] = replace(
+            base, name=f"mix{mix_name}-onoff", arrival="onoff",
+            description=base.description.replace("Poisson", "on/off bursts (Azure-like)"))
+        out[f"mix{mix_name}-autoscaled"] = replace(
+            base, name=f"mix{mix_name}-autoscaled", arrival="surge4",
+            description=f"Mix {mix_name}, A100 Llama-7B replicas autoscaled 1-16, x4 step surge "
+                        f"in the middle third of 900 s.",
+            deployments=(ModelDeployment("llama-7b", A100_LLAMA7B, 2, 1, 16),), duration_s=900.0,
+            rates_rps=tuple(round(knee * f, 2) for f in (0.25, 0.5)),
+            policies=autoscaled_policies(32),
+            default_policies=("cato", "ray", "ray-tuned", "pow2+cato"))
+    out["multistep"] = replace(
+        out["mixB-poisson"], name="multistep",
+        description="Mix B with the multi-step variants (retrieve -> LLM summarisation; "
+                    "LLM -> validate -> repair generation) on 4 fixed A100 replicas.",
+        tasks=multi_step_tasks(ONE_MODEL))
+    out["azure"] = replace(
+        out["mixA-poisson"], name="azure", arrival="azure",
+        description="Replay of the Azure LLM inference trace 2023, code service (first 30 min; "
+                    "Microsoft, CC-BY 4.0), time-scaled to the given mean rate, on 4 fixed A100 "
+                    "replicas.", duration_s=1800.0)
+    h100 = (ModelDeployment("llama-7b", H100_LLAMA7B, 4, 4, 4),)
+    out["h100-mixA"] = replace(
+        out["mixA-poisson"], name="h100-mixA", deployments=h100,
+        tasks=single_step_tasks(ONE_MODEL, completion_sla_s=0.150),
+        description="Mix A on 4 fixed H100 replicas, completion SLA 150 ms.", knee_rps=None)
+    out["scale"] = Scenario(
+        "scale", "Scale check: 1,000 A100 replicas, Poisson 100 req/s for one hour, mix A.",
+        (ModelDeployment("llama-7b", A100_LLAMA7B, 1000, 1000, 1000),), one, MIX_A, "poisson",
+        3600.0, (100.0,), fixed_policies(32), ("cato",), 32)
+    return out
+
+
+SCENARIOS: dict[str, Scenario] = _scenarios()
+
+
+def scenario(name: str) -> Scenario:
+    try:
+        return SCENARIOS[name]
+    except KeyError:
+        raise ValueError(
+            f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}") from None
+
+
+def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArrival]:
+    """The request stream of (scenario, rate, seed): identical for every policy."""
+    if rate_rps <= 0:
+        raise ValueError(f"rate must be > 0 req/s, got {rate_rps}")
+    ss = np.random.SeedSequence([seed, int(round(rate_rps * 1000))])
+    arr_rng, stream_rng = (np.random.default_rng(s) for s in ss.spawn(2))
+    if sc.arrival == "azure":
+        trace = arr.load_azure_code_trace().time_scaled(target_rate_rps=rate_rps,
+                                                         duration_s=sc.duration_s)
+        return build_trace_stream(trace, sc.tasks, stream_rng)
+    times = sc.arrivals(rate_rps, arr_rng)
+    return build_stream(times, sc.tasks, sc.mix, stream_rng)
+
+
+def build_config(sc: Scenario, policy: PolicySpec, *,
+                 overrides: Mapping[str, Any] | None = None) -> SimConfig:
+    scaling_params = dict(policy.scaling_params)
+    if overrides:
+        scaling_params.update(overrides)
+    return SimConfig(
+        deployments=sc.deployments, tasks=sc.tasks, routing=policy.routing,
+        routing_params=dict(policy.routing_params), scaling=policy.scaling,
+        scaling_params=scaling_params, engine_concurrency=sc.engine_concurrency,
+        cold_start_median_s=sc.cold_start_median_s, cold_start_p90_s=sc.cold_start_p90_s,
+        jitter_sigma=sc.jitter_sigma, label=policy.label,
+    )

@@ -1,0 +1,440 @@
+"""The discrete-event simulator: the first driver of the core.
+
+Time comes from an event heap; replicas are :class:`~cato.sim.replica_engine.ReplicaEngine`
+models; routing, queueing and scaling are the very core objects the live gateway uses
+(:class:`~cato.core.dispatcher.Dispatcher`, routing and scaling policies).
+
+Flow of one task request: its arrival starts the task's root nodes. A non-LLM node finishes
+after its drawn cost; an LLM node becomes an :class:`~cato.core.calls.LlmCall` with a deadline
+from the task's slack plan and is submitted to the dispatcher, whose :class:`Dispatch` actions
+the simulator performs on engines. Engine events (first token, finished) go back to the
+dispatcher and advance the task's DAG. When every node is done the task's
+:class:`~cato.core.records.RequestRecord` is written.
+
+Randomness: the request stream is drawn before the run (common random numbers); the simulator's
+own draws (cold starts, router sampling, engine jitter) come from children of one
+``SeedSequence(seed)``, one per purpose, so every policy sees the same cold-start sequence.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from cato.core.calls import LlmCall
+from cato.core.coefficients import ReplicaCoefficients
+from cato.core.dispatcher import Dispatch, Dispatcher
+from cato.core.estimator import LatencyEstimator
+from cato.core.records import RequestRecord
+from cato.core.replica import ReplicaPhase
+from cato.core.routing import make_routing_policy
+from cato.core.scaling import ScalingContext, apply_bounds, make_scaling_policy
+from cato.core.scaling.base import ScalingPolicy
+from cato.core.slack import TaskPlan, model_baselines, plan_task
+from cato.core.task import SlaKind, TaskType
+from cato.sim.replica_engine import EngineEvent, ReplicaEngine
+from cato.sim.workload import TaskArrival
+
+
+@dataclass(frozen=True, slots=True)
+class ModelDeployment:
+    """Replicas of one model: their latency model and replica bounds."""
+
+    model: str
+    coeffs: ReplicaCoefficients
+    initial_replicas: int
+    min_replicas: int = 1
+    max_replicas: int = 1_000_000
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError(
+                f"model {self.model!r}: need 0 <= min_replicas ({self.min_replicas}) <= "
+                f"initial_replicas ({self.initial_replicas}) <= max_replicas "
+                f"({self.max_replicas})")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """One simulated deployment under one policy pair."""
+
+    deployments: tuple[ModelDeployment, ...]
+    tasks: Mapping[str, TaskType]
+    routing: str = "cato"
+    routing_params: Mapping[str, Any] = field(default_factory=dict)
+    scaling: str = "fixed"
+    scaling_params: Mapping[str, Any] = field(default_factory=dict)
+    engine_concurrency: int | None = None
+    cold_start_median_s: float = 45.0
+    cold_start_p90_s: float = 90.0
+    jitter_sigma: float = 0.0
+    learn: bool = True
+    max_drain_s: float = 600.0
+    cluster_capacity: int | None = None
+    label: str = ""
+
+    def policy_label(self) -> str:
+        if self.label:
+            return self.label
+        return self.routing if self.scaling == "fixed" else f"{self.routing}+{self.scaling}"
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    at_s: float
+    model: str
+    add: int
+    removed: tuple[str, ...]
+    reason: str
+
+
+@dataclass
+class SimResult:
+    records: list[RequestRecord]
+    duration_s: float
+    busy_replica_s: float
+    provisioned_replica_s: float
+    replicas_over_time: list[tuple[float, int]]
+    scale_events: list[ScaleEvent]
+    cold_starts_s: list[float]
+    num_engine_steps: int
+    num_routing_decisions: int
+    end_s: float
+
+
+_ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE = range(5)
+
+
+class _TaskRun:
+    __slots__ = ("arrival", "task", "pending_deps", "remaining", "offsets", "first_token_s",
+                 "last_s", "replica", "sla_s", "failed")
+
+    def __init__(self, arrival: TaskArrival, task: TaskType, offsets: Mapping[str, float]) -> None:
+        self.arrival = arrival
+        self.task = task
+        self.pending_deps = {n.name: len(n.deps) for n in task.nodes}
+        self.remaining = len(task.nodes)
+        self.offsets = offsets
+        self.first_token_s: float | None = None
+        self.last_s: float | None = None
+        self.replica: str | None = None
+        self.sla_s = task.sla_s
+        self.failed = False
+
+
+class Simulator:
+    """Runs one request stream through one :class:`SimConfig`."""
+
+    def __init__(self, config: SimConfig, stream: Sequence[TaskArrival], *, seed: int = 0,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
+        self.cfg = config
+        self.stream = stream
+        self.on_progress = on_progress
+        ss = np.random.SeedSequence(seed)
+        cold_ss, router_ss, jitter_ss = ss.spawn(3)
+        self._cold_rng = np.random.default_rng(cold_ss)
+        self._jitter_ss = jitter_ss
+        coeffs = {d.model: d.coeffs for d in config.deployments}
+        self.estimator = LatencyEstimator(coeffs, learning_rate=0.05 if config.learn else 0.0)
+        policy = make_routing_policy(config.routing, self.estimator,
+                                     np.random.default_rng(router_ss), **config.routing_params)
+        default_conc = config.engine_concurrency or max(d.coeffs.max_num_seqs
+                                                        for d in config.deployments)
+        self.dispatcher = Dispatcher(policy, self.estimator, default_concurrency=default_conc,
+                                     learn=config.learn)
+        self.scalers: dict[str, ScalingPolicy] = {
+            d.model: make_scaling_policy(config.scaling, **config.scaling_params)
+            for d in config.deployments
+        }
+        self._deploy = {d.model: d for d in config.deployments}
+        self.plans: dict[str, TaskPlan] = {}
+        self._expected_out: dict[tuple[str, str], int] = {}
+        for name, t in config.tasks.items():
+            for n in t.llm_nodes:
+                if n.model not in coeffs:
+                    raise ValueError(f"task {name!r} node {n.name!r} uses model {n.model!r} "
+                                     f"that no deployment serves")
+                assert n.output_tokens is not None
+                self._expected_out[(name, n.name)] = max(1, round(n.output_tokens.mean()))
+            self.plans[name] = plan_task(t, model_baselines(t, coeffs))
+        self._offsets = {k: p.deadline_offsets() for k, p in self.plans.items()}
+        self._heap: list[tuple[float, int, int, Any]] = []
+        self._seq = itertools.count()
+        self._engines: dict[str, ReplicaEngine] = {}
+        self._engine_version: dict[str, int] = {}
+        self._started_at: dict[str, float] = {}
+        self._provisioned_s = 0.0
+        self._busy_s = 0.0
+        self._replica_counter = itertools.count()
+        self._call_counter = itertools.count()
+        self._calls: dict[int, tuple[_TaskRun, str]] = {}
+        self._records: list[RequestRecord] = []
+        self._active = 0
+        self._runs: dict[int, _TaskRun] = {}
+        self._timeline: list[tuple[float, int]] = []
+        self._scale_events: list[ScaleEvent] = []
+        self._cold_starts: list[float] = []
+        self._steps = 0
+        self._now = 0.0
+        self._draining: set[str] = set()
+        sigma = math.log(config.cold_start_p90_s / config.cold_start_median_s) / 1.2815515655446004
+        self._cold_sigma = max(0.0, sigma)
+
+    # ---- replicas --------------------------------------------------------------------------------
+    def _push(self, t: float, kind: int, payload: Any) -> None:
+        heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
+
+    def _new_replica(self, model: str, now: float, *, ready: bool) -> str:
+        idx = next(self._replica_counter)
+        rid = f"{model}-{idx}"
+        d = self._deploy[model]
+        rng = np.random.default_rng(self._jitter_ss.spawn(1)[0]) if self.cfg.jitter_sigma else None
+        self._engines[rid] = ReplicaEngine(d.coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma)
+        self._engine_version[rid] = 0
+        self._started_at[rid] = now
+        self._perform(self.dispatcher.add_replica(rid, model, now, ready=ready), now)
+        if not ready:
+            cold = float(self.cfg.cold_start_median_s
+                         * math.exp(self._cold_sigma * self._cold_rng.standard_normal()))
+            self._cold_starts.append(cold)
+            self._push(now + cold, _READY, rid)
+        return rid
+
+    def _stop_replica(self, rid: str, now: float) -> None:
+        eng = self._engines.pop(rid)
+        self._busy_s += eng.busy_seconds(now)
+        self._steps += eng.steps_executed
+        self._provisioned_s += now - self._started_at.pop(rid)
+        self._engine_version.pop(rid)
+        self._draining.discard(rid)
+        lost = self.dispatcher.remove_replica(rid)
+        assert not lost, f"replica {rid} stopped with work"
+        self._record_count(now)
+
+    def _record_count(self, now: float) -> None:
+        self._timeline.append((now, len(self._engines)))
+
+    # ---- engine plumbing -------------------------------------------------------------------------
+    def _wake(self, rid: str) -> None:
+        t = self._engines[rid].next_event_s()
+        self._engine_version[rid] += 1
+        if t is not None:
+            self._push(t, _ENGINE, (rid, self._engine_version[rid]))
+
+    def _perform(self, dispatches: list[Dispatch], now: float) -> None:
+        touched: set[str] = set()
+        for d in dispatches:
+            eng = self._engines[d.replica_id]
+            self._handle_engine_events(d.replica_id, eng.advance(now))
+            n_out = d.call.true_output_tokens or d.call.expected_output_tokens
+            eng.submit(d.call.call_id, d.call.num_prompt_tokens, n_out, now)
+            touched.add(d.replica_id)
+        for rid in touched:
+            if rid in self._engines:
+                self._wake(rid)
+
+    def _handle_engine_events(self, rid: str, events: list[EngineEvent]) -> None:
+        for ev in events:
+            if ev.kind == "first_token":
+                self._on_first_token(ev.call_id, ev.at_s)
+            else:
+                self._on_finished(rid, ev.call_id, ev.at_s)
+
+    def _on_first_token(self, call_id: int, t: float) -> None:
+        self.dispatcher.on_first_token(call_id, t)
+        run, node = self._calls[call_id]
+        if node == run.task.user_facing_node and run.first_token_s is None:
+            run.first_token_s = t
+
+    def _on_finished(self, rid: str, call_id: int, t: float) -> None:
+        run, node = self._calls.pop(call_id)
+        if node == run.task.user_facing_node:
+            run.replica = rid
+        dispatches = self.dispatcher.on_finish(call_id, t)
+        self._perform(dispatches, t)
+        if rid in self._draining and self.dispatcher.is_drained(rid):
+            self._stop_replica(rid, t)
+        self._node_done(run, node, t)
+
+    # ---- tasks -----------------------------------------------------------------------------------
+    def _start_task(self, arrival: TaskArrival) -> None:
+        task = self.cfg.tasks[arrival.task]
+        run = _TaskRun(arrival, task, self._offsets[arrival.task])
+        self._active += 1
+        self._runs[id(run)] = run
+        for n in task.nodes:
+            if not n.deps:
+                self._start_node(run, n.name, arrival.arrival_s)
+
+    def _start_node(self, run: _TaskRun, name: str, now: float) -> None:
+        node = run.task.node(name)
+        if name in run.arrival.skipped:
+            self._node_done(run, name, now)
+            return
+        if not node.is_llm:
+            self._push(now + run.arrival.tool_costs_s[name], _TOOL_DONE, (run, name))
+            return
+        assert node.model is not None
+        n_in, n_out = run.arrival.lengths[name]
+        cid = next(self._call_counter)
+        call = LlmCall(
+            call_id=cid, task_id=run.arrival.id, task=run.task.name, node=name, model=node.model,
+            num_prompt_tokens=int(n_in), expected_output_tokens=self._expected_out[(run.task.name, name)],
+            arrival_s=run.arrival.arrival_s, ready_s=now,
+            deadline_s=run.arrival.arrival_s + run.offsets[name],
+            ttft_critical=run.task.sla_kind is SlaKind.TTFT and name == run.task.user_facing_node,
+            true_output_tokens=int(n_out), seq=cid,
+        )
+        self._calls[cid] = (run, name)
+        res = self.dispatcher.submit(call, now)
+        if res.rejected:
+            self._calls.pop(cid)
+            run.failed = True
+            self._node_done(run, name, now)
+            return
+        self._perform(res.dispatches, now)
+
+    def _node_done(self, run: _TaskRun, name: str, now: float) -> None:
+        run.remaining -= 1
+        run.last_s = now if run.last_s is None else max(run.last_s, now)
+        for s in run.task.successors()[name]:
+            run.pending_deps[s] -= 1
+            if run.pending_deps[s] == 0:
+                self._start_node(run, s, now)
+        if run.remaining == 0:
+            self._finish_task(run)
+
+    def _finish_task(self, run: _TaskRun, status: str = "ok") -> None:
+        self._active -= 1
+        del self._runs[id(run)]
+        a = run.arrival
+        uf = run.task.user_facing_node
+        n_in, n_out = a.lengths[uf]
+        if run.failed and status == "ok":
+            status = "rejected"
+        if status == "ok":
+            if run.task.sla_kind is SlaKind.TTFT:
+                met = run.first_token_s is not None and run.first_token_s - a.arrival_s <= run.sla_s
+            else:
+                met = run.last_s is not None and run.last_s - a.arrival_s <= run.sla_s
+        else:
+            met = False
+        self._records.append(RequestRecord(
+            id=a.id, task=a.task, policy=self.cfg.policy_label(), arrival_s=a.arrival_s,
+            first_token_s=run.first_token_s, last_token_s=run.last_s if status == "ok" else None,
+            n_in=int(n_in), n_out=int(n_out), sla_kind=run.task.sla_kind.value, sla_s=run.sla_s,
+            status=status, met=bool(met), replica=run.replica,  # type: ignore[arg-type]
+        ))
+
+    # ---- scaling ---------------------------------------------------------------------------------
+    def _scale(self, model: str, now: float) -> None:
+        d = self._deploy[model]
+        reps = self.dispatcher.pool.of_model(model)
+        ready = [r for r in reps if r.phase is ReplicaPhase.READY]
+        w = self.dispatcher.take_window(model)
+        ctx = ScalingContext(
+            model=model, now_s=now, num_ready=len(ready),
+            num_starting=sum(r.phase is ReplicaPhase.STARTING for r in reps),
+            num_draining=sum(r.phase is ReplicaPhase.DRAINING for r in reps),
+            idle_replicas=tuple((r.replica_id, r.idle_since_s) for r in ready
+                                if r.is_idle and r.idle_since_s is not None),
+            window_requests=w.requests, window_violations=w.violations,
+            ongoing_requests=self.dispatcher.ongoing(model),
+            min_replicas=d.min_replicas, max_replicas=d.max_replicas,
+            cluster_free=None if self.cfg.cluster_capacity is None
+            else self.cfg.cluster_capacity - len(self._engines),
+            ready_by_load=tuple(r.replica_id for r in sorted(ready, key=lambda r: r.outstanding)),
+        )
+        dec = apply_bounds(ctx, self.scalers[model].decide(ctx))
+        if dec.is_noop:
+            return
+        self._scale_events.append(ScaleEvent(now, model, dec.add, dec.remove, dec.reason))
+        for _ in range(dec.add):
+            self._new_replica(model, now, ready=False)
+        for rid in dec.remove:
+            self._draining.add(rid)
+            self._perform(self.dispatcher.drain(rid, now), now)
+            if self.dispatcher.is_drained(rid):
+                self._stop_replica(rid, now)
+        self._record_count(now)
+
+    # ---- main loop -------------------------------------------------------------------------------
+    def run(self) -> SimResult:
+        stream = self.stream
+        t0 = stream[0].arrival_s if stream else 0.0
+        for d in self.cfg.deployments:
+            for _ in range(d.initial_replicas):
+                self._new_replica(d.model, t0, ready=True)
+        self._record_count(t0)
+        if self.cfg.scaling != "fixed":
+            for d in self.cfg.deployments:
+                self._push(t0 + self.scalers[d.model].interval_s, _SCALE, d.model)
+        i, n = 0, len(stream)
+        last_arrival = stream[-1].arrival_s if stream else t0
+        horizon = last_arrival + self.cfg.max_drain_s
+        progress_every = max(1, n // 200)
+        now = t0
+        while True:
+            next_heap = self._heap[0][0] if self._heap else math.inf
+            if i < n and stream[i].arrival_s <= next_heap:
+                now = stream[i].arrival_s
+                self.dispatcher._now = now
+                self._start_task(stream[i])
+                i += 1
+                if self.on_progress is not None and i % progress_every == 0:
+                    self.on_progress(i, n)
+                continue
+            if not self._heap:
+                break
+            t, _, kind, payload = heapq.heappop(self._heap)
+            if t > horizon:
+                break
+            now = t
+            if kind == _ENGINE:
+                rid, version = payload
+                if self._engine_version.get(rid) != version:
+                    continue
+                self._handle_engine_events(rid, self._engines[rid].advance(t))
+                if rid in self._engines:
+                    self._wake(rid)
+            elif kind == _TOOL_DONE:
+                run, name = payload
+                self._node_done(run, name, t)
+            elif kind == _READY:
+                if payload in self._engines:
+                    self._perform(self.dispatcher.mark_ready(payload, t), t)
+                    self._record_count(t)
+            elif kind == _SCALE:
+                if i >= n and self._active == 0:
+                    continue
+                self._scale(payload, t)
+                self._push(t + self.scalers[payload].interval_s, _SCALE, payload)
+            if i >= n and self._active == 0:
+                break
+        end = now
+        if self._active:
+            self._fail_unfinished(end)
+        for rid in list(self._engines):
+            eng = self._engines[rid]
+            self._busy_s += eng.busy_seconds(end)
+            self._steps += eng.steps_executed
+            self._provisioned_s += end - self._started_at[rid]
+        if self.on_progress is not None:
+            self.on_progress(n, n)
+        self._records.sort(key=lambda r: r.id)
+        return SimResult(
+            records=self._records, duration_s=max(1e-9, last_arrival - t0),
+            busy_replica_s=self._busy_s, provisioned_replica_s=self._provisioned_s,
+            replicas_over_time=self._timeline, scale_events=self._scale_events,
+            cold_starts_s=self._cold_starts, num_engine_steps=self._steps,
+            num_routing_decisions=self.dispatcher.num_routed, end_s=end,
+        )
+
+    def _fail_unfinished(self, now: float) -> None:
+        for run in list(self._runs.values()):
+            self._finish_task(run, "timeout")
