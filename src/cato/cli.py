@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -17,11 +17,11 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="CATO: SLA-aware serving control plane for AI coding assistants.")
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks of the control plane itself.")
 app.add_typer(bench_app, name="bench")
-console = Console()
+console = Console(width=160)
 err = Console(stderr=True)
 
 
-def _fail(msg: str) -> None:
+def _fail(msg: str) -> NoReturn:
     err.print(f"[bold red]error:[/] {msg}")
     raise typer.Exit(2)
 
@@ -140,11 +140,11 @@ def simulate(
         inner = prog.add_task("", total=1, visible=False)
         streams: dict[tuple[float, int], Any] = {}
         for cell in cells:
-            key = (cell.rate_rps, cell.seed)
-            if key not in streams:
+            skey = (cell.rate_rps, cell.seed)
+            if skey not in streams:
                 streams.clear()
                 try:
-                    streams[key] = build_stream_for(sc, cell.rate_rps, cell.seed)
+                    streams[skey] = build_stream_for(sc, cell.rate_rps, cell.seed)
                 except (ValueError, FileNotFoundError) as exc:
                     _fail(str(exc))
             prog.update(inner, visible=True, completed=0,
@@ -154,7 +154,7 @@ def simulate(
                 prog.update(inner, completed=done, total=total)
 
             try:
-                row, result = run_cell(cell, stream=streams[key], on_progress=on_progress)
+                row, result = run_cell(cell, stream=streams[skey], on_progress=on_progress)
             except ValueError as exc:
                 _fail(str(exc))
             rows.append(row)

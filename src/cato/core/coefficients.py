@@ -103,6 +103,22 @@ def starcoder2_7b(base: ReplicaCoefficients) -> ReplicaCoefficients:
     )
 
 
+def slowed(base: ReplicaCoefficients, factor: float, name: str | None = None
+           ) -> ReplicaCoefficients:
+    """Every time coefficient multiplied by ``factor``: a slower accelerator of the same shape
+    (used to place the paper scenario's knee where the paper's saturated replicas had it)."""
+    if factor <= 0:
+        raise ValueError(f"slow-down factor must be > 0, got {factor}")
+    return replace(
+        base, name=name or f"{base.name}-x{factor:g}",
+        t_floor_ms=base.t_floor_ms * factor, a_ms=base.a_ms * factor,
+        b_ms_per_token=base.b_ms_per_token * factor,
+        e_ms_per_kv_token=base.e_ms_per_kv_token * factor,
+        f_ms_per_token_ctx=base.f_ms_per_token_ctx * factor,
+        c_step_ms=base.c_step_ms * factor, c_req_ms=base.c_req_ms * factor,
+    )
+
+
 PRESETS: dict[str, ReplicaCoefficients] = {
     "a100-llama7b": A100_LLAMA7B,
     "h100-llama7b": H100_LLAMA7B,

@@ -16,10 +16,10 @@ than its concurrency limit in flight; only READY replicas receive new work.
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cato.core.calls import InFlight, LlmCall
-from cato.core.estimator import LatencyEstimator
+from cato.core.estimator import Estimate, LatencyEstimator
 from cato.core.pool import ReplicaPool
 from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState
 from cato.core.routing.base import RoutingDecision, RoutingPolicy
@@ -57,7 +57,7 @@ class _Tracked:
     replica_id: str | None = None       # queued at / in flight on; None = per-model queue
     in_flight: bool = False
     violation_counted: bool = False
-    predicted: dict[str, float] = field(default_factory=dict)
+    routed: tuple[str, float, Estimate] | None = None   # (replica, at, estimate) of routing
 
 
 class Dispatcher:
@@ -84,6 +84,9 @@ class Dispatcher:
         limit = concurrency_limit or self.policy.concurrency_limit(self.default_concurrency)
         r = ReplicaState(replica_id, model, limit, now_s,
                          ReplicaPhase.READY if ready else ReplicaPhase.STARTING)
+        if model in self.estimator.models():
+            r.prefill_budget_tokens = self.policy.prefill_budget_tokens(
+                self.estimator.coeffs(model).max_num_batched_tokens)
         self.pool.add(r)
         self._free.setdefault(model, {})
         self._window.setdefault(model, WindowStats())
@@ -187,12 +190,17 @@ class Dispatcher:
 
     def _note_prediction(self, tr: _Tracked, decision: RoutingDecision, r: ReplicaState,
                          now_s: float) -> None:
-        if tr.violation_counted:
-            return
-        predicted = decision.predicted_violation
-        if decision.estimate is None:
+        est = decision.estimate
+        if est is None:
+            if tr.violation_counted:
+                return
             est = self.estimator.estimate(tr.call, r, now_s)
             predicted = now_s + est.for_deadline(tr.call.ttft_critical) > tr.call.deadline_s
+        else:
+            predicted = decision.predicted_violation
+        tr.routed = (r.replica_id, now_s, est)
+        if tr.violation_counted:
+            return
         if predicted:
             tr.violation_counted = True
             self._window[tr.call.model].violations += 1
@@ -201,6 +209,11 @@ class Dispatcher:
         out: list[Dispatch] = []
         while r.queue and r.has_free_slot and r.phase is ReplicaPhase.READY:
             e = r.pop()
+            demoted = self.policy.demote(e.call, e.priority, now_s)
+            if demoted is not None and demoted > e.priority:
+                key = self.policy.queue_key(e.call, demoted, now_s)
+                r.push(QueueEntry(key, e.call, demoted, True))
+                continue
             out.append(self._release(r, e.call, e.priority, e.predicted_violation, now_s))
         self._touch(r)
         return out
@@ -242,11 +255,15 @@ class Dispatcher:
         tr.in_flight = True
         f = InFlight(call, now_s, priority, predicted_violation=predicted)
         if self.learn:
-            est = self.estimator.estimate(call, r, now_s, num_ahead=0, prompt_tokens_ahead=0)
+            if tr.routed is not None and tr.routed[0] == r.replica_id and tr.routed[1] == now_s:
+                est = tr.routed[2]   # released at once: the routing estimate saw no queue ahead
+            else:
+                est = self.estimator.estimate(call, r, now_s, num_ahead=0, prompt_tokens_ahead=0)
             m = call.model
             f.extra["pred_ttft_s"] = est.ttft_s / self.estimator.correction(m, "ttft")
             f.extra["pred_e2e_s"] = est.completion_s / self.estimator.correction(m, "e2e")
         r.in_flight[call.call_id] = f
+        r.pending_prefill_tokens += call.num_prompt_tokens
         return Dispatch(r.replica_id, call, priority)
 
     # ---- engine feedback -------------------------------------------------------------------------
@@ -260,6 +277,8 @@ class Dispatcher:
     def on_first_token(self, call_id: int, now_s: float) -> None:
         self._now = now_s
         tr, r, f = self._in_flight(call_id)
+        if f.first_token_s is None:
+            r.pending_prefill_tokens -= tr.call.num_prompt_tokens
         f.first_token_s = now_s
         if self.learn and "pred_ttft_s" in f.extra:
             self.estimator.observe(r.model, "ttft", f.extra["pred_ttft_s"], now_s - f.dispatched_s)
@@ -283,7 +302,9 @@ class Dispatcher:
         return self._free_slot(tr, r, now_s)
 
     def _free_slot(self, tr: _Tracked, r: ReplicaState, now_s: float) -> list[Dispatch]:
-        del r.in_flight[tr.call.call_id]
+        f = r.in_flight.pop(tr.call.call_id)
+        if f.first_token_s is None:
+            r.pending_prefill_tokens -= tr.call.num_prompt_tokens
         del self._calls[tr.call.call_id]
         self._touch(r)
         out = self._pump_replica(r, now_s)

@@ -55,6 +55,9 @@ class LatencyEstimator:
         self._lr = learning_rate
         self._log_corr: dict[tuple[str, str], float] = {}
 
+    def models(self) -> list[str]:
+        return list(self._coeffs)
+
     def coeffs(self, model: str) -> ReplicaCoefficients:
         try:
             return self._coeffs[model]

@@ -2,6 +2,8 @@
 
 The dispatcher owns these objects; policies and the estimator read them. Queue order is the
 ``key`` each entry was queued with (policy-defined; CATO uses ``(priority, deadline_s, seq)``).
+An optional prefill budget holds calls in the gateway queue while the engine still has that many
+prompt tokens waiting for their first token, so the queue (and its order) stays in the gateway.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class ReplicaState:
     __slots__ = (
         "replica_id", "model", "concurrency_limit", "phase", "queue", "in_flight",
         "idle_since_s", "queued_prompt_tokens", "started_s", "ready_s", "index_slot",
+        "prefill_budget_tokens", "pending_prefill_tokens",
     )
 
     def __init__(self, replica_id: str, model: str, concurrency_limit: int, now_s: float,
@@ -52,6 +55,8 @@ class ReplicaState:
         self.started_s = now_s
         self.ready_s: float | None = now_s if phase is ReplicaPhase.READY else None
         self.index_slot = -1
+        self.prefill_budget_tokens: int | None = None
+        self.pending_prefill_tokens = 0
 
     # ---- read side ---------------------------------------------------------------------------
     @property
@@ -73,7 +78,12 @@ class ReplicaState:
 
     @property
     def has_free_slot(self) -> bool:
-        return len(self.in_flight) < self.concurrency_limit
+        """Below the concurrency limit and, when a prefill budget is set, with fewer prompt
+        tokens awaiting their first token than the budget."""
+        if len(self.in_flight) >= self.concurrency_limit:
+            return False
+        b = self.prefill_budget_tokens
+        return b is None or self.pending_prefill_tokens < b
 
     @property
     def is_idle(self) -> bool:

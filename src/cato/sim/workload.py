@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from cato.core.task import TaskType
+from cato.core.task import LengthDist, TaskType
 from cato.sim.arrivals import AzureTrace, azure_task_for
 
 #: Task names used throughout the project.
@@ -162,19 +162,51 @@ def _check_task(name: str, task: TaskType) -> None:
             raise ValueError(f"task {name!r}: node {node.name!r} needs a cost model")
 
 
+class _Draws:
+    """Sequential draws from one generator, fetched in blocks.
+
+    numpy's ``Generator`` yields the same sequence whether values are drawn one at a time or in
+    bulk, so block-fetching keeps the stream identical while avoiding per-call overhead.
+    """
+
+    __slots__ = ("_rng", "_kind", "_buf", "_i")
+
+    def __init__(self, rng: np.random.Generator, kind: str) -> None:
+        self._rng = rng
+        self._kind = kind
+        self._buf: list[float] = []
+        self._i = 0
+
+    def next(self) -> float:
+        if self._i >= len(self._buf):
+            block = (self._rng.standard_normal(4096) if self._kind == "normal"
+                     else self._rng.random(4096))
+            self._buf = block.tolist()
+            self._i = 0
+        v = self._buf[self._i]
+        self._i += 1
+        return v
+
+
 @dataclass(frozen=True, slots=True)
 class _Streams:
     """Independent child generators, one per purpose."""
 
     task: np.random.Generator
-    lengths: np.random.Generator
-    costs: np.random.Generator
-    branches: np.random.Generator
+    lengths: _Draws
+    costs: _Draws
+    branches: _Draws
 
 
 def _spawn(rng: np.random.Generator) -> _Streams:
     t, l, c, b = _check_rng(rng).spawn(4)
-    return _Streams(task=t, lengths=l, costs=c, branches=b)
+    return _Streams(task=t, lengths=_Draws(l, "normal"), costs=_Draws(c, "normal"),
+                    branches=_Draws(b, "uniform"))
+
+
+def _length(dist: LengthDist, z: float) -> int:
+    """``LengthDist.sample`` for one standard normal ``z`` (same rounding: half to even)."""
+    return int(min(max(round(dist.median * math.exp(dist.sigma * z)), dist.lo), dist.hi))
 
 
 def _draw_request(
@@ -187,10 +219,11 @@ def _draw_request(
 ) -> TaskArrival:
     """Draw one request's node values, node by node in the task's node order.
 
-    Per node: an LLM node draws ``n_in`` then ``n_out`` from the lengths stream (unless its
-    lengths are fixed by ``fixed_lengths``); a non-LLM node draws its cost from the costs
-    stream; every node draws one uniform from the branches stream and is skipped when it is
-    >= ``run_probability`` (so a node with probability 1 always runs).
+    Per node: an LLM node draws ``n_in`` then ``n_out`` (one standard normal each, as
+    ``LengthDist.sample``) from the lengths stream (unless its lengths are fixed by
+    ``fixed_lengths``); a non-LLM node with a random cost draws one standard normal from the
+    costs stream (``CostModel.sample``); every node draws one uniform from the branches stream
+    and is skipped when it is >= ``run_probability`` (so a node with probability 1 always runs).
     """
     lengths: dict[str, tuple[int, int]] = {}
     costs: dict[str, float] = {}
@@ -201,13 +234,15 @@ def _draw_request(
                 lengths[node.name] = fixed_lengths[1]
             else:
                 assert node.input_tokens is not None and node.output_tokens is not None
-                n_in = int(node.input_tokens.sample(streams.lengths)[0])
-                n_out = int(node.output_tokens.sample(streams.lengths)[0])
+                n_in = _length(node.input_tokens, streams.lengths.next())
+                n_out = _length(node.output_tokens, streams.lengths.next())
                 lengths[node.name] = (n_in, n_out)
         else:
             assert node.cost is not None
-            costs[node.name] = float(node.cost.sample(streams.costs))
-        if float(streams.branches.random()) >= node.run_probability:
+            c = node.cost
+            costs[node.name] = (c.median_s if c.sigma == 0.0
+                                else c.median_s * math.exp(c.sigma * streams.costs.next()))
+        if streams.branches.next() >= node.run_probability:
             skipped.add(node.name)
     return TaskArrival(
         id=rid,

@@ -61,6 +61,16 @@ class RoutingPolicy(ABC):
         """Calls a replica may run at once under this policy (default: the deployment's)."""
         return default
 
+    def prefill_budget_tokens(self, max_num_batched_tokens: int) -> int | None:
+        """Prompt tokens a replica may have awaiting their first token before the gateway holds
+        further calls back (None: no such limit)."""
+        return None
+
+    def demote(self, call: LlmCall, priority: int, now_s: float) -> int | None:
+        """Called when a queued call is about to be released: a new (larger) priority to queue it
+        behind others instead, or None to release it."""
+        return None
+
 
 _REGISTRY: dict[str, Callable[..., RoutingPolicy]] = {}
 

@@ -82,3 +82,51 @@ class CatoPolicy(RoutingPolicy):
         found = self._shortest_wait(call, candidates, pool, 1, now_s)
         assert found is not None
         return RoutingDecision(found[0].replica_id, 1, found[1], True)
+
+
+@register
+class CatoPlusPolicy(CatoPolicy):
+    """CATO+: Algorithm 1 with two changes where the paper's rules lose goodput.
+
+    The paper gives calls whose slack is already gone the *highest* priority (0). Under load
+    those calls are usually lost anyway (a single-node task past its deadline cannot meet its
+    SLA), and serving them first pushes salvageable calls past theirs: a cascade. CATO+ marks a
+    call *hopeless* when even an idle replica could not finish it in time
+    (``slack < isolated service``) and gives it the lowest priority (3): it still runs (no work
+    is dropped), after everything that can still make its deadline; a queued call that becomes
+    hopeless while it waits is demoted the same way when it reaches the head of its queue (the
+    classic cure for EDF's domino effect in overload). Second, the gateway releases a call to an
+    engine only while the engine holds fewer than two steps' worth of prompt tokens awaiting
+    their first token (``2 * max_num_batched_tokens``): decode batches stay full, but the queue
+    forms in the gateway, in slack order, instead of in the engine's FCFS prefill queue.
+    Calls that can make it on
+    some replica are placed as in Algorithm 1 (priority 2, shortest queue that meets the slack);
+    at-risk calls (priority 1) go to the shortest expected wait.
+
+    Bounds and invariants as :class:`CatoPolicy`.
+    """
+
+    name = "cato-plus"
+
+    #: prompt tokens an engine may hold before their first token, in engine steps' worth
+    PREFILL_BUDGET_STEPS = 2
+
+    def prefill_budget_tokens(self, max_num_batched_tokens: int) -> int | None:
+        return self.PREFILL_BUDGET_STEPS * max_num_batched_tokens
+
+    def demote(self, call: LlmCall, priority: int, now_s: float) -> int | None:
+        if priority >= 3:
+            return None
+        service = self.estimator.isolated(call).for_deadline(call.ttft_critical)
+        return 3 if now_s + service > call.deadline_s else None
+
+    def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
+              candidates: Sequence[ReplicaState] | None = None) -> RoutingDecision | None:
+        slack = call.deadline_s - now_s
+        service = self.estimator.isolated(call).for_deadline(call.ttft_critical)
+        if slack < service:
+            found = self._shortest_wait(call, candidates, pool, 3, now_s)
+            if found is None:
+                return None
+            return RoutingDecision(found[0].replica_id, 3, found[1], True)
+        return super().route(call, pool, now_s, candidates)

@@ -3,7 +3,9 @@
 It knows every call's true output length. Calls wait in one per-model queue ordered by
 ``(hopeless, laxity)`` where ``laxity = deadline - (ready + isolated service with the true
 length)`` and ``hopeless`` marks calls that cannot meet their deadline even on an idle replica
-when they become ready (they are served only when nothing salvageable waits). When a replica
+when they become ready (they are served only when nothing salvageable waits). Like CATO+, it
+holds calls in its queue while an engine has two steps' worth of prompt tokens awaiting their
+first token. When a replica
 has a free slot, the head goes to the candidate with the earliest estimated completion (true
 lengths). This is a strong heuristic bound, not a proof of optimality: CATO's goodput is
 reported as a fraction of it.
@@ -24,6 +26,9 @@ class ClairvoyantOracle(RoutingPolicy):
     name = "oracle"
     late_binding = True
     clairvoyant = True
+
+    def prefill_budget_tokens(self, max_num_batched_tokens: int) -> int | None:
+        return 2 * max_num_batched_tokens
 
     def queue_key(self, call: LlmCall, priority: int, now_s: float) -> tuple[float, ...]:
         service = self.estimator.isolated(call, clairvoyant=True).for_deadline(call.ttft_critical)
