@@ -64,7 +64,8 @@ def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[st
     return {
         "cato": PolicySpec("cato", "cato", "cato", scaling_params=dict(cato_scaling)),
         "cato-plus": PolicySpec("cato-plus", "cato-plus", "cato",
-                                scaling_params=dict(cato_scaling)),
+                                scaling_params=dict(quiet_windows_to_shrink=6,
+                                                    **cato_scaling)),
         "ray": PolicySpec("ray", "pow2", "ray", RAY_DEFAULT, RAY_DEFAULT_SCALING),
         "ray-tuned": PolicySpec("ray-tuned", "pow2", "ray",
                                 dict(max_ongoing_requests=engine_concurrency),
@@ -169,14 +170,15 @@ def _scenarios() -> dict[str, Scenario]:
         "(engines batching at most 1 sequence), mix B, Poisson 0.67-3.33 req/s, 120 s runs.",
         _paper_deployments(6, 6, 6, PAPER_MAX_NUM_SEQS), paper_tasks, MIX_B, "poisson", 120.0,
         PAPER_RATES, fixed_policies(conc),
-        ("cato", "round_robin", "ray", "least_outstanding", "edf", "oracle"), conc)
+        ("cato", "cato-plus", "round_robin", "ray", "least_outstanding", "edf", "oracle"), conc,
+        knee_rps=3.3)
     out["paper-autoscaled"] = replace(
         out["paper"], name="paper-autoscaled",
         description="The paper's setting, autoscaled between 1 and 6 replicas per model "
                     "(cold start lognormal, median 45 s, p90 90 s), 600 s runs.",
         deployments=_paper_deployments(1, 1, 6, PAPER_MAX_NUM_SEQS), duration_s=600.0,
         policies=autoscaled_policies(conc),
-        default_policies=("cato", "ray", "ray-tuned", "pow2+cato"))
+        default_policies=("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato"))
     out["reproduction"] = replace(
         out["paper"], name="reproduction",
         description="Seed experiment 1 (RQ1, long-output tasks): generation + translation on 6 "
@@ -197,14 +199,14 @@ def _scenarios() -> dict[str, Scenario]:
     # ---- beyond the paper: plain A100 replicas with full batching --------------------------------
     one = single_step_tasks(ONE_MODEL)
     a100 = (ModelDeployment("llama-7b", A100_LLAMA7B, 4, 4, 4),)
-    for mix_name, mix, knee in (("A", MIX_A, 22.0), ("B", MIX_B, 12.0)):
+    for mix_name, mix, knee in (("A", MIX_A, 50.0), ("B", MIX_B, 62.0)):
         base = Scenario(
             f"mix{mix_name}-poisson",
             f"Mix {mix_name} on 4 fixed A100 Llama-7B replicas (full batching, gateway "
             f"concurrency 32 per engine), Poisson, 300 s.",
             a100, one, mix, "poisson", 300.0,
-            tuple(round(knee * f, 2) for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.25, 1.5)),
-            fixed_policies(32), ("cato", "round_robin", "least_outstanding", "ray",
+            tuple(round(knee * f, 2) for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.2, 1.3)),
+            fixed_policies(32), ("cato", "cato-plus", "round_robin", "least_outstanding", "ray",
                                  "ray-tuned", "edf", "oracle"), 32, knee_rps=knee)
         out[base.name] = base
         out[f"mix{mix_name}-bursty"] = replace(
@@ -220,7 +222,7 @@ def _scenarios() -> dict[str, Scenario]:
             deployments=(ModelDeployment("llama-7b", A100_LLAMA7B, 2, 1, 16),), duration_s=900.0,
             rates_rps=tuple(round(knee * f, 2) for f in (0.25, 0.5)),
             policies=autoscaled_policies(32),
-            default_policies=("cato", "ray", "ray-tuned", "pow2+cato"))
+            default_policies=("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato"))
     out["multistep"] = replace(
         out["mixB-poisson"], name="multistep",
         description="Mix B with the multi-step variants (retrieve -> LLM summarisation; "

@@ -163,6 +163,7 @@ class Simulator:
                 self._expected_out[(name, n.name)] = max(1, round(n.output_tokens.mean()))
             self.plans[name] = plan_task(t, model_baselines(t, coeffs))
         self._offsets = {k: p.deadline_offsets() for k, p in self.plans.items()}
+        self._successors = {k: t.successors() for k, t in config.tasks.items()}
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._engines: dict[str, ReplicaEngine] = {}
@@ -301,12 +302,13 @@ class Simulator:
 
     def _node_done(self, run: _TaskRun, name: str, now: float) -> None:
         run.remaining -= 1
+        last = run.remaining == 0   # exactly one call sees this, even through recursion
         run.last_s = now if run.last_s is None else max(run.last_s, now)
-        for s in run.task.successors()[name]:
+        for s in self._successors[run.task.name][name]:
             run.pending_deps[s] -= 1
             if run.pending_deps[s] == 0:
                 self._start_node(run, s, now)
-        if run.remaining == 0:
+        if last:
             self._finish_task(run)
 
     def _finish_task(self, run: _TaskRun, status: str = "ok") -> None:

@@ -41,6 +41,12 @@ class CatoScaling(ScalingPolicy):
     drained and removed (never below ``min_replicas``; never while the window exceeds).
     Replicas still starting count as idle capacity, so one surge does not launch twice.
 
+    ``quiet_windows_to_shrink`` (CATO+, off in the paper's policy): after that many consecutive
+    windows without a single violation, drain the least-loaded replica even though it is not
+    idle. A router that spreads load keeps every replica a little busy, so the idle rule alone
+    never fires; this probe-down reclaims capacity, and Algorithm 2 adds it back if the probe
+    causes violations.
+
     Bounds: O(idle replicas) per decision. Failure mode: with a long cold start, a threshold that
     is too eager over-provisions; one that is too lax reacts late (the cold-start sweep).
     """
@@ -49,7 +55,8 @@ class CatoScaling(ScalingPolicy):
 
     def __init__(self, interval_s: float = 10.0, max_exceeded_proportion: float = 0.05,
                  max_exceeded_times: int = 2, replicas_per_violation: float = 0.25,
-                 max_scale_up_step: int = 1_000, idle_timeout_s: float = 60.0) -> None:
+                 max_scale_up_step: int = 1_000, idle_timeout_s: float = 60.0,
+                 quiet_windows_to_shrink: int | None = None) -> None:
         super().__init__(interval_s)
         if not 0.0 <= max_exceeded_proportion <= 1.0:
             raise ValueError(
@@ -63,7 +70,12 @@ class CatoScaling(ScalingPolicy):
         self.replicas_per_violation = replicas_per_violation
         self.max_scale_up_step = max_scale_up_step
         self.idle_timeout_s = idle_timeout_s
+        if quiet_windows_to_shrink is not None and quiet_windows_to_shrink < 1:
+            raise ValueError(
+                f"quiet_windows_to_shrink must be >= 1, got {quiet_windows_to_shrink}")
+        self.quiet_windows_to_shrink = quiet_windows_to_shrink
         self.streak = 0
+        self.quiet = 0
 
     def decide(self, ctx: ScalingContext) -> ScalingDecision:
         v, n = ctx.window_violations, ctx.window_requests
@@ -78,12 +90,19 @@ class CatoScaling(ScalingPolicy):
                 reason=f"{v}/{n} calls violated slack in {self.max_exceeded_times} consecutive "
                        f"windows (> {self.max_exceeded_proportion:.0%}), {idle} idle/starting",
             )
+        self.quiet = self.quiet + 1 if v == 0 and ctx.num_starting == 0 else 0
         if exceeded:
             return NOOP
         victims = _idle_victims(ctx, self.idle_timeout_s, ctx.min_replicas)
         if victims:
             return ScalingDecision(remove=victims,
                                    reason=f"idle for >= {self.idle_timeout_s:.0f} s")
+        q = self.quiet_windows_to_shrink
+        if q is not None and self.quiet >= q and ctx.ready_by_load \
+                and ctx.num_provisioned > ctx.min_replicas:
+            self.quiet = 0
+            return ScalingDecision(remove=ctx.ready_by_load[:1],
+                                   reason=f"no violation in {q} windows: shrink by one")
         return NOOP
 
 
