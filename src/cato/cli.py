@@ -209,3 +209,43 @@ def list_policies() -> None:
 
 def main() -> None:  # pragma: no cover
     app(sys.argv[1:])
+
+
+@bench_app.command("routing")
+def bench_routing_cmd(
+    policies: str = typer.Option("cato,cato-plus,least_outstanding,round_robin,pow2",
+                                 help="Comma-separated routing policies."),
+    replicas: str = typer.Option("10,100,1000,5000", help="Comma-separated replica counts."),
+    decisions: int = typer.Option(2000, help="Timed decisions per cell."),
+    seed: int = typer.Option(0),
+    json_path: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """Routing decision latency (P50/P99 µs) and decisions/s on one core."""
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from cato.benchmarks.routing import bench_routing
+
+    try:
+        counts = [int(x) for x in replicas.split(",")]
+    except ValueError:
+        _fail(f"--replicas must be comma-separated integers, got {replicas!r}")
+    if decisions < 10:
+        _fail(f"--decisions must be >= 10, got {decisions}")
+    t = Table(title="Routing decision latency (Dispatcher.submit, one core)")
+    for col in ("policy", "replicas", "P50 µs", "P99 µs", "decisions/s"):
+        t.add_column(col)
+    out = []
+    for p in [x.strip() for x in policies.split(",")]:
+        for n in counts:
+            try:
+                r = bench_routing(p, n, num_decisions=decisions, seed=seed)
+            except ValueError as exc:
+                _fail(str(exc))
+            out.append(asdict(r))
+            t.add_row(p, str(n), f"{r.p50_us:.1f}", f"{r.p99_us:.1f}", f"{r.decisions_per_s:,.0f}")
+    console.print(t)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"results": out}, indent=1))

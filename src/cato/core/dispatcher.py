@@ -264,6 +264,9 @@ class Dispatcher:
             f.extra["pred_e2e_s"] = est.completion_s / self.estimator.correction(m, "e2e")
         r.in_flight[call.call_id] = f
         r.pending_prefill_tokens += call.num_prompt_tokens
+        r.ctx_expected_sum += call.num_prompt_tokens + call.expected_output_tokens / 2.0
+        r.ctx_true_sum += call.num_prompt_tokens + (
+            call.true_output_tokens or call.expected_output_tokens) / 2.0
         return Dispatch(r.replica_id, call, priority)
 
     # ---- engine feedback -------------------------------------------------------------------------
@@ -303,8 +306,12 @@ class Dispatcher:
 
     def _free_slot(self, tr: _Tracked, r: ReplicaState, now_s: float) -> list[Dispatch]:
         f = r.in_flight.pop(tr.call.call_id)
+        c = tr.call
         if f.first_token_s is None:
-            r.pending_prefill_tokens -= tr.call.num_prompt_tokens
+            r.pending_prefill_tokens -= c.num_prompt_tokens
+        r.ctx_expected_sum -= c.num_prompt_tokens + c.expected_output_tokens / 2.0
+        r.ctx_true_sum -= c.num_prompt_tokens + (
+            c.true_output_tokens or c.expected_output_tokens) / 2.0
         del self._calls[tr.call.call_id]
         self._touch(r)
         out = self._pump_replica(r, now_s)

@@ -18,7 +18,8 @@ Learning. Observed latencies feed :meth:`LatencyEstimator.observe`; a per-(model
 multiplicative correction is the exponential moving average of log(observed / predicted),
 clipped to [1/4, 4]. With ``learning_rate=0`` estimates are pure model.
 
-Bounds. O(in_flight) per estimate, O(in_flight log in_flight) when the replica is full.
+Bounds. O(1) per estimate while the replica has a free slot (context sums and pending prefill
+are kept incrementally by the dispatcher), O(in_flight log in_flight) when it is full.
 """
 
 from __future__ import annotations
@@ -54,6 +55,8 @@ class LatencyEstimator:
         self._coeffs = dict(coeffs_by_model)
         self._lr = learning_rate
         self._log_corr: dict[tuple[str, str], float] = {}
+        self._corr: dict[tuple[str, str], float] = {}
+        self._isolated_cache: dict[tuple[str, int, int], tuple[float, float]] = {}
 
     def models(self) -> list[str]:
         return list(self._coeffs)
@@ -65,7 +68,7 @@ class LatencyEstimator:
             raise KeyError(f"no latency model for model {model!r}") from None
 
     def correction(self, model: str, kind: Literal["ttft", "e2e"]) -> float:
-        return math.exp(self._log_corr.get((model, kind), 0.0))
+        return self._corr.get((model, kind), 1.0)
 
     def observe(self, model: str, kind: Literal["ttft", "e2e"], predicted_s: float,
                 observed_s: float) -> None:
@@ -75,14 +78,22 @@ class LatencyEstimator:
         key = (model, kind)
         err = math.log(observed_s / predicted_s)
         cur = self._log_corr.get(key, 0.0)
-        self._log_corr[key] = max(-math.log(4), min(math.log(4), cur + self._lr * (err - cur)))
+        new = max(-math.log(4), min(math.log(4), cur + self._lr * (err - cur)))
+        self._log_corr[key] = new
+        self._corr[key] = math.exp(new)
 
     # ---- isolated service ------------------------------------------------------------------------
     def isolated(self, call: LlmCall, *, clairvoyant: bool = False) -> Estimate:
-        c = self.coeffs(call.model)
         n_out = self._n_out(call, clairvoyant)
-        ttft = isolated_ttft_ms(c, call.num_prompt_tokens) / 1000.0
-        dec = decode_phase_ms(c, call.num_prompt_tokens, n_out) / 1000.0
+        key = (call.model, call.num_prompt_tokens, n_out)
+        cached = self._isolated_cache.get(key)
+        if cached is None:
+            c = self.coeffs(call.model)
+            cached = (isolated_ttft_ms(c, call.num_prompt_tokens) / 1000.0,
+                      decode_phase_ms(c, call.num_prompt_tokens, n_out) / 1000.0)
+            if len(self._isolated_cache) < 1_000_000:
+                self._isolated_cache[key] = cached
+        ttft, dec = cached
         return Estimate(0.0, ttft * self.correction(call.model, "ttft"),
                         (ttft + dec) * self.correction(call.model, "e2e"))
 
@@ -113,32 +124,24 @@ class LatencyEstimator:
         n_f = replica.num_in_flight
         batch = min(n_f + q + 1, limit)
         n_out = self._n_out(call, clairvoyant)
-        ctx_sum = call.num_prompt_tokens + n_out / 2.0
-        pending_prefill = 0
-        remaining_tokens: list[float] = []
-        for f in replica.in_flight.values():
-            fc = f.call
-            fo = self._n_out(fc, clairvoyant)
-            ctx_sum += fc.num_prompt_tokens + fo / 2.0
-            if f.first_token_s is None:
-                pending_prefill += fc.num_prompt_tokens
-                remaining_tokens.append(float(fo))
-            else:
-                remaining_tokens.append(float(fo))  # refined below, needs the step time
+        ctx_sum = call.num_prompt_tokens + n_out / 2.0 + (
+            replica.ctx_true_sum if clairvoyant else replica.ctx_expected_sum)
+        pending_prefill = replica.pending_prefill_tokens
         mean_ctx = ctx_sum / (n_f + 1)
         step = self.decode_step_s(call.model, batch, mean_ctx)
-        if n_f:
-            i = 0
-            for f in replica.in_flight.values():
-                if f.first_token_s is not None:
-                    done = (now_s - f.first_token_s) / step + 1.0
-                    remaining_tokens[i] = max(1.0, remaining_tokens[i] - done,
-                                              0.1 * remaining_tokens[i])
-                i += 1
         need = n_f + q + 1 - limit
         if need <= 0:
             wait = 0.0
         else:
+            # slot release times: each in-flight call's remaining tokens (expected length minus
+            # tokens already streamed, estimated from elapsed decode time) times the step time
+            remaining_tokens: list[float] = []
+            for f in replica.in_flight.values():
+                fo = float(self._n_out(f.call, clairvoyant))
+                if f.first_token_s is not None:
+                    done = (now_s - f.first_token_s) / step + 1.0
+                    fo = max(1.0, fo - done, 0.1 * fo)
+                remaining_tokens.append(fo)
             remaining_tokens.sort()
             if need <= len(remaining_tokens):
                 wait = remaining_tokens[need - 1] * step

@@ -102,7 +102,8 @@ class ReplicaPool:
         for count in sorted(buckets):
             bucket = buckets.get(count)
             if bucket:
-                yield from list(bucket.values())
+                # no copy: callers must not change the pool while they iterate (routers don't)
+                yield from bucket.values()
 
     def min_outstanding(self, model: str) -> ReplicaState | None:
         buckets = self._buckets.get(model)

@@ -37,7 +37,7 @@ class ReplicaState:
     __slots__ = (
         "replica_id", "model", "concurrency_limit", "phase", "queue", "in_flight",
         "idle_since_s", "queued_prompt_tokens", "started_s", "ready_s", "index_slot",
-        "prefill_budget_tokens", "pending_prefill_tokens",
+        "prefill_budget_tokens", "pending_prefill_tokens", "ctx_expected_sum", "ctx_true_sum",
     )
 
     def __init__(self, replica_id: str, model: str, concurrency_limit: int, now_s: float,
@@ -57,6 +57,10 @@ class ReplicaState:
         self.index_slot = -1
         self.prefill_budget_tokens: int | None = None
         self.pending_prefill_tokens = 0
+        # sum over in-flight calls of prompt + output/2 tokens (expected and true lengths):
+        # the estimator's mean context, kept incrementally so an estimate is O(1) with a free slot
+        self.ctx_expected_sum = 0.0
+        self.ctx_true_sum = 0.0
 
     # ---- read side ---------------------------------------------------------------------------
     @property

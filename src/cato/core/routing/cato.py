@@ -14,19 +14,25 @@ Each replica's gateway queue is ordered by ``(priority, deadline, arrival order)
 dispatcher releases calls to the engine up to the concurrency limit.
 
 Bounds: replicas are visited in ascending queue length (the pool's bucket index), so the
-priority-2 case stops at the first replica that meets the slack: O(k) estimates for the k
-shortest queues visited; the shortest-wait search stops at the first replica whose wait is zero,
-else visits every replica (O(n)) — the overloaded case.
+priority-2 case stops at the first replica that meets the slack; a call that cannot meet its
+slack even on an idle replica skips that search; the shortest-wait search stops at the first
+replica with zero wait. Each estimate is O(1) while the replica has a free slot. At most
+``max_candidates`` replicas (the shortest queues; default 32, ``None`` = all) are visited, so a
+decision is O(max_candidates) whatever the pool size; with fewer replicas than that the rule is
+exactly the brief's.
 
 Invariant: the decision never names a replica that is not routable.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from itertools import islice
+from typing import Iterator, Sequence
+
+import numpy as np
 
 from cato.core.calls import LlmCall
-from cato.core.estimator import Estimate
+from cato.core.estimator import Estimate, LatencyEstimator
 from cato.core.pool import ReplicaPool
 from cato.core.replica import ReplicaState
 from cato.core.routing.base import RoutingDecision, RoutingPolicy, count_ahead, register
@@ -37,6 +43,18 @@ class CatoPolicy(RoutingPolicy):
     """The paper's Algorithm 1, as the brief defines it."""
 
     name = "cato"
+
+    def __init__(self, estimator: LatencyEstimator, rng: np.random.Generator,
+                 max_candidates: int | None = 32) -> None:
+        super().__init__(estimator, rng)
+        if max_candidates is not None and max_candidates < 1:
+            raise ValueError(f"max_candidates must be >= 1 or None, got {max_candidates}")
+        self.max_candidates = max_candidates
+
+    def _visit(self, call: LlmCall, pool: ReplicaPool,
+               candidates: Sequence[ReplicaState] | None) -> Iterator[ReplicaState]:
+        it = iter(candidates) if candidates is not None else pool.by_outstanding(call.model)
+        return it if self.max_candidates is None else islice(it, self.max_candidates)
 
     def queue_key(self, call: LlmCall, priority: int, now_s: float) -> tuple[float, ...]:
         return (float(priority), call.deadline_s, float(call.seq))
@@ -50,16 +68,15 @@ class CatoPolicy(RoutingPolicy):
                        pool: ReplicaPool, priority: int, now_s: float
                        ) -> tuple[ReplicaState, Estimate] | None:
         best: tuple[ReplicaState, Estimate] | None = None
-        it = replicas if replicas is not None else pool.by_outstanding(call.model)
-        for r in it:
+        for r in self._visit(call, pool, replicas):
             est = self._estimate(call, r, priority, now_s)
             if best is None or est.wait_s < best[1].wait_s or (
                 est.wait_s == best[1].wait_s
                 and est.for_deadline(call.ttft_critical) < best[1].for_deadline(call.ttft_critical)
             ):
                 best = (r, est)
-                if est.wait_s <= 0.0 and r.outstanding == 0:
-                    break
+            if best[1].wait_s <= 0.0:
+                break   # no wait beats zero; replicas come in ascending queue length
         return best
 
     def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
@@ -70,17 +87,17 @@ class CatoPolicy(RoutingPolicy):
             if found is None:
                 return None
             return RoutingDecision(found[0].replica_id, 0, found[1], True)
-        it = candidates if candidates is not None else pool.by_outstanding(call.model)
-        any_replica = False
-        for r in it:  # ascending queue length: the first that meets the slack is the answer
-            any_replica = True
-            est = self._estimate(call, r, 2, now_s)
-            if est.for_deadline(call.ttft_critical) <= slack:
-                return RoutingDecision(r.replica_id, 2, est, False)
-        if not any_replica:
-            return None
+        isolated = self.estimator.isolated(call, clairvoyant=self.clairvoyant)
+        if isolated.for_deadline(call.ttft_critical) <= slack:
+            # ascending queue length: the first replica that meets the slack is the answer
+            for r in self._visit(call, pool, candidates):
+                est = self._estimate(call, r, 2, now_s)
+                if est.for_deadline(call.ttft_critical) <= slack:
+                    return RoutingDecision(r.replica_id, 2, est, False)
+        # (an estimate on a replica is never below the isolated service: no replica can meet)
         found = self._shortest_wait(call, candidates, pool, 1, now_s)
-        assert found is not None
+        if found is None:
+            return None
         return RoutingDecision(found[0].replica_id, 1, found[1], True)
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks of the control plane itself (not timed tests)."""
