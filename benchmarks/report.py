@@ -21,6 +21,8 @@ def fmt(vals: list[float], spec: str = ".3f") -> str:
 def main(folder: str) -> None:
     for path in sorted(Path(folder).glob("*.json")):
         rows = json.loads(path.read_text())["results"]
+        if not rows or "scenario" not in rows[0]:
+            continue
         by: dict[tuple[float, str], list[dict]] = defaultdict(list)
         for r in rows:
             by[(r["rate_rps"], r["policy"])].append(r)

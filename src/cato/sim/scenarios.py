@@ -148,8 +148,10 @@ def _paper_deployments(replicas: int, lo: int, hi: int, max_num_seqs: int
             ModelDeployment("starcoder2-7b", sc, replicas, lo, hi))
 
 
+# Each model serves one TTFT-critical and one E2E-critical task, so that the paper's RQ1 pair
+# (generation + translation) and its mix B both load the two models evenly.
 PAPER_MODELS = {"completion": "starcoder2-7b", "generation": "codellama-7b",
-                "summarization": "starcoder2-7b", "translation": "codellama-7b"}
+                "summarization": "codellama-7b", "translation": "starcoder2-7b"}
 ONE_MODEL = {t: "llama-7b" for t in PAPER_MODELS}
 PAPER_RATES = (0.67, 1.33, 2.0, 2.67, 3.33)
 PAPER_MAX_NUM_SEQS = 1
