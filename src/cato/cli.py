@@ -83,6 +83,8 @@ def simulate(
     seed: int = typer.Option(0, help="First seed."),
     seeds: int = typer.Option(1, help="Number of seeds (seed, seed+1, ...)."),
     duration: Optional[float] = typer.Option(None, help="Override the scenario's duration (s)."),
+    sla_scale: float = typer.Option(1.0, "--sla-scale", help="Multiply every task's SLA (the protocol sweeps 0.5-2)."),
+    jitter: float = typer.Option(0.0, help="Per-step lognormal jitter sigma of the replica model (0.05-0.1)."),
     sweep: Optional[str] = typer.Option(None, help="Sweep a scaling parameter: name=v1,v2 (e.g. max_exceeded_times=1,2,4)."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary rows as JSON."),
     records_dir: Optional[Path] = typer.Option(None, "--records", help="Write per-request JSON lines per cell into this folder."),
@@ -95,7 +97,7 @@ def simulate(
 
     from cato.report.table import comparison_table
     from cato.sim.runner import Cell, find_knee as _find_knee, run_cell, write_records
-    from cato.sim.scenarios import build_stream_for, scenario as get_scenario
+    from cato.sim.scenarios import build_stream_for, scenario as get_scenario, with_sla_scale
 
     try:
         sc = get_scenario(scenario)
@@ -107,6 +109,15 @@ def simulate(
         sc = replace(sc, duration_s=duration)
     if seeds < 1:
         _fail(f"--seeds must be >= 1, got {seeds}")
+    if not 0.0 <= jitter < 1.0:
+        _fail(f"--jitter must be in [0, 1), got {jitter}")
+    if jitter:
+        sc = replace(sc, jitter_sigma=jitter)
+    if sla_scale != 1.0:
+        try:
+            sc = with_sla_scale(sc, sla_scale)
+        except ValueError as exc:
+            _fail(str(exc))
     seed_list = list(range(seed, seed + seeds))
     if find_knee:
         blind = [p for p in sc.policies if p in ("round_robin", "least_outstanding", "ray",

@@ -235,6 +235,11 @@ def _scenarios() -> dict[str, Scenario]:
         description="Replay of the Azure LLM inference trace 2023, code service (first 30 min; "
                     "Microsoft, CC-BY 4.0), time-scaled to the given mean rate, on 4 fixed A100 "
                     "replicas.", duration_s=1800.0)
+    out["mixB-diurnal"] = replace(
+        out["mixB-autoscaled"], name="mixB-diurnal", arrival="diurnal",
+        description="Mix B, A100 Llama-7B replicas autoscaled 1-16 over one hour of a "
+                    "compressed diurnal sine (period 30 min, +-80 % around the mean rate).",
+        duration_s=3600.0, rates_rps=(15.5, 31.0))
     h100 = (ModelDeployment("llama-7b", H100_LLAMA7B, 4, 4, 4),)
     out["h100-mixA"] = replace(
         out["mixA-poisson"], name="h100-mixA", deployments=h100,
@@ -256,6 +261,14 @@ def scenario(name: str) -> Scenario:
     except KeyError:
         raise ValueError(
             f"unknown scenario {name!r}; known: {', '.join(sorted(SCENARIOS))}") from None
+
+
+def with_sla_scale(sc: Scenario, factor: float) -> Scenario:
+    """The scenario with every task's SLA multiplied by ``factor`` (the protocol's SLA sweep)."""
+    if not factor > 0:
+        raise ValueError(f"SLA scale must be > 0, got {factor}")
+    tasks = {k: replace(t, sla_s=t.sla_s * factor) for k, t in sc.tasks.items()}
+    return replace(sc, name=f"{sc.name}@sla{factor:g}", tasks=tasks)
 
 
 def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArrival]:
