@@ -34,3 +34,5 @@ group2() {
 group1 & group2 & wait
 .venv/bin/python benchmarks/report.py "$OUT" > docs/results/SUMMARY.md
 echo "wrote docs/results/SUMMARY.md"
+# one hour of diurnal load (run separately: ~15 min on one core)
+# .venv/bin/cato simulate --scenario mixB-diurnal --rates 31 --seeds 3 --json docs/results/mixB-diurnal.json --plots docs/img

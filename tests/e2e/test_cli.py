@@ -68,3 +68,17 @@ def test_scenarios_and_policies_list() -> None:
     assert p.returncode == 0 and "paper" in p.stdout and "mixA-poisson" in p.stdout
     p = cato("policies")
     assert "cato-plus" in p.stdout and "ray" in p.stdout
+
+
+def test_bench_routing_reports_latency(tmp_path: Path) -> None:
+    out = tmp_path / "routing.json"
+    p = cato("bench", "routing", "--policies", "cato,round_robin", "--replicas", "10,200",
+             "--decisions", "50", "--json", str(out))
+    assert p.returncode == 0, p.stderr
+    rows = json.loads(out.read_text())["results"]
+    assert {(r["policy"], r["num_replicas"]) for r in rows} == {
+        ("cato", 10), ("cato", 200), ("round_robin", 10), ("round_robin", 200)}
+    for r in rows:
+        assert 0 < r["p50_us"] <= r["p99_us"] and r["decisions_per_s"] > 0
+    p = cato("bench", "routing", "--replicas", "ten")
+    assert p.returncode == 2 and "--replicas" in p.stderr

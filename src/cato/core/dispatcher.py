@@ -91,7 +91,7 @@ class Dispatcher:
         self._free.setdefault(model, {})
         self._window.setdefault(model, WindowStats())
         self._model_queue.setdefault(model, [])
-        self._touch(r)
+        self._touch(r, now_s)
         return self._pump_model(model, now_s) if ready else []
 
     def mark_ready(self, replica_id: str, now_s: float) -> list[Dispatch]:
@@ -101,7 +101,7 @@ class Dispatcher:
         r.phase = ReplicaPhase.READY
         r.ready_s = now_s
         r.idle_since_s = now_s
-        self._touch(r)
+        self._touch(r, now_s)
         return self._pump_model(r.model, now_s)
 
     def drain(self, replica_id: str, now_s: float) -> list[Dispatch]:
@@ -111,10 +111,10 @@ class Dispatcher:
         if r.phase is ReplicaPhase.DRAINING or r.phase is ReplicaPhase.STOPPED:
             return []
         r.phase = ReplicaPhase.DRAINING
-        self._touch(r)
+        self._touch(r, now_s)
         out: list[Dispatch] = []
         for e in r.drain_queue():
-            self._touch(r)
+            self._touch(r, now_s)
             out.extend(self._place(e.call, now_s).dispatches)
         return out
 
@@ -138,7 +138,7 @@ class Dispatcher:
         self._free.get(r.model, {}).pop(replica_id, None)
         return lost
 
-    def _touch(self, r: ReplicaState) -> None:
+    def _touch(self, r: ReplicaState, now_s: float) -> None:
         self.pool.touch(r)
         free = self._free[r.model]
         if r.phase is ReplicaPhase.READY and r.has_free_slot:
@@ -147,16 +147,13 @@ class Dispatcher:
             free.pop(r.replica_id, None)
         if r.is_idle:
             if r.idle_since_s is None:
-                r.idle_since_s = self._now
+                r.idle_since_s = now_s
         else:
             r.idle_since_s = None
-
-    _now: float = 0.0
 
     # ---- calls -----------------------------------------------------------------------------------
     def submit(self, call: LlmCall, now_s: float) -> SubmitResult:
         """A call became ready: route it (or queue it) and release what can start now."""
-        self._now = now_s
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id} submitted twice")
         if call.model not in self._window:
@@ -185,7 +182,7 @@ class Dispatcher:
         key = self.policy.queue_key(call, decision.priority, now_s)
         tr.replica_id = r.replica_id
         r.push(QueueEntry(key, call, decision.priority, decision.predicted_violation))
-        self._touch(r)
+        self._touch(r, now_s)
         return SubmitResult(self._pump_replica(r, now_s), decision)
 
     def _note_prediction(self, tr: _Tracked, decision: RoutingDecision, r: ReplicaState,
@@ -215,7 +212,7 @@ class Dispatcher:
                 r.push(QueueEntry(key, e.call, demoted, True))
                 continue
             out.append(self._release(r, e.call, e.priority, e.predicted_violation, now_s))
-        self._touch(r)
+        self._touch(r, now_s)
         return out
 
     def _pump_model(self, model: str, now_s: float) -> list[Dispatch]:
@@ -240,7 +237,7 @@ class Dispatcher:
             if self.policy.late_binding:
                 out.append(self._release(r, head, decision.priority,
                                          decision.predicted_violation, now_s))
-                self._touch(r)
+                self._touch(r, now_s)
             else:
                 tr.replica_id = r.replica_id
                 key = self.policy.queue_key(head, decision.priority, now_s)
@@ -278,7 +275,6 @@ class Dispatcher:
         return tr, r, r.in_flight[call_id]
 
     def on_first_token(self, call_id: int, now_s: float) -> None:
-        self._now = now_s
         tr, r, f = self._in_flight(call_id)
         if f.first_token_s is None:
             r.pending_prefill_tokens -= tr.call.num_prompt_tokens
@@ -290,7 +286,6 @@ class Dispatcher:
 
     def on_finish(self, call_id: int, now_s: float) -> list[Dispatch]:
         """The call's last token arrived: free its slot, release queued work."""
-        self._now = now_s
         tr, r, f = self._in_flight(call_id)
         if self.learn and "pred_e2e_s" in f.extra:
             self.estimator.observe(r.model, "e2e", f.extra["pred_e2e_s"], now_s - f.dispatched_s)
@@ -300,7 +295,6 @@ class Dispatcher:
 
     def on_failure(self, call_id: int, now_s: float) -> list[Dispatch]:
         """The engine failed the call (or it was cancelled): free its slot."""
-        self._now = now_s
         tr, r, _ = self._in_flight(call_id)
         return self._free_slot(tr, r, now_s)
 
@@ -313,7 +307,7 @@ class Dispatcher:
         r.ctx_true_sum -= c.num_prompt_tokens + (
             c.true_output_tokens or c.expected_output_tokens) / 2.0
         del self._calls[tr.call.call_id]
-        self._touch(r)
+        self._touch(r, now_s)
         out = self._pump_replica(r, now_s)
         out.extend(self._pump_model(r.model, now_s))
         return out

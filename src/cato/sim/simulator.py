@@ -385,7 +385,6 @@ class Simulator:
             next_heap = self._heap[0][0] if self._heap else math.inf
             if i < n and stream[i].arrival_s <= next_heap:
                 now = stream[i].arrival_s
-                self.dispatcher._now = now
                 self._start_task(stream[i])
                 i += 1
                 if self.on_progress is not None and i % progress_every == 0:
