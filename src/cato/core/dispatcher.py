@@ -223,6 +223,12 @@ class Dispatcher:
             if not free:
                 break
             head = q[0].call
+            demoted = self.policy.demote(head, q[0].priority, now_s)
+            if demoted is not None and demoted > q[0].priority:
+                heapq.heappop(q)
+                key = self.policy.queue_key(head, demoted, now_s)
+                heapq.heappush(q, QueueEntry(key, head, demoted, True))
+                continue
             if self.policy.late_binding:
                 decision = self.policy.route(head, self.pool, now_s, list(free.values()))
             else:

@@ -5,7 +5,8 @@ It knows every call's true output length. Calls wait in one per-model queue orde
 length)`` and ``hopeless`` marks calls that cannot meet their deadline even on an idle replica
 when they become ready (they are served only when nothing salvageable waits). Like CATO+, it
 holds calls in its queue while an engine has two steps' worth of prompt tokens awaiting their
-first token. When a replica
+first token, and a call that became hopeless while it waited is moved behind the salvageable
+ones when it reaches the head of the queue. When a replica
 has a free slot, the head goes to the candidate with the earliest estimated completion (true
 lengths). This is a strong heuristic bound, not a proof of optimality: CATO's goodput is
 reported as a fraction of it.
@@ -30,10 +31,18 @@ class ClairvoyantOracle(RoutingPolicy):
     def prefill_budget_tokens(self, max_num_batched_tokens: int) -> int | None:
         return 2 * max_num_batched_tokens
 
+    def _service(self, call: LlmCall) -> float:
+        return self.estimator.isolated(call, clairvoyant=True).for_deadline(call.ttft_critical)
+
     def queue_key(self, call: LlmCall, priority: int, now_s: float) -> tuple[float, ...]:
-        service = self.estimator.isolated(call, clairvoyant=True).for_deadline(call.ttft_critical)
-        laxity = call.deadline_s - (call.ready_s + service)
-        return (1.0 if laxity < 0 else 0.0, laxity, float(call.seq))
+        laxity = call.deadline_s - (call.ready_s + self._service(call))
+        hopeless = priority >= 3 or laxity < 0
+        return (1.0 if hopeless else 0.0, laxity, float(call.seq))
+
+    def demote(self, call: LlmCall, priority: int, now_s: float) -> int | None:
+        if priority >= 3:
+            return None
+        return 3 if now_s + self._service(call) > call.deadline_s else None
 
     def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
               candidates: Sequence[ReplicaState] | None = None) -> RoutingDecision | None:
