@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates every simulator figure of docs/BENCHMARKS.md (JSON in docs/results/, PNG in
-# docs/img/). Runs two scenario groups in parallel; about 20-30 minutes on 2 cores.
+# docs/img/). Runs two scenario groups in parallel; about 50 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CATO=${CATO:-.venv/bin/cato}
@@ -22,6 +22,7 @@ group1() {
   run mixA-poisson --rates 25,45,50,55,60 --duration 200
   run mixA-bursty --rates 25,45,50,55,60 --duration 200
   run ablation --duration 600
+  run mixB-diurnal --rates 31 --seeds 3
 }
 group2() {
   run mixB-poisson --rates 31,56,62,65,68 --duration 200
@@ -34,5 +35,3 @@ group2() {
 group1 & group2 & wait
 .venv/bin/python benchmarks/report.py "$OUT" > docs/results/SUMMARY.md
 echo "wrote docs/results/SUMMARY.md"
-# one hour of diurnal load (run separately: ~15 min on one core)
-# .venv/bin/cato simulate --scenario mixB-diurnal --rates 31 --seeds 3 --json docs/results/mixB-diurnal.json --plots docs/img

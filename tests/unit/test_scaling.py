@@ -78,3 +78,17 @@ def test_fixed_never_scales_and_bad_params_are_named() -> None:
         make_scaling_policy("cato", max_exceeded_times=0)
     with pytest.raises(ValueError, match="unknown scaling policy"):
         make_scaling_policy("magic")
+
+
+def test_cato_plus_options_fraction_scale_up_and_probe_down() -> None:
+    p = make_scaling_policy("cato", max_exceeded_proportion=0.1, max_exceeded_times=1,
+                            scale_up_by="fraction", quiet_windows_to_shrink=2,
+                            shrink_fraction=0.25)
+    # 30 % of 100 calls violate on 10 ready replicas -> ceil(10 * 0.3) - 0 idle = 3
+    assert p.decide(ctx(ready=10, viol=30, hi=50)).add == 3
+    by_load = tuple(f"r{i}" for i in range(8))
+    assert p.decide(ctx(ready=8, viol=0, by_load=by_load)).is_noop        # 1 quiet window
+    d = p.decide(ctx(ready=8, viol=0, by_load=by_load))                    # 2: drain 25 % = 2
+    assert d.remove == ("r0", "r1") and "shrink by 2" in d.reason
+    with pytest.raises(ValueError, match="scale_up_by"):
+        make_scaling_policy("cato", scale_up_by="vibes")

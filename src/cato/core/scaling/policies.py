@@ -41,9 +41,13 @@ class CatoScaling(ScalingPolicy):
     drained and removed (never below ``min_replicas``; never while the window exceeds).
     Replicas still starting count as idle capacity, so one surge does not launch twice.
 
+    ``scale_up_by="fraction"`` (CATO+) adds replicas in proportion to the violating *share*
+    of the window's calls, ``ceil(ready * v / n) - idle``, instead of their count: the count
+    grows with the request rate, so at high rates the paper's rule over-provisions.
+
     ``quiet_windows_to_shrink`` (CATO+, off in the paper's policy): after that many consecutive
-    windows without a single violation, drain the least-loaded replica even though it is not
-    idle. A router that spreads load keeps every replica a little busy, so the idle rule alone
+    windows without a single violation, drain the least-loaded replica(s) even though they are
+    not idle (``max(1, floor(shrink_fraction * ready))`` of them). A router that spreads load keeps every replica a little busy, so the idle rule alone
     never fires; this probe-down reclaims capacity, and Algorithm 2 adds it back if the probe
     causes violations.
 
@@ -56,7 +60,8 @@ class CatoScaling(ScalingPolicy):
     def __init__(self, interval_s: float = 10.0, max_exceeded_proportion: float = 0.05,
                  max_exceeded_times: int = 2, replicas_per_violation: float = 0.25,
                  max_scale_up_step: int = 1_000, idle_timeout_s: float = 60.0,
-                 quiet_windows_to_shrink: int | None = None) -> None:
+                 quiet_windows_to_shrink: int | None = None,
+                 scale_up_by: str = "count", shrink_fraction: float = 0.0) -> None:
         super().__init__(interval_s)
         if not 0.0 <= max_exceeded_proportion <= 1.0:
             raise ValueError(
@@ -74,6 +79,12 @@ class CatoScaling(ScalingPolicy):
             raise ValueError(
                 f"quiet_windows_to_shrink must be >= 1, got {quiet_windows_to_shrink}")
         self.quiet_windows_to_shrink = quiet_windows_to_shrink
+        if scale_up_by not in ("count", "fraction"):
+            raise ValueError(f"scale_up_by must be 'count' or 'fraction', got {scale_up_by!r}")
+        if not 0.0 <= shrink_fraction < 1.0:
+            raise ValueError(f"shrink_fraction must be in [0, 1), got {shrink_fraction}")
+        self.scale_up_by = scale_up_by
+        self.shrink_fraction = shrink_fraction
         self.streak = 0
         self.quiet = 0
 
@@ -84,7 +95,13 @@ class CatoScaling(ScalingPolicy):
         idle = len(ctx.idle_replicas) + ctx.num_starting
         if self.streak >= self.max_exceeded_times and v > idle:
             self.streak = 0
-            add = min(self.max_scale_up_step, math.ceil(self.replicas_per_violation * (v - idle)))
+            if self.scale_up_by == "count":
+                add = math.ceil(self.replicas_per_violation * (v - idle))
+            else:   # the violating share of the window's calls, in replicas
+                add = math.ceil(max(1, ctx.num_ready) * v / n) - idle
+            add = min(self.max_scale_up_step, add)
+            if add <= 0:
+                return NOOP
             return ScalingDecision(
                 add=add,
                 reason=f"{v}/{n} calls violated slack in {self.max_exceeded_times} consecutive "
@@ -101,8 +118,10 @@ class CatoScaling(ScalingPolicy):
         if q is not None and self.quiet >= q and ctx.ready_by_load \
                 and ctx.num_provisioned > ctx.min_replicas:
             self.quiet = 0
-            return ScalingDecision(remove=ctx.ready_by_load[:1],
-                                   reason=f"no violation in {q} windows: shrink by one")
+            k = max(1, math.floor(self.shrink_fraction * ctx.num_ready))
+            k = min(k, ctx.num_provisioned - ctx.min_replicas)
+            return ScalingDecision(remove=ctx.ready_by_load[:k],
+                                   reason=f"no violation in {q} windows: shrink by {k}")
         return NOOP
 
 
