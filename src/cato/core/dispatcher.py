@@ -167,6 +167,7 @@ class Dispatcher:
         model = call.model
         if self.policy.late_binding or self.pool.num_ready(model) == 0:
             tr.replica_id = None
+            self._predict_held(tr, now_s)
             key = self.policy.queue_key(call, 0, now_s)
             heapq.heappush(self._model_queue[model], QueueEntry(key, call, 0, False))
             return SubmitResult(self._pump_model(model, now_s), None)
@@ -184,6 +185,28 @@ class Dispatcher:
         r.push(QueueEntry(key, call, decision.priority, decision.predicted_violation))
         self._touch(r, now_s)
         return SubmitResult(self._pump_replica(r, now_s), decision)
+
+    def _predict_held(self, tr: _Tracked, now_s: float) -> None:
+        """Violation prediction for a call that waits in the per-model queue (late binding, or
+        no replica ready), so the scaler gets the same leading signal whatever the router:
+        the estimate on the least-loaded ready replica behind this model's queue, shared out
+        over the ready replicas; with no replica ready, a violation unless the deadline is
+        still beyond the call's isolated service (a replica may come up in time)."""
+        if tr.violation_counted:
+            return
+        call = tr.call
+        r = self.pool.min_outstanding(call.model)
+        if r is None:
+            service = self.estimator.isolated(call).for_deadline(call.ttft_critical)
+            predicted = now_s + service > call.deadline_s
+        else:
+            ahead = len(self._model_queue[call.model]) // max(1, self.pool.num_ready(call.model))
+            est = self.estimator.estimate(call, r, now_s, num_ahead=ahead,
+                                          prompt_tokens_ahead=ahead * call.num_prompt_tokens)
+            predicted = now_s + est.for_deadline(call.ttft_critical) > call.deadline_s
+        if predicted:
+            tr.violation_counted = True
+            self._window[call.model].violations += 1
 
     def _note_prediction(self, tr: _Tracked, decision: RoutingDecision, r: ReplicaState,
                          now_s: float) -> None:
