@@ -228,6 +228,7 @@ def bench_routing_cmd(
                                  help="Comma-separated routing policies."),
     replicas: str = typer.Option("10,100,1000,5000", help="Comma-separated replica counts."),
     decisions: int = typer.Option(2000, help="Timed decisions per cell."),
+    repeat: int = typer.Option(3, help="Repetitions per cell (seeds seed..seed+repeat-1); the median is reported."),
     seed: int = typer.Option(0),
     json_path: Optional[Path] = typer.Option(None, "--json"),
 ) -> None:
@@ -244,18 +245,28 @@ def bench_routing_cmd(
         _fail(f"--replicas must be comma-separated integers, got {replicas!r}")
     if decisions < 10:
         _fail(f"--decisions must be >= 10, got {decisions}")
-    t = Table(title="Routing decision latency (Dispatcher.submit, one core)")
-    for col in ("policy", "replicas", "P50 µs", "P99 µs", "decisions/s"):
+    if repeat < 1:
+        _fail(f"--repeat must be >= 1, got {repeat}")
+    t = Table(title=f"Routing decision latency (Dispatcher.submit, one core, median of {repeat})")
+    for col in ("policy", "replicas", "P50 µs", "P99 µs", "P99 range µs", "decisions/s"):
         t.add_column(col)
     out = []
     for p in [x.strip() for x in policies.split(",")]:
         for n in counts:
             try:
-                r = bench_routing(p, n, num_decisions=decisions, seed=seed)
+                runs = [bench_routing(p, n, num_decisions=decisions, seed=seed + k)
+                        for k in range(repeat)]
             except ValueError as exc:
                 _fail(str(exc))
-            out.append(asdict(r))
-            t.add_row(p, str(n), f"{r.p50_us:.1f}", f"{r.p99_us:.1f}", f"{r.decisions_per_s:,.0f}")
+            p50 = sorted(r.p50_us for r in runs)[len(runs) // 2]
+            p99s = sorted(r.p99_us for r in runs)
+            rate = sorted(r.decisions_per_s for r in runs)[len(runs) // 2]
+            row = asdict(runs[0]) | {"p50_us": p50, "p99_us": p99s[len(runs) // 2],
+                                     "p99_us_min": p99s[0], "p99_us_max": p99s[-1],
+                                     "decisions_per_s": rate, "repeat": repeat}
+            out.append(row)
+            t.add_row(p, str(n), f"{p50:.1f}", f"{row['p99_us']:.1f}",
+                      f"{p99s[0]:.0f}-{p99s[-1]:.0f}", f"{rate:,.0f}")
     console.print(t)
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)

@@ -182,7 +182,7 @@ class Dispatcher:
         self._note_prediction(tr, decision, r, now_s)
         key = self.policy.queue_key(call, decision.priority, now_s)
         tr.replica_id = r.replica_id
-        r.push(QueueEntry(key, call, decision.priority, decision.predicted_violation))
+        r.push(QueueEntry(key, call, decision.priority, decision.predicted_violation, now_s))
         self._touch(r, now_s)
         return SubmitResult(self._pump_replica(r, now_s), decision)
 
@@ -229,10 +229,12 @@ class Dispatcher:
         out: list[Dispatch] = []
         while r.queue and r.has_free_slot and r.phase is ReplicaPhase.READY:
             e = r.pop()
-            demoted = self.policy.demote(e.call, e.priority, now_s)
+            # a call queued this very instant has not waited: its routing priority stands
+            demoted = None if e.queued_s == now_s else self.policy.demote(e.call, e.priority,
+                                                                            now_s)
             if demoted is not None and demoted > e.priority:
                 key = self.policy.queue_key(e.call, demoted, now_s)
-                r.push(QueueEntry(key, e.call, demoted, True))
+                r.push(QueueEntry(key, e.call, demoted, True, now_s))
                 continue
             out.append(self._release(r, e.call, e.priority, e.predicted_violation, now_s))
         self._touch(r, now_s)
@@ -270,7 +272,8 @@ class Dispatcher:
             else:
                 tr.replica_id = r.replica_id
                 key = self.policy.queue_key(head, decision.priority, now_s)
-                r.push(QueueEntry(key, head, decision.priority, decision.predicted_violation))
+                r.push(QueueEntry(key, head, decision.priority, decision.predicted_violation,
+                                  now_s))
                 out.extend(self._pump_replica(r, now_s))
         return out
 

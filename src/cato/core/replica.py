@@ -9,7 +9,7 @@ prompt tokens waiting for their first token, so the queue (and its order) stays 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from cato.core.calls import InFlight, LlmCall
@@ -28,6 +28,7 @@ class QueueEntry:
     call: LlmCall
     priority: int
     predicted_violation: bool
+    queued_s: float = field(default=0.0, compare=False)
 
 
 class ReplicaState:

@@ -87,8 +87,16 @@ class CatoPolicy(RoutingPolicy):
             if found is None:
                 return None
             return RoutingDecision(found[0].replica_id, 0, found[1], True)
-        isolated = self.estimator.isolated(call, clairvoyant=self.clairvoyant)
-        if isolated.for_deadline(call.ttft_critical) <= slack:
+        service = self.estimator.isolated(call, clairvoyant=self.clairvoyant).for_deadline(
+            call.ttft_critical)
+        return self._route_by_slack(call, pool, now_s, candidates, slack, service)
+
+    def _route_by_slack(self, call: LlmCall, pool: ReplicaPool, now_s: float,
+                        candidates: Sequence[ReplicaState] | None, slack: float,
+                        service: float) -> RoutingDecision | None:
+        """Priorities 2 and 1 of Algorithm 1 for a call with positive ``slack`` whose isolated
+        service time is ``service``."""
+        if service <= slack:
             # ascending queue length: the first replica that meets the slack is the answer
             for r in self._visit(call, pool, candidates):
                 est = self._estimate(call, r, 2, now_s)
@@ -146,4 +154,4 @@ class CatoPlusPolicy(CatoPolicy):
             if found is None:
                 return None
             return RoutingDecision(found[0].replica_id, 3, found[1], True)
-        return super().route(call, pool, now_s, candidates)
+        return self._route_by_slack(call, pool, now_s, candidates, slack, service)
