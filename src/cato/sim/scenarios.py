@@ -80,6 +80,9 @@ def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[st
     }
 
 
+AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato", "round_robin+ray",
+                       "oracle+cato")
+
 ArrivalFn = Callable[[float, float, np.random.Generator], np.ndarray]
 
 
@@ -180,8 +183,7 @@ def _scenarios() -> dict[str, Scenario]:
                     "(cold start lognormal, median 45 s, p90 90 s), 600 s runs.",
         deployments=_paper_deployments(1, 1, 6, PAPER_MAX_NUM_SEQS), duration_s=600.0,
         policies=autoscaled_policies(conc),
-        default_policies=("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato",
-                              "round_robin+ray", "oracle+cato"))
+        default_policies=AUTOSCALED_DEFAULTS)
     out["reproduction"] = replace(
         out["paper"], name="reproduction",
         description="Seed experiment 1 (RQ1, long-output tasks): generation + translation on 6 "
@@ -225,8 +227,7 @@ def _scenarios() -> dict[str, Scenario]:
             deployments=(ModelDeployment("llama-7b", A100_LLAMA7B, 2, 1, 16),), duration_s=900.0,
             rates_rps=tuple(round(knee * f, 2) for f in (0.25, 0.5)),
             policies=autoscaled_policies(32),
-            default_policies=("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato",
-                              "round_robin+ray", "oracle+cato"))
+            default_policies=AUTOSCALED_DEFAULTS)
     out["multistep"] = replace(
         out["mixB-poisson"], name="multistep",
         description="Mix B with the multi-step variants (retrieve -> LLM summarisation; "
