@@ -175,8 +175,7 @@ class Simulator:
         self._call_counter = itertools.count()
         self._calls: dict[int, tuple[_TaskRun, str]] = {}
         self._records: list[RequestRecord] = []
-        self._active = 0
-        self._runs: dict[int, _TaskRun] = {}
+        self._runs: dict[int, _TaskRun] = {}   # tasks in progress, by id()
         self._timeline: list[tuple[float, int]] = []
         self._scale_events: list[ScaleEvent] = []
         self._cold_starts: list[float] = []
@@ -266,7 +265,6 @@ class Simulator:
     def _start_task(self, arrival: TaskArrival) -> None:
         task = self.cfg.tasks[arrival.task]
         run = _TaskRun(arrival, task, self._offsets[arrival.task])
-        self._active += 1
         self._runs[id(run)] = run
         for n in task.nodes:
             if not n.deps:
@@ -312,7 +310,6 @@ class Simulator:
             self._finish_task(run)
 
     def _finish_task(self, run: _TaskRun, status: str = "ok") -> None:
-        self._active -= 1
         del self._runs[id(run)]
         a = run.arrival
         uf = run.task.user_facing_node
@@ -411,14 +408,14 @@ class Simulator:
                     self._perform(self.dispatcher.mark_ready(payload, t), t)
                     self._record_count(t)
             elif kind == _SCALE:
-                if i >= n and self._active == 0:
+                if i >= n and not self._runs:
                     continue
                 self._scale(payload, t)
                 self._push(t + self.scalers[payload].interval_s, _SCALE, payload)
-            if i >= n and self._active == 0:
+            if i >= n and not self._runs:
                 break
         end = now
-        if self._active:
+        if self._runs:
             self._fail_unfinished(end)
         for rid in list(self._engines):
             eng = self._engines[rid]
