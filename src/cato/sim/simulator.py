@@ -393,28 +393,33 @@ class Simulator:
             if t > horizon:
                 break
             now = t
-            if kind == _ENGINE:
-                rid, version = payload
-                if self._engine_version.get(rid) != version:
-                    continue
-                self._handle_engine_events(rid, self._engines[rid].advance(t))
-                if rid in self._engines:
-                    self._wake(rid)
-            elif kind == _TOOL_DONE:
-                run, name = payload
-                self._node_done(run, name, t)
-            elif kind == _READY:
-                if payload in self._engines:
-                    self._perform(self.dispatcher.mark_ready(payload, t), t)
-                    self._record_count(t)
-            elif kind == _SCALE:
-                if i >= n and not self._runs:
-                    continue
-                self._scale(payload, t)
-                self._push(t + self.scalers[payload].interval_s, _SCALE, payload)
+            self._on_event(kind, payload, t)
             if i >= n and not self._runs:
                 break
-        end = now
+        return self._result(now, t0, last_arrival, n)
+
+    def _on_event(self, kind: int, payload: Any, t: float) -> None:
+        """One event off the heap (arrivals come from the stream, not the heap)."""
+        if kind == _ENGINE:
+            rid, version = payload
+            if self._engine_version.get(rid) != version:
+                return   # stale wake-up: the engine was touched since
+            self._handle_engine_events(rid, self._engines[rid].advance(t))
+            if rid in self._engines:
+                self._wake(rid)
+        elif kind == _TOOL_DONE:
+            run, name = payload
+            self._node_done(run, name, t)
+        elif kind == _READY:
+            if payload in self._engines:
+                self._perform(self.dispatcher.mark_ready(payload, t), t)
+                self._record_count(t)
+        elif kind == _SCALE:
+            self._scale(payload, t)
+            self._push(t + self.scalers[payload].interval_s, _SCALE, payload)
+
+    def _result(self, end: float, t0: float, last_arrival: float, n: int) -> SimResult:
+        """Close the books at ``end``: unfinished tasks time out, replicas stop counting."""
         if self._runs:
             self._fail_unfinished(end)
         for rid in list(self._engines):
