@@ -247,7 +247,8 @@ def _scenarios() -> dict[str, Scenario]:
     out["h100-mixA"] = replace(
         out["mixA-poisson"], name="h100-mixA", deployments=h100,
         tasks=single_step_tasks(ONE_MODEL, completion_sla_s=0.150),
-        description="Mix A on 4 fixed H100 replicas, completion SLA 150 ms.", knee_rps=None)
+        description="Mix A on 4 fixed H100 replicas, completion SLA 150 ms.", knee_rps=130.0,
+        rates_rps=(65.0, 117.0, 130.0, 143.0))
     out["scale"] = Scenario(
         "scale", "Scale check: 1,000 A100 replicas, Poisson 100 req/s for one hour, mix A.",
         (ModelDeployment("llama-7b", A100_LLAMA7B, 1000, 1000, 1000),), one, MIX_A, "poisson",
