@@ -37,7 +37,7 @@ class ReplicaState:
 
     __slots__ = (
         "replica_id", "model", "concurrency_limit", "phase", "queue", "in_flight",
-        "idle_since_s", "queued_prompt_tokens", "started_s", "ready_s", "index_slot",
+        "idle_since_s", "queued_prompt_tokens", "started_s", "ready_s",
         "prefill_budget_tokens", "pending_prefill_tokens", "ctx_expected_sum", "ctx_true_sum",
     )
 
@@ -55,7 +55,6 @@ class ReplicaState:
         self.queued_prompt_tokens = 0
         self.started_s = now_s
         self.ready_s: float | None = now_s if phase is ReplicaPhase.READY else None
-        self.index_slot = -1
         self.prefill_budget_tokens: int | None = None
         self.pending_prefill_tokens = 0
         # sum over in-flight calls of prompt + output/2 tokens (expected and true lengths):

@@ -168,7 +168,6 @@ class Simulator:
         self._seq = itertools.count()
         self._engines: dict[str, ReplicaEngine] = {}
         self._engine_version: dict[str, int] = {}
-        self._started_at: dict[str, float] = {}
         self._provisioned_s = 0.0
         self._busy_s = 0.0
         self._replica_counter = itertools.count()
@@ -196,7 +195,6 @@ class Simulator:
         rng = np.random.default_rng(self._jitter_ss.spawn(1)[0]) if self.cfg.jitter_sigma else None
         self._engines[rid] = ReplicaEngine(d.coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma)
         self._engine_version[rid] = 0
-        self._started_at[rid] = now
         self._perform(self.dispatcher.add_replica(rid, model, now, ready=ready), now)
         if not ready:
             cold = float(self.cfg.cold_start_median_s
@@ -209,7 +207,7 @@ class Simulator:
         eng = self._engines.pop(rid)
         self._busy_s += eng.busy_seconds(now)
         self._steps += eng.steps_executed
-        self._provisioned_s += now - self._started_at.pop(rid)
+        self._provisioned_s += now - self.dispatcher.pool.get(rid).started_s
         self._engine_version.pop(rid)
         self._draining.discard(rid)
         lost = self.dispatcher.remove_replica(rid)
@@ -426,7 +424,7 @@ class Simulator:
             eng = self._engines[rid]
             self._busy_s += eng.busy_seconds(end)
             self._steps += eng.steps_executed
-            self._provisioned_s += end - self._started_at[rid]
+            self._provisioned_s += end - self.dispatcher.pool.get(rid).started_s
         if self.on_progress is not None:
             self.on_progress(n, n)
         self._records.sort(key=lambda r: r.id)
