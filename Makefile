@@ -1,10 +1,12 @@
-# Quick start: `make run` (set up + simulate the paper scenario), `make test` (set up + tests).
+# Quick start: `make run` (set up + the gateway over emulated engines, a mixed coding load),
+# `make test` (set up + tests, including the real llama.cpp engine).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+STAMP_LLAMA := $(VENV)/.installed-llamacpp
 
-.PHONY: setup run test bench clean
+.PHONY: setup run simulate test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,14 +14,28 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# llama.cpp's server builds from source the first time (about 10 minutes on 2 cores); pip keeps
+# the built wheel in its cache, so later set-ups reuse it.
+$(STAMP_LLAMA): $(STAMP)
+	@echo "installing llama-cpp-python[server] (first time: builds llama.cpp, ~10 min)"
+	$(BIN)/pip install --quiet -e '.[dev,llamacpp]'
+	touch $(STAMP_LLAMA)
+
 setup: $(STAMP)
 
 run: $(STAMP)
+	$(BIN)/cato demo --rate 20 --duration 20
+
+simulate: $(STAMP)
 	$(BIN)/cato simulate --scenario paper --seeds 3 --json out/paper.json --plots out/plots
 
-test: $(STAMP)
+test: $(STAMP_LLAMA)
 	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m llamacpp
 	$(BIN)/mypy
+
+test-slow: $(STAMP_LLAMA)
+	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
 	bash benchmarks/run_all.sh

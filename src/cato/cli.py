@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import sys
 from pathlib import Path
 from typing import Any, NoReturn, Optional
@@ -50,6 +51,11 @@ def _parse_sweep(text: str) -> tuple[str, list[Any]]:
             except ValueError:
                 _fail(f"--sweep value {v!r} for {key!r} is not a number")
     return key.strip(), out
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=err, transient=False)
 
 
 @app.command()
@@ -145,8 +151,7 @@ def simulate(
              for o in sweep_vals]
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=err, transient=False) as prog:
+    with _progress() as prog:
         overall = prog.add_task(f"{sc.name}: {len(cells)} runs", total=len(cells))
         inner = prog.add_task("", total=1, visible=False)
         streams: dict[tuple[float, int], Any] = {}
@@ -271,3 +276,202 @@ def bench_routing_cmd(
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"results": out}, indent=1))
+
+
+# ---- live serving ---------------------------------------------------------------------------------
+def _gateway_config(config: Optional[Path], port: Optional[int], host: Optional[str],
+                    policy: Optional[str], replicas: int, time_dilation: float) -> Any:
+    from cato.gateway.config import ConfigError, default_config, load_config
+    try:
+        cfg = load_config(config) if config is not None else default_config(
+            replicas=replicas, policy=policy or "cato", time_dilation=time_dilation)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    changes: dict[str, Any] = {}
+    if port is not None or host is not None:
+        changes["listen"] = cfg.listen.model_copy(update={
+            k: v for k, v in (("port", port), ("host", host)) if v is not None})
+    if policy is not None and config is not None:
+        from cato.core.routing import routing_policy_names
+        if policy not in routing_policy_names():
+            _fail(f"unknown routing policy {policy!r}; known: {', '.join(routing_policy_names())}")
+        changes["routing"] = cfg.routing.model_copy(update={"policy": policy})
+    return cfg.model_copy(update=changes) if changes else cfg
+
+
+@app.command()
+def serve(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Gateway YAML config "
+                                          "(default: the embedded default, emulated engines)."),
+    host: Optional[str] = typer.Option(None, help="Listen address (default 127.0.0.1)."),
+    port: Optional[int] = typer.Option(None, help="Listen port (default 8000)."),
+    policy: Optional[str] = typer.Option(None, help="Routing policy (cato or a baseline)."),
+    replicas: int = typer.Option(2, min=1, max=64, help="Emulated engines of the default."),
+    time_dilation: float = typer.Option(1.0, min=0.01, help="Emulated engines run this many "
+                                        "times slower than the modelled GPU."),
+    profile: Optional[Path] = typer.Option(None, help="Profile file (default "
+                                           "~/.cache/cato/profile.json)."),
+    log_level: str = typer.Option("info", help="Log level."),
+) -> None:
+    """Run the SLA-aware gateway (OpenAI-compatible API on /v1)."""
+    from cato.gateway.server import run_server
+    cfg = _gateway_config(config, port, host, policy, replicas, time_dilation)
+    run_server(cfg, profile_path=profile, log_level=log_level)
+
+
+@app.command("profile")
+def profile_cmd(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="Gateway YAML config."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Where to write the profile "
+                                       "(default: the config's profile_path or "
+                                       "~/.cache/cato/profile.json)."),
+    probes: int = typer.Option(3, min=1, max=50, help="Probes per node."),
+    replicas: int = typer.Option(2, min=1, max=64, help="Emulated engines of the default."),
+) -> None:
+    """Measure node baselines against the configured engines at light load."""
+    import asyncio
+
+    from cato.gateway.gateway import Gateway
+    from cato.gateway.profiler import measure_profile
+    cfg = _gateway_config(config, None, None, None, replicas, 1.0)
+    gw = Gateway(cfg, profile_path=out)
+
+    async def go() -> Any:
+        try:
+            await asyncio.to_thread(gw.start_engines)
+            from cato.gateway.executor import Tools
+            gw.tools = await asyncio.to_thread(Tools.open, cfg.code_index_root)
+            return await measure_profile(gw, probes_per_node=probes,
+                                         on_progress=lambda s: console.print(f"  probing {s}"))
+        finally:
+            await gw.aclose()
+
+    try:
+        prof = asyncio.run(go())
+    except Exception as exc:   # engines unreachable, etc.: one clear line
+        _fail(f"profiling failed: {exc}")
+    prof.save(gw.profile_path)
+    from rich.table import Table
+    t = Table(title=f"profile -> {gw.profile_path}")
+    for c in ("task", "node", "TTFT ms", "E2E ms"):
+        t.add_column(c, justify="right" if "ms" in c else "left")
+    for task, nodes in sorted(prof.nodes.items()):
+        for node, nb in nodes.items():
+            t.add_row(task, node, f"{nb.ttft_s * 1000:.1f}", f"{nb.e2e_s * 1000:.1f}")
+    console.print(t)
+    for name, mp in prof.models.items():
+        console.print(f"model {name}: time scale {mp.time_scale:.3f} x {mp.coefficients}")
+
+
+@app.command()
+def engine(
+    port: int = typer.Option(8000, min=0, max=65535),
+    host: str = typer.Option("127.0.0.1"),
+    model: str = typer.Option("cato-emulated", help="Model name the engine serves."),
+    preset: str = typer.Option("a100-llama7b", help="Coefficient set of the replica model."),
+    time_dilation: float = typer.Option(1.0, help="Run this many times slower than modelled."),
+    seed: int = typer.Option(0),
+    jitter: float = typer.Option(0.0, help="Log-normal sigma of step-time jitter."),
+    max_model_len: Optional[int] = typer.Option(None),
+) -> None:
+    """Run an emulated engine: an OpenAI-compatible server over the protocol's replica model."""
+    from cato.engine.server import engine_command
+    try:
+        engine_command(port=port, host=host, model=model, preset=preset,
+                       time_dilation=time_dilation, seed=seed, jitter=jitter,
+                       max_model_len=max_model_len)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def demo(
+    rate: float = typer.Option(20.0, help="Requests per second (Poisson)."),
+    duration: float = typer.Option(20.0, help="Seconds of load."),
+    seed: int = typer.Option(0),
+    mix: str = typer.Option("A", help="Task mix: A, B or task=weight,..."),
+    policy: str = typer.Option("cato", help="Routing policy of the gateway."),
+    replicas: int = typer.Option(2, min=1, max=64, help="Emulated engines."),
+    url: Optional[str] = typer.Option(None, help="Use a running gateway instead of starting "
+                                      "one."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+) -> None:
+    """Start the gateway over emulated engines, send a mixed coding load, print goodput."""
+    import asyncio
+
+    from cato.demo import build_requests, per_task, run_load, start_gateway, stop
+    from cato.sim.workload import parse_mix
+    if rate <= 0 or duration <= 0:
+        _fail(f"--rate and --duration must be positive, got {rate} and {duration}")
+    try:
+        mix_map = parse_mix(mix)
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(f"building {rate:g} req/s x {duration:g} s of real coding prompts (seed {seed})")
+    reqs = build_requests(rate, duration, mix_map, seed)
+    proc = None
+    if url is None:
+        console.print(f"starting cato serve ({replicas} emulated engines, policy {policy}) ...")
+        try:
+            proc, url = start_gateway(["--policy", policy, "--replicas", str(replicas)])
+        except RuntimeError as exc:
+            _fail(str(exc))
+        console.print(f"gateway ready at {url}")
+    try:
+        with _progress() as prog:
+            tid = prog.add_task("requests", total=len(reqs))
+            results = asyncio.run(run_load(url, reqs, lambda: prog.advance(tid)))
+    finally:
+        if proc is not None:
+            stop(proc)
+    rows = per_task(results)
+    from rich.table import Table
+    t = Table(title=f"cato demo: {len(results)} requests, policy {policy}")
+    for c in ("task", "requests", "ok", "SLA ms", "goodput", "P50 TTFT ms", "P95 TTFT ms",
+              "P95 E2E ms"):
+        t.add_column(c, justify="left" if c == "task" else "right")
+    for task, r in rows.items():
+        t.add_row(task, str(r["requests"]), str(r["ok"]), f"{r['sla_ms']:.0f}",
+                  f"{r['goodput']:.3f}", f"{r['p50_ttft_ms']:.1f}", f"{r['p95_ttft_ms']:.1f}",
+                  f"{r['p95_e2e_ms']:.1f}")
+    total = sum(r.met for r in results) / max(1, len(results))
+    console.print(t)
+    console.print(f"overall goodput (share of requests meeting their SLA): {total:.3f}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"policy": policy, "rate": rate, "duration": duration,
+                                         "seed": seed, "goodput": total, "tasks": rows},
+                                        indent=1))
+
+
+@bench_app.command("gateway")
+def bench_gateway_cmd(
+    rate: float = typer.Option(100.0, help="Requests per second."),
+    duration: float = typer.Option(20.0, help="Seconds per pass."),
+    rounds: int = typer.Option(3, min=1, help="Rounds (each: direct pass + gateway pass)."),
+    seed: int = typer.Option(0),
+    json_path: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """TTFT the gateway adds over calling the same emulated engines directly."""
+    from rich.table import Table
+
+    from cato.benchmarks.gateway_overhead import as_json, bench_gateway_overhead
+    t = Table(title=f"gateway overhead at {rate:g} req/s (seed {seed})")
+    for c in ("round", "order", "requests", "direct P50 ms", "gateway P50 ms", "overhead P50 ms",
+              "direct P99 ms", "gateway P99 ms", "errors"):
+        t.add_column(c, justify="right")
+    rows = bench_gateway_overhead(rate=rate, duration_s=duration, rounds=rounds, seed=seed,
+                                  on_round=lambda r: console.print(
+                                      f"round {r.round}: overhead P50 {r.overhead_p50_ms:.2f} ms"))
+    for r in rows:
+        t.add_row(str(r.round), r.order, str(r.requests), f"{r.direct_p50_ms:.2f}",
+                  f"{r.gateway_p50_ms:.2f}", f"{r.overhead_p50_ms:.2f}", f"{r.direct_p99_ms:.1f}",
+                  f"{r.gateway_p99_ms:.1f}", str(r.errors))
+    console.print(t)
+    med = statistics.median(r.overhead_p50_ms for r in rows)
+    console.print(f"median overhead at P50 over {rounds} rounds: {med:.2f} ms")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"rate": rate, "duration": duration, "seed": seed,
+                                         "median_overhead_p50_ms": med,
+                                         "rounds": as_json(rows)}, indent=1))

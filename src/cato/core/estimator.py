@@ -67,6 +67,14 @@ class LatencyEstimator:
         except KeyError:
             raise KeyError(f"no latency model for model {model!r}") from None
 
+    def set_coeffs(self, model: str, coeffs: ReplicaCoefficients) -> None:
+        """Replace a model's coefficient set (a new profile); learned corrections restart."""
+        self._coeffs[model] = coeffs
+        self._isolated_cache = {k: v for k, v in self._isolated_cache.items() if k[0] != model}
+        for kind in ("ttft", "e2e"):
+            self._log_corr.pop((model, kind), None)
+            self._corr.pop((model, kind), None)
+
     def correction(self, model: str, kind: Literal["ttft", "e2e"]) -> float:
         return self._corr.get((model, kind), 1.0)
 

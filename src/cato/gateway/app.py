@@ -1,0 +1,322 @@
+"""HTTP layer: an OpenAI-compatible Starlette app over a :class:`~cato.gateway.gateway.Gateway`.
+
+Client API: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streamed or not),
+``GET /v1/models``, ``POST /v1/tasks/{task}`` (a whole multi-step task). Operations:
+``GET /health`` (the process answers), ``GET /ready`` (engines up, profile loaded),
+``GET /metrics`` (Prometheus), ``GET /admin/replicas|queues|profile`` (read-only JSON).
+
+Every response reports what the gateway measured: headers ``x-cato-task``, ``x-cato-replica``,
+``x-cato-ttft-ms`` and, where already known, ``x-cato-e2e-ms`` / ``x-cato-sla-met``; a ``cato``
+object in non-streamed bodies and in a last streamed chunk (``choices: []``) before ``[DONE]``.
+A streamed response starts (status and headers) only once the first token is there, so errors
+before it are ordinary JSON errors; an engine failure after it ends the stream with an
+OpenAI-style ``{"error": ...}`` event, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from typing import Any, AsyncGenerator, AsyncIterator, Callable
+
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from cato.core.calls import LlmCall
+from cato.core.task import SlaKind
+from cato.gateway.engine_client import EngineError
+from cato.gateway.errors import ApiError, unavailable
+from cato.gateway.executor import run_pipeline
+from cato.gateway.gateway import CallStats, Gateway
+from cato.gateway.sse import SseResponse
+from cato.gateway.requests import LlmRequest, parse_llm_request, read_json, sla_override
+
+log = logging.getLogger("cato.gateway")
+
+
+def _sse(obj: Any) -> bytes:
+    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def _watch_disconnect(request: Request, on_gone: Callable[[], None]) -> None:
+    """Call ``on_gone`` if the client disconnects (the request body has been read)."""
+    while True:
+        msg = await request.receive()
+        if msg["type"] == "http.disconnect":
+            on_gone()
+            return
+
+
+def _summary(gw: Gateway, call: LlmCall, stats: CallStats, arrival: float, sla_kind: SlaKind,
+             sla_s: float) -> dict[str, Any]:
+    ttft = None if stats.first_token_s is None else stats.first_token_s - arrival
+    e2e = None if stats.last_token_s is None else stats.last_token_s - arrival
+    if sla_kind is SlaKind.TTFT:
+        met = ttft is not None and ttft <= sla_s
+    else:
+        met = e2e is not None and e2e <= sla_s
+    queue = None if stats.released_s is None else stats.released_s - arrival
+    return {"task": call.task, "replica": stats.replica, "sla_kind": sla_kind.value,
+            "sla_ms": round(sla_s * 1000, 3),
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
+            "e2e_ms": None if e2e is None else round(e2e * 1000, 3),
+            "queue_ms": None if queue is None else round(queue * 1000, 3),
+            "sla_met": met if e2e is not None or sla_kind is SlaKind.TTFT else None}
+
+
+def _headers(s: dict[str, Any]) -> dict[str, str]:
+    h = {"x-cato-task": s["task"], "x-cato-replica": s["replica"]}
+    for k in ("ttft_ms", "e2e_ms"):
+        if s.get(k) is not None:
+            h[f"x-cato-{k.replace('_', '-')}"] = f"{s[k]:.3f}"
+    if s.get("sla_met") is not None:
+        h["x-cato-sla-met"] = "true" if s["sla_met"] else "false"
+    return h
+
+
+class Api:
+    def __init__(self, gw: Gateway) -> None:
+        self.gw = gw
+
+    def _check_ready(self) -> None:
+        if not self.gw.ready or self.gw.planner is None:
+            raise unavailable("the gateway is starting: engines or profile not ready yet")
+
+    # ---- /v1/completions and /v1/chat/completions ------------------------------------------------
+    async def completions(self, request: Request) -> Response:
+        return await self._llm(request, "completions")
+
+    async def chat(self, request: Request) -> Response:
+        return await self._llm(request, "chat")
+
+    async def _llm(self, request: Request, kind: str) -> Response:
+        arrival = self.gw.clock()
+        self._check_ready()
+        gw, planner = self.gw, self.gw.planner
+        assert planner is not None
+        body = await read_json(request, gw.config.limits.max_body_bytes)
+        req = parse_llm_request(kind, body, request.headers, gw.config, planner.task_names())
+        planned = planner.direct[req.task]
+        sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
+        sla_s = planned.task.sla_s if sla is None else sla
+        call = planner.make_call(planned, planned.task.user_facing_node, arrival_s=arrival,
+                                 now_s=arrival, prompt_tokens=req.prompt_tokens,
+                                 max_tokens=req.max_tokens, sla_s=sla)
+        endpoint = "/v1/completions" if kind == "completions" else "/v1/chat/completions"
+        stats = CallStats()
+        agen = gw.invoke(call, endpoint, req.body, stats)
+        rid = ("cmpl-" if kind == "completions" else "chatcmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        head: list[dict[str, Any]] = []
+        # while the call waits in the gateway's queue, a client that leaves gives up its place
+        watcher = asyncio.ensure_future(_watch_disconnect(
+            request, lambda: gw.scheduler.abandon(call.call_id)))
+        try:
+            while stats.first_token_s is None:
+                head.append(await agen.__anext__())
+        except StopAsyncIteration:
+            pass
+        except asyncio.CancelledError:
+            if not watcher.done():
+                raise
+            await agen.aclose()
+            return Response(status_code=499)   # the client left while queued: nothing to send
+        except ApiError:
+            await agen.aclose()
+            raise
+        finally:
+            watcher.cancel()
+        if not req.stream:
+            return await self._finish_plain(req, agen, head, call, stats, arrival,
+                                            planned.task.sla_kind, sla_s, rid, created)
+        s = _summary(gw, call, stats, arrival, planned.task.sla_kind, sla_s)
+        return SseResponse(
+            self._stream(req, agen, head, call, stats, arrival, planned.task.sla_kind, sla_s,
+                         rid, created), headers=_headers(s))
+
+    async def _finish_plain(self, req: LlmRequest, agen: AsyncGenerator[dict[str, Any], None],
+                            head: list[dict[str, Any]], call: LlmCall, stats: CallStats,
+                            arrival: float, sla_kind: SlaKind, sla_s: float, rid: str,
+                            created: int) -> Response:
+        try:
+            async for _ in agen:
+                pass
+        except EngineError as e:
+            self.gw.metrics.observe_failure(call.task, "error")
+            raise ApiError(502, str(e), type="engine_error", code="engine_failed") from None
+        s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s)
+        self._observe(call, s)
+        text = "".join(stats.text)
+        usage = stats.usage or {"prompt_tokens": call.num_prompt_tokens,
+                                "completion_tokens": len(stats.text),
+                                "total_tokens": call.num_prompt_tokens + len(stats.text)}
+        if req.kind == "completions":
+            choice: dict[str, Any] = {"index": 0, "text": text, "logprobs": None,
+                                      "finish_reason": stats.finish_reason or "stop"}
+            obj = "text_completion"
+        else:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "finish_reason": stats.finish_reason or "stop"}
+            obj = "chat.completion"
+        out = {"id": rid, "object": obj, "created": created, "model": req.client_model,
+               "choices": [choice], "usage": usage, "cato": s}
+        return JSONResponse(out, headers=_headers(s))
+
+    async def _stream(self, req: LlmRequest, agen: AsyncGenerator[dict[str, Any], None],
+                      head: list[dict[str, Any]], call: LlmCall, stats: CallStats,
+                      arrival: float, sla_kind: SlaKind, sla_s: float, rid: str,
+                      created: int) -> AsyncGenerator[bytes, None]:
+        obj = "text_completion" if req.kind == "completions" else "chat.completion.chunk"
+
+        def rewrite(ev: dict[str, Any]) -> bytes | None:
+            if not ev.get("choices") and ev.get("usage") and not req.include_usage:
+                return None
+            ev = dict(ev, id=rid, object=obj, created=created, model=req.client_model)
+            return _sse(ev)
+
+        ok = False
+        try:
+            for ev in head:
+                b = rewrite(ev)
+                if b:
+                    yield b
+            async for ev in agen:
+                b = rewrite(ev)
+                if b:
+                    yield b
+            ok = True
+        except EngineError as e:
+            self.gw.metrics.observe_failure(call.task, "error")
+            yield _sse({"error": {"message": str(e), "type": "engine_error", "param": None,
+                                  "code": "engine_failed"}})
+            yield _DONE
+            return
+        finally:
+            if not ok:
+                with contextlib.suppress(Exception):
+                    await agen.aclose()
+        s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s)
+        self._observe(call, s)
+        yield _sse({"id": rid, "object": obj, "created": created, "model": req.client_model,
+                    "choices": [], "cato": s})
+        yield _DONE
+
+    def _observe(self, call: LlmCall, s: dict[str, Any]) -> None:
+        ttft = None if s["ttft_ms"] is None else s["ttft_ms"] / 1000
+        e2e = None if s["e2e_ms"] is None else s["e2e_ms"] / 1000
+        self.gw.metrics.observe_request(call.task, ttft_s=ttft, e2e_s=e2e, met=bool(s["sla_met"]))
+
+    # ---- /v1/tasks/{task} ------------------------------------------------------------------------
+    async def tasks(self, request: Request) -> Response:
+        self._check_ready()
+        return await run_pipeline(self.gw, request, request.path_params["task"])
+
+    # ---- read-only views -------------------------------------------------------------------------
+    async def models(self, request: Request) -> Response:
+        created = int(self.gw.started_s)
+        data = [{"id": t, "object": "model", "created": created, "owned_by": "cato",
+                 "cato": {"kind": "task"}} for t in (self.gw.planner.task_names()
+                                                     if self.gw.planner else [])]
+        data += [{"id": m.name, "object": "model", "created": created, "owned_by": "cato",
+                  "cato": {"kind": "model"}} for m in self.gw.config.models]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        if not self.gw.ready:
+            return JSONResponse({"status": "starting"}, status_code=503)
+        return JSONResponse({"status": "ready", "replicas": len(self.gw.replicas)})
+
+    async def metrics(self, request: Request) -> Response:
+        return Response(generate_latest(self.gw.metrics.registry),
+                        media_type=CONTENT_TYPE_LATEST)
+
+    async def admin_replicas(self, request: Request) -> Response:
+        out = []
+        for r in self.gw.dispatcher.pool:
+            h = self.gw.replicas.get(r.replica_id)
+            out.append({"id": r.replica_id, "model": r.model, "url": h.url if h else None,
+                        "state": r.phase.value, "queued": r.num_queued,
+                        "in_flight": r.num_in_flight, "concurrency_limit": r.concurrency_limit})
+        return JSONResponse({"replicas": out, "policy": self.gw.config.routing.policy})
+
+    async def admin_queues(self, request: Request) -> Response:
+        now = self.gw.clock()
+        out = {}
+        for r in self.gw.dispatcher.pool:
+            out[r.replica_id] = [
+                {"call": e.call.call_id, "task": e.call.task, "node": e.call.node,
+                 "priority": e.priority, "slack_ms": round((e.call.deadline_s - now) * 1000, 3)}
+                for e in sorted(r.queue, key=lambda e: e.key)[:100]]
+        models = {m: self.gw.dispatcher.ongoing(m) for m in self.gw.dispatcher.pool.models()}
+        return JSONResponse({"replica_queues": out, "ongoing_by_model": models})
+
+    async def admin_profile(self, request: Request) -> Response:
+        p = self.gw.profile
+        plans = {}
+        if self.gw.planner is not None:
+            for kind, cat in (("direct", self.gw.planner.direct),
+                              ("pipeline", self.gw.planner.pipelines)):
+                plans[kind] = {name: {"sla_s": pt.task.sla_s, "sla_kind": pt.task.sla_kind.value,
+                                      "critical_path": list(pt.plan.critical_path),
+                                      "deadline_offsets_s": dict(pt.offsets)}
+                               for name, pt in cat.items()}
+        return JSONResponse({"path": str(self.gw.profile_path),
+                             "profile": p.model_dump() if p else None, "plans": plans})
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = "not_found" if exc.status_code == 404 else None
+    return ApiError(exc.status_code, str(exc.detail), code=code).response()
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    log.exception("internal error on %s", request.url.path)
+    return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
+
+
+def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
+    api = Api(gw)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if start:
+            await gw.start()
+        try:
+            yield
+        finally:
+            await gw.aclose()
+
+    routes = [
+        Route("/v1/completions", api.completions, methods=["POST"]),
+        Route("/v1/chat/completions", api.chat, methods=["POST"]),
+        Route("/v1/models", api.models, methods=["GET"]),
+        Route("/v1/tasks/{task}", api.tasks, methods=["POST"]),
+        Route("/health", api.health, methods=["GET"]),
+        Route("/ready", api.ready, methods=["GET"]),
+        Route("/metrics", api.metrics, methods=["GET"]),
+        Route("/admin/replicas", api.admin_replicas, methods=["GET"]),
+        Route("/admin/queues", api.admin_queues, methods=["GET"]),
+        Route("/admin/profile", api.admin_profile, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        ApiError: _api_error, HTTPException: _http_error, Exception: _internal})

@@ -1,0 +1,192 @@
+"""Gateway configuration (``cato serve --config cato.yaml``), validated with pydantic.
+
+Errors name the offending field (``models.0.replicas.1.url: ...``). With no file, the embedded
+default serves the four coding tasks over two emulated engines started on loopback.
+
+Example::
+
+    listen: {host: 127.0.0.1, port: 8000}
+    routing: {policy: cato}
+    models:
+      - name: starcoder2-7b           # the engine's model name (sent in each request)
+        coefficients: a100-starcoder2-7b
+        concurrency: 32
+        accepts_priority: true        # vLLM started with --scheduling-policy priority
+        replicas: [{url: "http://10.0.0.5:8000"}, {url: "http://10.0.0.6:8000"}]
+    task_models: {completion: starcoder2-7b, generation: starcoder2-7b,
+                  summarization: starcoder2-7b, translation: starcoder2-7b}
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cato.core.catalog import TASK_NAMES
+from cato.core.coefficients import PRESETS
+from cato.core.routing import routing_policy_names
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Listen(_Strict):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+
+
+class Routing(_Strict):
+    policy: str = "cato"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("policy")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        known = routing_policy_names()
+        if v not in known:
+            raise ValueError(f"unknown routing policy {v!r}; known: {', '.join(known)}")
+        return v
+
+
+class Replica(_Strict):
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError(f"engine url must start with http:// or https://, got {v!r}")
+        return v.rstrip("/")
+
+
+class Emulated(_Strict):
+    """Emulated engines (``cato engine``) the gateway starts itself on loopback."""
+
+    replicas: int = Field(2, ge=1, le=64)
+    preset: str = "a100-llama7b"
+    time_dilation: float = Field(1.0, gt=0, le=1000)
+    seed: int = 0
+
+    @field_validator("preset")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown coefficient preset {v!r}; known: {', '.join(PRESETS)}")
+        return v
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    coefficients: str = "a100-llama7b"
+    concurrency: int | None = Field(None, ge=1, le=4096)
+    accepts_priority: bool = False
+    api_key: str | None = None
+    replicas: tuple[Replica, ...] = ()
+    emulated: Emulated | None = None
+
+    @field_validator("coefficients")
+    @classmethod
+    def _preset(cls, v: str) -> str:
+        if v not in PRESETS:
+            raise ValueError(f"unknown coefficient preset {v!r}; known: {', '.join(PRESETS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _some_replica(self) -> ModelConfig:
+        if not self.replicas and self.emulated is None:
+            raise ValueError(f"model {self.name!r} needs `replicas` (engine urls) or `emulated`")
+        return self
+
+
+class Limits(_Strict):
+    max_body_bytes: int = Field(2_000_000, ge=1024)
+    max_prompt_tokens: int = Field(32_768, ge=1)
+    max_tokens: int = Field(4096, ge=1)
+    max_sla_ms: float = Field(3_600_000, gt=0)
+    max_queue_per_replica: int = Field(256, ge=1)
+
+
+class GatewayConfig(_Strict):
+    listen: Listen = Listen()
+    routing: Routing = Routing()
+    models: tuple[ModelConfig, ...] = Field(min_length=1)
+    task_models: dict[str, str] = Field(default_factory=dict)
+    default_task: str | None = "generation"
+    sla_scale: float = Field(1.0, gt=0, le=1000)
+    engine_timeout_s: float = Field(600.0, gt=0)
+    limits: Limits = Limits()
+    profile_path: str | None = None
+    profile_probes: int = Field(3, ge=1, le=50)
+    profile_at_startup: bool = True
+    code_index_root: str | None = None
+
+    @model_validator(mode="after")
+    def _tasks(self) -> GatewayConfig:
+        names = [m.name for m in self.models]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"model names must be unique; repeated: {sorted(dup)}")
+        unknown = set(self.task_models) - set(TASK_NAMES)
+        if unknown:
+            raise ValueError(f"task_models: unknown tasks {sorted(unknown)}; known: "
+                             f"{', '.join(TASK_NAMES)}")
+        for task, model in self.task_models.items():
+            if model not in names:
+                raise ValueError(f"task_models.{task}: model {model!r} is not among models "
+                                 f"{names}")
+        if self.default_task is not None and self.default_task not in TASK_NAMES:
+            raise ValueError(f"default_task: unknown task {self.default_task!r}")
+        return self
+
+    def model_for(self, task: str) -> str:
+        return self.task_models.get(task, self.models[0].name)
+
+    def model(self, name: str) -> ModelConfig:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise KeyError(name)
+
+
+def default_config(*, replicas: int = 2, port: int = 8000, policy: str = "cato",
+                   time_dilation: float = 1.0,
+                   kind: Literal["emulated"] = "emulated") -> GatewayConfig:
+    """The embedded default: emulated A100/Llama-7B-like engines on loopback, four tasks."""
+    return GatewayConfig(
+        listen=Listen(port=port), routing=Routing(policy=policy),
+        models=(ModelConfig(name="cato-emulated", coefficients="a100-llama7b",
+                            accepts_priority=True,
+                            emulated=Emulated(replicas=replicas, time_dilation=time_dilation)),),
+    )
+
+
+class ConfigError(ValueError):
+    """A config file is unreadable or invalid; the message names the field."""
+
+
+def load_config(path: str | Path) -> GatewayConfig:
+    p = Path(path)
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {str(p)!r}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {str(p)!r} is not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config {str(p)!r} must be a mapping at the top level")
+    return parse_config(raw, source=str(p))
+
+
+def parse_config(raw: dict[str, Any], source: str = "config") -> GatewayConfig:
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+            lines.append(f"  {loc}: {err['msg']}")
+        raise ConfigError(f"invalid {source}:\n" + "\n".join(lines)) from None

@@ -1,0 +1,276 @@
+"""``POST /v1/tasks/{task}``: run a whole multi-step task (its DAG) live.
+
+Nodes run in topological order. LLM nodes become calls with deadlines from the task's slack plan
+(:mod:`cato.gateway.planner`) and go through the same scheduler as direct calls; non-LLM nodes are
+real: ``retrieve`` searches the local code index (:mod:`cato.workloads.code_index`, the standard
+library by default), ``validate`` parses and compiles generated code
+(:mod:`cato.workloads.validate`, never executed). Their measured time counts against the slack,
+because every deadline is absolute from the task's arrival. An LLM node that depends on a
+``validate`` node is a repair step: it runs only when the validation failed.
+
+The user-facing node's tokens are streamed (``object: "task.chunk"``); the last event (or the
+non-streamed body) is a ``task.result`` with the output, per-node outcomes and the ``cato``
+summary (TTFT, E2E, SLA met).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, AsyncGenerator
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from cato.core.task import NodeKind, SlaKind
+from cato.gateway.engine_client import EngineError, event_text
+from cato.gateway.errors import ApiError, bad_request, not_found
+from cato.gateway.requests import _int_field, read_json, sla_override
+from cato.gateway.sse import SseResponse
+from cato.text import count_tokens
+from cato.workloads.code_index import CodeIndex
+from cato.workloads.validate import ValidationResult, validate_python
+
+if TYPE_CHECKING:
+    from cato.gateway.gateway import Gateway
+
+PROMPTS = {
+    ("completion", "llm"): "{input}",
+    ("generation", "llm"): "Complete this Python function. Answer with code only.\n\n{input}",
+    ("generation", "repair"): ("This Python code does not compile ({error}). Fix it and answer "
+                               "with code only.\n\n{code}"),
+    ("summarization", "llm"): ("Related code from the repository:\n{context}\n\nSummarize what "
+                               "this Python code does in two sentences:\n\n{input}"),
+    ("translation", "llm"): "Translate this Python function to JavaScript:\n\n{input}",
+}
+MAX_CONTEXT_CHARS = 3000
+
+
+class Tools:
+    """The real non-LLM steps: code retrieval and code validation."""
+
+    def __init__(self, index: CodeIndex | None) -> None:
+        self.index = index
+
+    @staticmethod
+    def open(root: str | None = None) -> Tools:
+        return Tools(CodeIndex.open(root))
+
+    def retrieve(self, query: str, k: int = 3) -> str:
+        if self.index is None:
+            return ""
+        parts = [f"# {s.location}\n{s.text}" for s in self.index.search(query, k)]
+        return "\n\n".join(parts)[:MAX_CONTEXT_CHARS]
+
+    async def timed_retrieve(self, query: str) -> tuple[str, float]:
+        t0 = time.perf_counter()
+        out = await asyncio.to_thread(self.retrieve, query)
+        return out, time.perf_counter() - t0
+
+    async def timed_validate(self, answer: str, prefix: str = "") -> tuple[ValidationResult, float]:
+        t0 = time.perf_counter()
+        res = validate_python(answer)
+        if not res.ok and prefix:
+            joined = validate_python(prefix + answer)
+            res = joined if joined.ok else res
+        return res, time.perf_counter() - t0
+
+
+@dataclass
+class _NodeResult:
+    kind: str
+    seconds: float
+    output: str = ""
+    ok: bool = True
+    skipped: bool = False
+    replica: str | None = None
+    error: str | None = None
+
+    def view(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind, "ms": round(self.seconds * 1000, 3)}
+        if self.skipped:
+            d["skipped"] = True
+        if self.replica:
+            d["replica"] = self.replica
+        if self.kind == "validate":
+            d["ok"] = self.ok
+            d["error"] = self.error
+        return d
+
+
+async def run_pipeline(gw: Gateway, request: Request, task_name: str) -> Response:
+    arrival = gw.clock()
+    planner = gw.planner
+    assert planner is not None
+    if task_name not in planner.pipelines:
+        raise not_found(f"unknown task {task_name!r}; known tasks: "
+                        f"{', '.join(sorted(planner.pipelines))}", param="task",
+                        code="task_not_found")
+    body = await read_json(request, gw.config.limits.max_body_bytes)
+    text = body.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise bad_request("'input' must be a non-empty string", param="input")
+    if count_tokens(text) > gw.config.limits.max_prompt_tokens:
+        raise bad_request(f"input of about {count_tokens(text)} tokens exceeds the limit of "
+                          f"{gw.config.limits.max_prompt_tokens}", param="input",
+                          code="context_length_exceeded")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean", param="stream")
+    max_tokens = _int_field(body, "max_tokens", 1, gw.config.limits.max_tokens)
+    planned = planner.pipelines[task_name]
+    sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
+    run = _PipelineRun(gw, task_name, text, max_tokens, sla, arrival)
+    events = run.events()
+    head: list[dict[str, Any]] = []
+    try:
+        async for ev in events:
+            head.append(ev)
+            if stream and ev["object"] == "task.chunk":
+                break
+    except ApiError:
+        await events.aclose()
+        raise
+    except EngineError as e:
+        await events.aclose()
+        gw.metrics.observe_failure(task_name, "error")
+        raise ApiError(502, str(e), type="engine_error", code="engine_failed") from None
+    if not stream:
+        return JSONResponse(head[-1], headers=run.headers())
+    return SseResponse(_sse_stream(head, events), headers=run.headers())
+
+
+async def _sse_stream(head: list[dict[str, Any]],
+                      events: AsyncGenerator[dict[str, Any], None]
+                      ) -> AsyncGenerator[bytes, None]:
+    try:
+        for ev in head:
+            yield b"data: " + json.dumps(ev).encode() + b"\n\n"
+        async for ev in events:
+            yield b"data: " + json.dumps(ev).encode() + b"\n\n"
+    except (ApiError, EngineError) as e:
+        msg = e.message if isinstance(e, ApiError) else str(e)
+        yield b"data: " + json.dumps({"error": {"message": msg, "type": "engine_error",
+                                                "param": None, "code": "engine_failed"}}
+                                     ).encode() + b"\n\n"
+    finally:
+        await events.aclose()   # a client that left stops the remaining steps
+    yield b"data: [DONE]\n\n"
+
+
+class _PipelineRun:
+    def __init__(self, gw: Gateway, task: str, text: str, max_tokens: int | None,
+                 sla_s: float | None, arrival: float) -> None:
+        assert gw.planner is not None
+        self.gw = gw
+        self.planned = gw.planner.pipelines[task]
+        self.text = text
+        self.max_tokens = max_tokens
+        self.sla = sla_s
+        self.sla_s = self.planned.task.sla_s if sla_s is None else sla_s
+        self.arrival = arrival
+        self.task_id = gw.planner.next_call_id()
+        self.id = "task-" + uuid.uuid4().hex[:24]
+        self.results: dict[str, _NodeResult] = {}
+        self.first_token_s: float | None = None
+        self.replica = ""
+
+    def headers(self) -> dict[str, str]:
+        h = {"x-cato-task": self.planned.task.name}
+        if self.replica:
+            h["x-cato-replica"] = self.replica
+        if self.first_token_s is not None:
+            h["x-cato-ttft-ms"] = f"{(self.first_token_s - self.arrival) * 1000:.3f}"
+            if self.planned.task.sla_kind is SlaKind.TTFT:
+                met = self.first_token_s - self.arrival <= self.sla_s
+                h["x-cato-sla-met"] = "true" if met else "false"
+        return h
+
+    async def events(self) -> AsyncGenerator[dict[str, Any], None]:
+        task = self.planned.task
+        uf = task.user_facing_node
+        for node in task.nodes:
+            t0 = self.gw.clock()
+            if node.kind is NodeKind.RETRIEVE:
+                out, _ = await self._tools().timed_retrieve(self.text)
+                self.results[node.name] = _NodeResult("retrieve", self.gw.clock() - t0, out)
+            elif node.kind is NodeKind.VALIDATE:
+                dep = self.results[node.deps[0]].output
+                res, _ = await self._tools().timed_validate(dep, prefix=self.text)
+                self.results[node.name] = _NodeResult("validate", self.gw.clock() - t0,
+                                                      res.code, res.ok, error=res.error)
+            else:
+                if self._skipped(node.deps):
+                    self.results[node.name] = _NodeResult("llm", 0.0, skipped=True)
+                    continue
+                async for ev in self._llm(node.name, node.name == uf):
+                    yield ev
+            if node.kind is not NodeKind.LLM:
+                self.gw.metrics.node_seconds.labels(task.name, node.name).observe(
+                    self.results[node.name].seconds)
+        yield self._result()
+
+    def _tools(self) -> Tools:
+        return self.gw.tools or Tools(None)
+
+    def _skipped(self, deps: tuple[str, ...]) -> bool:
+        """A repair step (after a validation) runs only if that validation failed."""
+        return any(self.results[d].kind == "validate" and self.results[d].ok for d in deps)
+
+    def _prompt(self, node: str) -> str:
+        tmpl = PROMPTS.get((self.planned.task.name, node), "{input}")
+        deps = self.planned.task.node(node).deps
+        context = "\n".join(self.results[d].output for d in deps
+                            if self.results[d].kind == "retrieve")
+        val = next((self.results[d] for d in deps if self.results[d].kind == "validate"), None)
+        return tmpl.format(input=self.text, context=context,
+                           error=val.error if val else "", code=val.output if val else "")
+
+    async def _llm(self, node: str, user_facing: bool) -> AsyncGenerator[dict[str, Any], None]:
+        from cato.gateway.gateway import CallStats
+        gw = self.gw
+        assert gw.planner is not None
+        prompt = self._prompt(node)
+        now = gw.clock()
+        call = gw.planner.make_call(self.planned, node, arrival_s=self.arrival, now_s=now,
+                                    prompt_tokens=count_tokens(prompt),
+                                    max_tokens=self.max_tokens if user_facing else None,
+                                    sla_s=self.sla, task_id=self.task_id)
+        body = {"prompt": prompt, "max_tokens": call.expected_output_tokens, "temperature": 0.0}
+        stats = CallStats()
+        async with contextlib.aclosing(gw.invoke(call, "/v1/completions", body, stats)) as evs:
+            async for ev in evs:
+                t = event_text(ev)
+                if user_facing and t:
+                    if self.first_token_s is None:
+                        self.first_token_s = stats.first_token_s
+                        self.replica = stats.replica
+                    yield {"id": self.id, "object": "task.chunk", "node": node,
+                           "choices": [{"index": 0, "text": t}]}
+        self.results[node] = _NodeResult("llm", gw.clock() - now, "".join(stats.text),
+                                         replica=stats.replica)
+
+    def _result(self) -> dict[str, Any]:
+        end = self.gw.clock()
+        task = self.planned.task
+        ttft = None if self.first_token_s is None else self.first_token_s - self.arrival
+        e2e = end - self.arrival
+        met = (ttft is not None and ttft <= self.sla_s) if task.sla_kind is SlaKind.TTFT \
+            else e2e <= self.sla_s
+        self.gw.metrics.observe_request(task.name, ttft_s=ttft, e2e_s=e2e, met=met)
+        uf = task.user_facing_node
+        last_llm = [n.name for n in task.llm_nodes if not self.results[n.name].skipped][-1]
+        return {
+            "id": self.id, "object": "task.result", "task": task.name,
+            "output": self.results[last_llm].output,
+            "user_facing_output": self.results[uf].output,
+            "nodes": {n: r.view() for n, r in self.results.items()},
+            "cato": {"task": task.name, "replica": self.replica, "sla_kind": task.sla_kind.value,
+                     "sla_ms": round(self.sla_s * 1000, 3),
+                     "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
+                     "e2e_ms": round(e2e * 1000, 3), "sla_met": met},
+        }

@@ -1,0 +1,242 @@
+"""The gateway object: configuration, replicas, the core's dispatcher driven live, engine
+client, metrics. The HTTP layer (:mod:`cato.gateway.app`) is a thin shell around it.
+
+Start-up (:meth:`Gateway.start`): start emulated engines if the config asks for them and wait for
+every engine; load the profile (or measure one when there is none for these engines); build the
+planner from it; register every replica with the dispatcher. Only then is ``/ready`` 200.
+
+One LLM call (:meth:`Gateway.invoke`): submit to the scheduler (429 when the dispatcher sheds
+it), wait in the gateway's queue until released, stream from the chosen engine (with the routing
+priority for engines that accept one), report the first token and the end back to the
+dispatcher, which feeds the latency estimator and releases queued calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, AsyncGenerator, Callable
+
+import numpy as np
+
+from cato.core.calls import LlmCall
+from cato.core.dispatcher import Dispatcher
+from cato.core.estimator import LatencyEstimator
+from cato.core.routing import make_routing_policy
+from cato.gateway.config import GatewayConfig
+from cato.gateway.engine_client import EngineClient, EngineError, event_text
+from cato.gateway.errors import engine_failed, overloaded
+from cato.gateway.executor import Tools
+from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
+                                   start_process, wait_ready)
+from cato.gateway.metrics import GatewayMetrics
+from cato.gateway.planner import Planner
+from cato.gateway.profile import ModelProfile, Profile, default_profile_path
+from cato.gateway.scheduler import LiveScheduler, Rejected
+
+log = logging.getLogger("cato.gateway")
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaHandle:
+    replica_id: str
+    model: str
+    url: str
+    api_key: str | None
+    accepts_priority: bool
+
+
+@dataclass(slots=True)
+class CallStats:
+    """What the gateway measured of one LLM call (monotonic seconds)."""
+
+    replica: str = ""
+    released_s: float | None = None
+    first_token_s: float | None = None
+    last_token_s: float | None = None
+    text: list[str] = field(default_factory=list)
+    usage: dict[str, Any] | None = None
+    finish_reason: str | None = None
+
+
+class Gateway:
+    def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
+                 profile: Profile | None = None, profile_path: str | Path | None = None,
+                 engine_log_dir: Path | None = None, log_decisions: int = 0) -> None:
+        self.config = config
+        self.clock = clock
+        self.replicas: dict[str, ReplicaHandle] = {}
+        self.processes: list[EngineProcess] = []
+        self.profile = profile
+        self.profile_path = Path(profile_path or config.profile_path or default_profile_path())
+        self.engine_log_dir = engine_log_dir
+        self.planner: Planner | None = None
+        self.tools: Tools | None = None
+        self.ready = False
+        self.started_s = clock()
+        self.client = EngineClient(timeout_s=config.engine_timeout_s)
+        self.estimator = LatencyEstimator({m.name: ModelProfile(coefficients=m.coefficients)
+                                          .coeffs() for m in config.models})
+        policy = make_routing_policy(config.routing.policy, self.estimator,
+                                     np.random.default_rng(0), **config.routing.params)
+        default_conc = max((m.concurrency or self.estimator.coeffs(m.name).max_num_seqs)
+                           for m in config.models)
+        self.dispatcher = Dispatcher(policy, self.estimator, default_concurrency=default_conc,
+                                     max_queue_per_replica=config.limits.max_queue_per_replica)
+        self.scheduler = LiveScheduler(self.dispatcher, clock, log_decisions=log_decisions)
+        self.metrics = GatewayMetrics(self.dispatcher)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+    def engine_urls(self) -> dict[str, list[str]]:
+        """Engine urls per model: configured ones, then those of started emulated engines."""
+        out: dict[str, list[str]] = {m.name: [r.url for r in m.replicas] for m in
+                                     self.config.models}
+        for p in self.processes:
+            out[p.argv[p.argv.index("--model") + 1]].append(p.url)
+        return out
+
+    def start_engines(self) -> None:
+        """Start the config's emulated engines (blocking; call from a thread)."""
+        for m in self.config.models:
+            if m.emulated is None:
+                continue
+            for i in range(m.emulated.replicas):
+                port = free_port()
+                argv = emulated_engine_argv(port, model=m.name, preset=m.emulated.preset,
+                                            time_dilation=m.emulated.time_dilation,
+                                            seed=m.emulated.seed + i)
+                self.processes.append(start_process(argv, f"http://127.0.0.1:{port}",
+                                                    self.engine_log_dir))
+        wait_ready(self.processes, timeout_s=60.0)
+        configured = [r.url for m in self.config.models for r in m.replicas]
+        log.info("engines up: %d emulated, %d configured", len(self.processes), len(configured))
+
+    def fingerprint(self) -> str:
+        """What a profile was measured against: models, coefficient sets, emulated settings and
+        configured engine urls (emulated engines' ports change from run to run, so they are not
+        part of it)."""
+        items = [(m.name, m.coefficients, m.emulated.model_dump() if m.emulated else None,
+                  [r.url for r in m.replicas]) for m in self.config.models]
+        return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+
+    async def start(self, *, measure_profile: bool = True) -> None:
+        await asyncio.to_thread(self.start_engines)
+        if self.tools is None:
+            self.tools = await asyncio.to_thread(Tools.open, self.config.code_index_root)
+        if self.profile is None:
+            self.profile = self._load_profile()
+        if self.profile is None and measure_profile and self.config.profile_at_startup:
+            from cato.gateway.profiler import measure_profile as measure
+            log.info("no profile for these engines at %s: profiling at start-up",
+                     self.profile_path)
+            self.profile = await measure(self, probes_per_node=self.config.profile_probes)
+            self.profile.save(self.profile_path)
+        self.apply_profile(self.profile)
+        for model, urls in self.engine_urls().items():
+            for url in urls:
+                self.attach_replica(model, url)
+        self.ready = True
+
+    def attach_replica(self, model: str, url: str) -> str:
+        """Register a ready engine of ``model`` at ``url`` with the dispatcher."""
+        mc = self.config.model(model)
+        rid = f"{model}-{sum(h.model == model for h in self.replicas.values())}"
+        self.replicas[rid] = ReplicaHandle(rid, model, url, mc.api_key, mc.accepts_priority)
+        self.scheduler.add_replica(rid, model, concurrency_limit=mc.concurrency)
+        return rid
+
+    def _load_profile(self) -> Profile | None:
+        if not self.profile_path.exists():
+            return None
+        try:
+            prof = Profile.load(self.profile_path)
+        except ValueError as e:
+            log.warning("%s; profiling again", e)
+            return None
+        if prof.fingerprint != self.fingerprint():
+            log.info("profile %s was measured for other engines; profiling again",
+                     self.profile_path)
+            return None
+        return prof
+
+    def apply_profile(self, profile: Profile | None) -> None:
+        """Use ``profile`` (None: the latency model's presets) for estimates and slack plans."""
+        coeffs = {}
+        for m in self.config.models:
+            mp = profile.models.get(m.name) if profile else None
+            coeffs[m.name] = (mp or ModelProfile(coefficients=m.coefficients)).coeffs()
+        for name, c in coeffs.items():   # the same estimator object the policy holds
+            self.estimator.set_coeffs(name, c)
+        task_models = {t: self.config.model_for(t) for t in
+                       ("completion", "generation", "summarization", "translation")}
+        self.planner = Planner(task_models, coeffs, profile, sla_scale=self.config.sla_scale)
+
+    async def aclose(self) -> None:
+        self.ready = False
+        await self.client.aclose()
+        for p in self.processes:
+            await asyncio.to_thread(p.stop)
+        self.processes.clear()
+
+    # ---- one LLM call ----------------------------------------------------------------------------
+    async def invoke(self, call: LlmCall, endpoint: str, body: dict[str, Any],
+                     stats: CallStats) -> AsyncGenerator[dict[str, Any], None]:
+        """Queue ``call``, then stream its engine events. Raises :class:`ApiError` (429 when
+        shed, 502 when the engine fails before any output) or :class:`EngineError` (after)."""
+        try:
+            fut = self.scheduler.submit(call)
+        except Rejected as e:
+            self.metrics.observe_failure(call.task, "rejected")
+            raise overloaded(f"request shed: {e.reason}", retry_after_s=1.0) from None
+        try:
+            d = await fut
+        except asyncio.CancelledError:
+            self.scheduler.abandon(call.call_id)
+            raise
+        stats.released_s = self.clock()
+        stats.replica = d.replica_id
+        self.metrics.queue_wait.labels(call.model).observe(stats.released_s - call.ready_s)
+        rep = self.replicas[d.replica_id]
+        body = dict(body, model=call.model)
+        if rep.accepts_priority:
+            body["priority"] = d.priority
+        finished = False
+        try:
+            async with contextlib.aclosing(self.client.stream(rep.url, endpoint, body,
+                                                              api_key=rep.api_key)) as events:
+                async for ev in events:
+                    if stats.first_token_s is None and event_text(ev):
+                        stats.first_token_s = self.clock()
+                        self.scheduler.first_token(call.call_id)
+                    _collect(ev, stats)
+                    yield ev
+            finished = True
+            stats.last_token_s = self.clock()
+        except EngineError as e:
+            self.metrics.engine_errors.labels(d.replica_id).inc()
+            if stats.first_token_s is None:
+                self.metrics.observe_failure(call.task, "error")
+                raise engine_failed(str(e)) from None
+            raise
+        finally:
+            if finished:
+                self.scheduler.finish(call.call_id)
+            else:
+                self.scheduler.fail(call.call_id)
+
+
+def _collect(ev: dict[str, Any], stats: CallStats) -> None:
+    t = event_text(ev)
+    if t:
+        stats.text.append(t)
+    if ev.get("usage"):
+        stats.usage = ev["usage"]
+    for ch in ev.get("choices") or ():
+        if isinstance(ch, dict) and ch.get("finish_reason"):
+            stats.finish_reason = str(ch["finish_reason"])

@@ -1,0 +1,86 @@
+"""Prometheus metrics of one gateway, in a registry of its own (several gateways can share a
+process, as tests do). Counters and histograms are updated as requests end; per-replica gauges
+(queue depth, in flight, state) are read from the dispatcher at scrape time."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from cato.core.dispatcher import Dispatcher
+from cato.core.replica import ReplicaPhase
+
+_LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
+                    4.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+
+
+class _ReplicaCollector(Collector):
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.dispatcher = dispatcher
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        labels = ["replica", "model"]
+        q = GaugeMetricFamily("cato_replica_queue_depth",
+                              "Calls queued in the gateway for a replica", labels=labels)
+        f = GaugeMetricFamily("cato_replica_in_flight",
+                              "Calls released to a replica's engine and not finished",
+                              labels=labels)
+        s = GaugeMetricFamily("cato_replica_state", "1 for the replica's current state",
+                              labels=labels + ["state"])
+        for r in self.dispatcher.pool:
+            q.add_metric([r.replica_id, r.model], r.num_queued)
+            f.add_metric([r.replica_id, r.model], r.num_in_flight)
+            for ph in ReplicaPhase:
+                s.add_metric([r.replica_id, r.model, ph.value], 1.0 if r.phase is ph else 0.0)
+        mq = GaugeMetricFamily("cato_model_queue_depth",
+                               "Calls waiting in a model's shared queue (late binding or no "
+                               "replica ready)", labels=["model"])
+        for m in self.dispatcher.pool.models():
+            mq.add_metric([m], self.dispatcher.ongoing(m)
+                          - sum(r.outstanding for r in self.dispatcher.pool.of_model(m)))
+        yield from (q, f, s, mq)
+
+
+class GatewayMetrics:
+    def __init__(self, dispatcher: Dispatcher) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("cato_requests", "Task requests answered, by outcome "
+                                "(met, violated, error, rejected)", ["task", "outcome"],
+                                registry=r)
+        self.goodput = Counter("cato_goodput_requests", "Task requests that met their SLA",
+                               ["task"], registry=r)
+        self.violations = Counter("cato_sla_violations", "Task requests that missed their SLA",
+                                  ["task"], registry=r)
+        self.ttft = Histogram("cato_ttft_seconds", "Time to first token of the user-facing node",
+                              ["task"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.e2e = Histogram("cato_e2e_seconds", "Task arrival to last token", ["task"],
+                             buckets=_LATENCY_BUCKETS, registry=r)
+        self.queue_wait = Histogram("cato_queue_wait_seconds",
+                                    "Time an LLM call waited in the gateway before release",
+                                    ["model"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.node_seconds = Histogram("cato_node_seconds", "Duration of non-LLM task steps",
+                                      ["task", "node"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.engine_errors = Counter("cato_engine_errors", "Calls an engine failed",
+                                     ["replica"], registry=r)
+        r.register(_ReplicaCollector(dispatcher))
+
+    def observe_request(self, task: str, *, ttft_s: float | None, e2e_s: float | None,
+                        met: bool) -> None:
+        self.requests.labels(task, "met" if met else "violated").inc()
+        if met:
+            self.goodput.labels(task).inc()
+        else:
+            self.violations.labels(task).inc()
+        if ttft_s is not None:
+            self.ttft.labels(task).observe(ttft_s)
+        if e2e_s is not None:
+            self.e2e.labels(task).observe(e2e_s)
+
+    def observe_failure(self, task: str, outcome: str) -> None:
+        self.requests.labels(task, outcome).inc()
+        if outcome != "rejected":
+            self.violations.labels(task).inc()

@@ -1,0 +1,91 @@
+"""From a request to LLM calls with deadlines: the task catalogue and its slack plans.
+
+The planner is the gateway's copy of what the simulator does when a node becomes ready
+(:meth:`cato.sim.simulator.Simulator._start_node`): the same :func:`~cato.core.slack.plan_task`
+over node baselines, the same deadline (task arrival + the node's cumulative allotment, rescaled
+for a per-request SLA), the same expected output length (the node's mean) unless the request
+says how many tokens it wants. Baselines come from the active :class:`~cato.gateway.profile.Profile`
+where it measured them, else from the latency model.
+
+Two catalogues: *direct* tasks (``/v1/completions``, ``/v1/chat/completions``: the request is the
+task's single LLM call and gets the whole SLA) and *pipelines* (``/v1/tasks/{task}``: the
+protocol's multi-step variants, retrieve -> LLM and LLM -> validate -> repair).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Mapping
+
+from cato.core.calls import LlmCall
+from cato.core.catalog import multi_step_tasks, single_step_tasks
+from cato.core.coefficients import ReplicaCoefficients
+from cato.core.slack import (InfeasibleSlaError, NodeBaseline, TaskPlan, model_baselines,
+                             plan_task)
+from cato.core.task import SlaKind, TaskType
+from cato.gateway.profile import Profile
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedTask:
+    task: TaskType
+    plan: TaskPlan
+    offsets: Mapping[str, float]
+    expected_out: Mapping[str, int]
+
+
+class Planner:
+    def __init__(self, task_models: Mapping[str, str], coeffs: Mapping[str, ReplicaCoefficients],
+                 profile: Profile | None = None, *, sla_scale: float = 1.0) -> None:
+        self.coeffs = dict(coeffs)
+        self.profile = profile
+        self.sla_scale = sla_scale
+        self.direct = self._plan_all(single_step_tasks(task_models, sla_scale=sla_scale))
+        self.pipelines = self._plan_all(multi_step_tasks(task_models, sla_scale=sla_scale))
+        self._ids = itertools.count()
+
+    def _plan_all(self, tasks: Mapping[str, TaskType]) -> dict[str, PlannedTask]:
+        out: dict[str, PlannedTask] = {}
+        for name, t in tasks.items():
+            base = model_baselines(t, self.coeffs)
+            measured = self.profile.nodes.get(name, {}) if self.profile else {}
+            for node, nb in measured.items():
+                if node in base:
+                    base[node] = NodeBaseline(nb.ttft_s, nb.e2e_s)
+            try:
+                plan = plan_task(t, base)
+            except InfeasibleSlaError as e:
+                raise InfeasibleSlaError(
+                    f"{e}; on these engines the SLA cannot be met even at light load: raise "
+                    f"`sla_scale` in the config (now {self.sla_scale:g}) or use faster engines"
+                ) from None
+            exp = {n.name: max(1, round(n.output_tokens.mean()))
+                   for n in t.llm_nodes if n.output_tokens is not None}
+            out[name] = PlannedTask(t, plan, plan.deadline_offsets(), exp)
+        return out
+
+    def task_names(self) -> list[str]:
+        return sorted(self.direct)
+
+    def next_call_id(self) -> int:
+        return next(self._ids)
+
+    def make_call(self, planned: PlannedTask, node: str, *, arrival_s: float, now_s: float,
+                  prompt_tokens: int, max_tokens: int | None = None,
+                  sla_s: float | None = None, call_id: int | None = None,
+                  task_id: int | None = None) -> LlmCall:
+        """The :class:`LlmCall` for ``node`` of a task that arrived at ``arrival_s``."""
+        t = planned.task
+        n = t.node(node)
+        assert n.model is not None
+        offsets = planned.offsets if sla_s is None else planned.plan.deadline_offsets(sla_s)
+        cid = self.next_call_id() if call_id is None else call_id
+        return LlmCall(
+            call_id=cid, task_id=cid if task_id is None else task_id, task=t.name, node=node, model=n.model,
+            num_prompt_tokens=int(prompt_tokens),
+            expected_output_tokens=int(max_tokens) if max_tokens else planned.expected_out[node],
+            arrival_s=arrival_s, ready_s=now_s, deadline_s=arrival_s + offsets[node],
+            ttft_critical=t.sla_kind is SlaKind.TTFT and node == t.user_facing_node,
+            seq=cid,
+        )

@@ -1,0 +1,122 @@
+"""``cato profile``: measure node baselines against the configured engines at light load.
+
+For every LLM node of the served tasks, a few probes are sent one at a time (no other load) with
+the node's typical prompt and output lengths, straight to the engines (round robin over a
+model's replicas); TTFT and E2E are measured at the client. The median of each node's probes is
+its baseline; the model's ``time_scale`` is the geometric mean of measured / modelled latency
+over all its probes, so the latency model the router uses is fitted to the engines. Retrieval and
+validation steps are timed on the gateway's real tools.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from typing import TYPE_CHECKING, Any, Callable
+
+from cato.core.catalog import multi_step_tasks, single_step_tasks
+from cato.core.coefficients import isolated_e2e_ms, isolated_ttft_ms, preset
+from cato.core.task import NodeKind
+from cato.gateway.engine_client import EngineError, event_text
+from cato.gateway.profile import ModelProfile, NodeProfile, Profile
+
+if TYPE_CHECKING:
+    from cato.gateway.gateway import Gateway
+
+_FILLER = ("def handler(request, context):\n    items = [x for x in request.items if x]\n"
+           "    return {'count': len(items), 'ok': True}\n")
+
+
+def filler_text(num_tokens: int) -> str:
+    """Code-like text of about ``num_tokens`` tokens (4 characters each)."""
+    n = 4 * max(1, num_tokens)
+    return (_FILLER * (n // len(_FILLER) + 1))[:n]
+
+
+async def probe(gw: Gateway, url: str, model: str, n_in: int, n_out: int,
+                api_key: str | None = None) -> tuple[float, float]:
+    """One request alone on an engine: (TTFT, E2E) seconds at the client."""
+    body: dict[str, Any] = {"model": model, "prompt": filler_text(n_in), "max_tokens": n_out,
+                            "temperature": 0.0}
+    t0 = time.perf_counter()
+    first: float | None = None
+    async for ev in gw.client.stream(url, "/v1/completions", body, api_key=api_key):
+        if first is None and event_text(ev):
+            first = time.perf_counter()
+    end = time.perf_counter()
+    if first is None:
+        raise EngineError(f"engine {url} returned no tokens for a profiling probe")
+    return first - t0, end - t0
+
+
+async def measure_profile(gw: Gateway, *, probes_per_node: int = 3,
+                          on_progress: Callable[[str], None] | None = None) -> Profile:
+    cfg = gw.config
+    urls = gw.engine_urls()
+    task_models = {t: cfg.model_for(t) for t in
+                   ("completion", "generation", "summarization", "translation")}
+    catalogues = [single_step_tasks(task_models, sla_scale=cfg.sla_scale),
+                  multi_step_tasks(task_models, sla_scale=cfg.sla_scale)]
+    nodes: dict[str, dict[str, NodeProfile]] = {}
+    ratios: dict[str, list[float]] = {m.name: [] for m in cfg.models}
+    probes: dict[str, list[dict[str, float]]] = {m.name: [] for m in cfg.models}
+    measured: dict[tuple[str, int, int], tuple[float, float]] = {}
+    for tasks in catalogues:
+        for tname, task in tasks.items():
+            for node in task.nodes:
+                if node.kind is not NodeKind.LLM:
+                    continue
+                assert node.model and node.input_tokens and node.output_tokens
+                n_in, n_out = node.input_tokens.typical, node.output_tokens.typical
+                key = (node.model, n_in, n_out)
+                if key not in measured:
+                    if on_progress:
+                        on_progress(f"{tname}.{node.name}: {n_in} -> {n_out} tokens")
+                    measured[key] = await _probe_node(gw, urls[node.model], node.model, n_in,
+                                                      n_out, probes_per_node, ratios, probes)
+                ttft, e2e = measured[key]
+                nodes.setdefault(tname, {})[node.name] = NodeProfile(
+                    ttft_s=ttft, e2e_s=e2e, samples=probes_per_node)
+    for tname, node_name, seconds in await _tool_baselines(gw):
+        nodes.setdefault(tname, {})[node_name] = NodeProfile(ttft_s=seconds, e2e_s=seconds,
+                                                             samples=5)
+    models = {}
+    for m in cfg.models:
+        r = ratios[m.name]
+        scale = math.exp(statistics.fmean(math.log(x) for x in r)) if r else 1.0
+        models[m.name] = ModelProfile(coefficients=m.coefficients, time_scale=scale,
+                                      probes=probes[m.name])
+    return Profile(source="measured", fingerprint=gw.fingerprint(), models=models, nodes=nodes)
+
+
+async def _probe_node(gw: Gateway, urls: list[str], model: str, n_in: int, n_out: int,
+                      k: int, ratios: dict[str, list[float]],
+                      probes: dict[str, list[dict[str, float]]]) -> tuple[float, float]:
+    base = preset(gw.config.model(model).coefficients)
+    api_key = gw.config.model(model).api_key
+    ttfts, e2es = [], []
+    for i in range(k):
+        ttft, e2e = await probe(gw, urls[i % len(urls)], model, n_in, n_out, api_key)
+        ttfts.append(ttft)
+        e2es.append(e2e)
+        m_ttft = isolated_ttft_ms(base, n_in) / 1000.0
+        m_e2e = isolated_e2e_ms(base, n_in, n_out) / 1000.0
+        ratios[model].extend([ttft / m_ttft, e2e / m_e2e])
+        probes[model].append({"n_in": n_in, "n_out": n_out, "ttft_s": ttft, "e2e_s": e2e,
+                              "model_ttft_s": m_ttft, "model_e2e_s": m_e2e})
+    return statistics.median(ttfts), statistics.median(e2es)
+
+
+async def _tool_baselines(gw: Gateway) -> list[tuple[str, str, float]]:
+    """Median duration of the real retrieval and validation steps."""
+    tools = gw.tools
+    if tools is None:
+        return []
+    out = []
+    retrieve = [await tools.timed_retrieve("parse a json document into python objects")
+                for _ in range(5)]
+    out.append(("summarization", "retrieve", statistics.median(t for _, t in retrieve)))
+    validate = [await tools.timed_validate("def f(x):\n    return x + 1\n") for _ in range(5)]
+    out.append(("generation", "validate", statistics.median(t for _, t in validate)))
+    return out

@@ -1,0 +1,153 @@
+"""Parsing and validation of client requests: every bad value gets a 4xx naming it."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from cato.core.task import SlaKind
+from cato.gateway.config import GatewayConfig
+from cato.gateway.errors import ApiError, bad_request, not_found
+from cato.text import chat_prompt_text, count_tokens
+
+TASK_HEADER = "x-cato-task"
+SLO_HEADERS = {SlaKind.TTFT: "x-slo-ttft-ms", SlaKind.E2E: "x-slo-e2e-ms"}
+
+
+async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {max_bytes}",
+                       code="request_too_large")
+    raw = b""
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > max_bytes:
+            raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes",
+                           code="request_too_large")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise bad_request(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object", code="invalid_json")
+    return body
+
+
+def _int_field(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise bad_request(f"'{name}' must be an integer, got {type(v).__name__} {v!r:.40}",
+                          param=name)
+    if not lo <= v <= hi:
+        raise bad_request(f"'{name}' must be between {lo} and {hi}, got {v}", param=name)
+    return v
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRequest:
+    """A validated ``/v1/completions`` or ``/v1/chat/completions`` request."""
+
+    kind: str                  # "completions" | "chat"
+    body: dict[str, Any]       # forwarded to the engine (model replaced)
+    client_model: str
+    task: str
+    prompt_tokens: int
+    max_tokens: int | None
+    stream: bool
+    include_usage: bool
+
+
+def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
+                      cfg: GatewayConfig, tasks: list[str]) -> LlmRequest:
+    if kind == "completions":
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise bad_request("'prompt' must be a string (or a list of one string)",
+                              param="prompt")
+        text = prompt
+    else:
+        msgs = body.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise bad_request("'messages' must be a non-empty list", param="messages")
+        for i, m in enumerate(msgs):
+            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or \
+                    not isinstance(m.get("content"), (str, list)):
+                raise bad_request(f"messages[{i}] must be an object with a string 'role' and a "
+                                  f"'content'", param=f"messages[{i}]")
+        text = chat_prompt_text(msgs)
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise bad_request("'stream' must be a boolean", param="stream")
+    n = _int_field(body, "n", 1, 1)
+    del n
+    max_tokens = _int_field(body, "max_tokens", 1, cfg.limits.max_tokens)
+    if kind == "chat":
+        mct = _int_field(body, "max_completion_tokens", 1, cfg.limits.max_tokens)
+        max_tokens = max_tokens or mct
+    opts = body.get("stream_options")
+    if opts is not None and not isinstance(opts, dict):
+        raise bad_request("'stream_options' must be an object", param="stream_options")
+    include_usage = bool(opts and opts.get("include_usage"))
+    model = body.get("model")
+    if model is not None and not isinstance(model, str):
+        raise bad_request("'model' must be a string", param="model")
+    task = resolve_task(headers.get(TASK_HEADER), model, cfg, tasks)
+    tokens = count_tokens(text)
+    if tokens > cfg.limits.max_prompt_tokens:
+        raise bad_request(f"prompt of about {tokens} tokens exceeds the limit of "
+                          f"{cfg.limits.max_prompt_tokens}", param="prompt",
+                          code="context_length_exceeded")
+    fwd = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "priority")}
+    return LlmRequest(kind, fwd, model or task, task, tokens, max_tokens, stream, include_usage)
+
+
+def resolve_task(header: str | None, model: str | None, cfg: GatewayConfig,
+                 tasks: list[str]) -> str:
+    """The task type: the ``x-cato-task`` header, else a ``model`` naming a task, else the
+    default task for a ``model`` naming a served model."""
+    if header is not None:
+        if header not in tasks:
+            raise not_found(f"unknown task {header!r} in header {TASK_HEADER}; known tasks: "
+                            f"{', '.join(tasks)}", param=TASK_HEADER, code="task_not_found")
+        return header
+    if model in tasks:
+        return model
+    served = [m.name for m in cfg.models]
+    if model in served or model is None:
+        if cfg.default_task is None:
+            raise bad_request(f"no task given: set header {TASK_HEADER} or 'model' to one of "
+                              f"{', '.join(tasks)}", param="model")
+        return cfg.default_task
+    raise not_found(f"unknown model or task {model!r}; tasks: {', '.join(tasks)}; "
+                    f"models: {', '.join(served)}", param="model")
+
+
+def sla_override(headers: Any, kind: SlaKind, max_ms: float) -> float | None:
+    """Per-request SLA in seconds from ``x-slo-ttft-ms`` / ``x-slo-e2e-ms`` (the one matching
+    the task's SLA kind), or None."""
+    mine = SLO_HEADERS[kind]
+    other = SLO_HEADERS[SlaKind.E2E if kind is SlaKind.TTFT else SlaKind.TTFT]
+    raw = headers.get(mine)
+    if raw is None:
+        if headers.get(other) is not None:
+            raise bad_request(f"this task's SLA is on {kind.value.upper()}: use header {mine}, "
+                              f"not {other}", param=other)
+        return None
+    try:
+        ms = float(raw)
+    except ValueError:
+        raise bad_request(f"header {mine} must be a number of milliseconds, got {raw!r:.40}",
+                          param=mine) from None
+    if not math.isfinite(ms) or ms <= 0 or ms > max_ms:
+        raise bad_request(f"header {mine} must be in (0, {max_ms:g}] ms, got {raw!r:.40}",
+                          param=mine)
+    return ms / 1000.0

@@ -1,0 +1,108 @@
+"""Overload and engine failure through real processes: a full queue answers 429 with
+Retry-After, an engine that dies mid-stream gives the client a clear error (never a hang), an
+unreachable engine a 502, and every accepted request ends in a response."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import openai
+import pytest
+
+from conftest import RunningGateway, launch_gateway, start_engines  # type: ignore[import-not-found]
+
+
+@pytest.fixture(scope="module")
+def slow_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    """One engine 20x slower than an A100, one call at a time, at most 2 queued."""
+    tmp = tmp_path_factory.mktemp("slow")
+    engines = start_engines(1, tmp, time_dilation=20.0)
+    config = {"models": [{"name": "m", "concurrency": 1,
+                          "replicas": [{"url": e.url} for e in engines]}],
+              "profile_at_startup": False, "code_index_root": str(Path(__file__).parent),
+              "limits": {"max_queue_per_replica": 2}}
+    gw = launch_gateway(tmp, config, engines)
+    yield gw
+    gw.close()
+
+
+def test_full_queue_sheds_with_429_and_every_accepted_request_answers(
+        slow_gateway: RunningGateway) -> None:
+    async def one(c: httpx.AsyncClient) -> httpx.Response:
+        return await c.post(slow_gateway.url + "/v1/completions",
+                            json={"model": "generation", "prompt": "def f():", "max_tokens": 8})
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60) as c:
+            return list(await asyncio.gather(*(one(c) for _ in range(8))))
+
+    t0 = time.monotonic()
+    rs = asyncio.run(burst())
+    assert time.monotonic() - t0 < 60
+    codes = sorted(r.status_code for r in rs)
+    assert codes.count(200) >= 3 and codes.count(429) >= 1 and set(codes) <= {200, 429}
+    for r in rs:
+        if r.status_code == 429:
+            assert int(r.headers["retry-after"]) >= 1
+            assert r.json()["error"]["code"] == "queue_full"
+        else:
+            assert r.json()["usage"]["completion_tokens"] == 8
+
+
+def test_engine_killed_mid_stream_gives_clear_error(tmp_path: Path) -> None:
+    engines = start_engines(1, tmp_path, time_dilation=5.0)
+    config = {"models": [{"name": "m", "replicas": [{"url": engines[0].url}]}],
+              "profile_at_startup": False, "code_index_root": str(Path(__file__).parent)}
+    gw = launch_gateway(tmp_path, config, engines)
+    try:
+        cli = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=30)
+        stream = cli.completions.create(model="translation", prompt="def f(): pass",
+                                        max_tokens=1500, stream=True)
+        got = 0
+        t0 = time.monotonic()
+        with pytest.raises(openai.APIError, match="closed the stream|failed|connection"):
+            for chunk in stream:
+                if chunk.choices and chunk.choices[0].text:
+                    got += 1
+                    if got == 3:
+                        engines[0].proc.send_signal(signal.SIGKILL)
+        assert got >= 3 and time.monotonic() - t0 < 30
+        # the engine is gone: a new request fails fast with a 502 naming it, not a hang
+        r = httpx.post(gw.url + "/v1/completions",
+                       json={"model": "completion", "prompt": "x", "max_tokens": 2}, timeout=30)
+        assert r.status_code == 502
+        assert r.json()["error"]["code"] == "engine_failed"
+        assert engines[0].url in r.json()["error"]["message"]
+        # the gateway itself stays healthy and its books balance (nothing left in flight)
+        assert httpx.get(gw.url + "/health").status_code == 200
+        reps = httpx.get(gw.url + "/admin/replicas").json()["replicas"]
+        assert reps[0]["in_flight"] == 0 and reps[0]["queued"] == 0
+    finally:
+        gw.close()
+
+
+def test_client_disconnect_mid_stream_frees_the_engine_slot(
+        slow_gateway: RunningGateway) -> None:
+    with httpx.stream("POST", slow_gateway.url + "/v1/completions",
+                      json={"model": "translation", "prompt": "x", "max_tokens": 400,
+                            "stream": True}, timeout=30) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                json.loads(line[6:])
+                break
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        reps = httpx.get(slow_gateway.url + "/admin/replicas").json()["replicas"]
+        if reps[0]["in_flight"] == 0:
+            break
+        time.sleep(0.1)
+    assert reps[0]["in_flight"] == 0
+    r2 = httpx.post(slow_gateway.url + "/v1/completions",
+                    json={"model": "completion", "prompt": "x", "max_tokens": 2}, timeout=30)
+    assert r2.status_code == 200
