@@ -13,6 +13,7 @@ decision logs (time, call, replica, priority) must be identical.
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, AsyncGenerator
 
 import numpy as np
@@ -22,6 +23,7 @@ from cato.core.calls import LlmCall
 from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import preset
 from cato.gateway.config import GatewayConfig, Limits, ModelConfig, Replica, Routing
+from cato.gateway.engine_client import EngineEvent
 from cato.gateway.gateway import CallStats, Gateway
 from cato.sim.arrivals import poisson
 from cato.sim.simulator import ModelDeployment, SimConfig, Simulator
@@ -78,10 +80,11 @@ class ScriptedEngine:
         return self.streams.setdefault(cid, asyncio.Queue())
 
     async def stream(self, base_url: str, endpoint: str, body: dict[str, Any], *,
-                     api_key: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
+                     api_key: str | None = None) -> AsyncGenerator[EngineEvent, None]:
         q = self.queue(int(body["prompt"].split("-")[1]))
         while (what := await q.get()) != "end":
-            yield {"choices": [{"index": 0, "text": what}]}
+            yield EngineEvent(json.dumps({"choices": [{"index": 0, "text": what}]}).encode(),
+                              base_url)
 
     async def aclose(self) -> None:
         pass

@@ -53,7 +53,7 @@ async def _run(urls: list[str], times: np.ndarray, prompts: list[str], outs: lis
 
 
 def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rounds: int = 3,
-                           seed: int = 0, policy: str = "cato",
+                           seed: int = 0, policy: str = "round_robin",
                            on_round: Callable[[OverheadRound], None] | None = None
                            ) -> list[OverheadRound]:
     from cato.demo import start_gateway, stop
@@ -62,8 +62,8 @@ def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rou
     rng = np.random.default_rng(seed)
     times = poisson(rate, duration_s, rng)
     n = len(times)
-    prompt_tokens = np.clip(np.rint(256 * np.exp(0.5 * rng.standard_normal(n))), 16, 1024)
-    outs = [int(x) for x in np.clip(np.rint(12 * np.exp(0.5 * rng.standard_normal(n))), 2, 32)]
+    prompt_tokens = np.clip(np.rint(128 * np.exp(0.5 * rng.standard_normal(n))), 16, 512)
+    outs = [int(x) for x in np.clip(np.rint(8 * np.exp(0.5 * rng.standard_normal(n))), 2, 32)]
     prompts = [("def f(x):\n    return x\n" * 200)[: int(4 * k)] for k in prompt_tokens]
     tmp = Path(tempfile.mkdtemp(prefix="cato-overhead-"))
     engines = []

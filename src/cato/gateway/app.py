@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from cato.core.calls import LlmCall
 from cato.core.task import SlaKind
-from cato.gateway.engine_client import EngineError
+from cato.gateway.engine_client import EngineError, EngineEvent
 from cato.gateway.errors import ApiError, unavailable
 from cato.gateway.executor import run_pipeline
 from cato.gateway.gateway import CallStats, Gateway
@@ -114,11 +114,11 @@ class Api:
                                  now_s=arrival, prompt_tokens=req.prompt_tokens,
                                  max_tokens=req.max_tokens, sla_s=sla)
         endpoint = "/v1/completions" if kind == "completions" else "/v1/chat/completions"
-        stats = CallStats()
+        stats = CallStats(collect=not req.stream)
         agen = gw.invoke(call, endpoint, req.body, stats)
         rid = ("cmpl-" if kind == "completions" else "chatcmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        head: list[dict[str, Any]] = []
+        head: list[EngineEvent] = []
         # while the call waits in the gateway's queue, a client that leaves gives up its place
         watcher = asyncio.ensure_future(_watch_disconnect(
             request, lambda: gw.scheduler.abandon(call.call_id)))
@@ -145,8 +145,8 @@ class Api:
             self._stream(req, agen, head, call, stats, arrival, planned.task.sla_kind, sla_s,
                          rid, created), headers=_headers(s))
 
-    async def _finish_plain(self, req: LlmRequest, agen: AsyncGenerator[dict[str, Any], None],
-                            head: list[dict[str, Any]], call: LlmCall, stats: CallStats,
+    async def _finish_plain(self, req: LlmRequest, agen: AsyncGenerator[EngineEvent, None],
+                            head: list[EngineEvent], call: LlmCall, stats: CallStats,
                             arrival: float, sla_kind: SlaKind, sla_s: float, rid: str,
                             created: int) -> Response:
         try:
@@ -169,38 +169,36 @@ class Api:
             choice = {"index": 0, "message": {"role": "assistant", "content": text},
                       "finish_reason": stats.finish_reason or "stop"}
             obj = "chat.completion"
-        out = {"id": rid, "object": obj, "created": created, "model": req.client_model,
+        out = {"id": rid, "object": obj, "created": created, "model": call.model,
                "choices": [choice], "usage": usage, "cato": s}
         return JSONResponse(out, headers=_headers(s))
 
-    async def _stream(self, req: LlmRequest, agen: AsyncGenerator[dict[str, Any], None],
-                      head: list[dict[str, Any]], call: LlmCall, stats: CallStats,
+    async def _stream(self, req: LlmRequest, agen: AsyncGenerator[EngineEvent, None],
+                      head: list[EngineEvent], call: LlmCall, stats: CallStats,
                       arrival: float, sla_kind: SlaKind, sla_s: float, rid: str,
                       created: int) -> AsyncGenerator[bytes, None]:
+        """Forward the engine's events as they are (no re-serialisation: the chunks carry the
+        engine's id and model), drop the usage event unless the client asked for it, and end
+        with the ``cato`` summary chunk and ``[DONE]`` in one write."""
         obj = "text_completion" if req.kind == "completions" else "chat.completion.chunk"
-
-        def rewrite(ev: dict[str, Any]) -> bytes | None:
-            if not ev.get("choices") and ev.get("usage") and not req.include_usage:
-                return None
-            ev = dict(ev, id=rid, object=obj, created=created, model=req.client_model)
-            return _sse(ev)
-
+        first = head[-1].json() if head else {}
+        rid = str(first.get("id", rid))
+        model = str(first.get("model", call.model))
+        usage = req.include_usage
         ok = False
         try:
-            for ev in head:
-                b = rewrite(ev)
-                if b:
-                    yield b
+            out = b"".join(b"data: " + ev.raw + b"\n\n" for ev in head
+                           if usage or not ev.usage_only)
+            if out:
+                yield out
             async for ev in agen:
-                b = rewrite(ev)
-                if b:
-                    yield b
+                if usage or not ev.usage_only:
+                    yield b"data: " + ev.raw + b"\n\n"
             ok = True
         except EngineError as e:
             self.gw.metrics.observe_failure(call.task, "error")
             yield _sse({"error": {"message": str(e), "type": "engine_error", "param": None,
-                                  "code": "engine_failed"}})
-            yield _DONE
+                                  "code": "engine_failed"}}) + _DONE
             return
         finally:
             if not ok:
@@ -208,9 +206,8 @@ class Api:
                     await agen.aclose()
         s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s)
         self._observe(call, s)
-        yield _sse({"id": rid, "object": obj, "created": created, "model": req.client_model,
-                    "choices": [], "cato": s})
-        yield _DONE
+        yield _sse({"id": rid, "object": obj, "created": created, "model": model,
+                    "choices": [], "cato": s}) + _DONE
 
     def _observe(self, call: LlmCall, s: dict[str, Any]) -> None:
         ttft = None if s["ttft_ms"] is None else s["ttft_ms"] / 1000

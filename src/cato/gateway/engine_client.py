@@ -28,6 +28,38 @@ class EngineError(Exception):
         self.status = status
 
 
+class EngineEvent:
+    """One ``data:`` event of an engine's stream, kept as the engine's bytes (forwarded as they
+    are) and parsed only when someone asks (:meth:`json`, :meth:`text`)."""
+
+    __slots__ = ("raw", "_obj", "_url")
+
+    def __init__(self, raw: bytes, url: str) -> None:
+        self.raw = raw
+        self._obj: dict[str, Any] | None = None
+        self._url = url
+
+    def json(self) -> dict[str, Any]:
+        if self._obj is None:
+            try:
+                obj = json.loads(self.raw)
+            except ValueError:
+                raise EngineError(f"engine {self._url} sent a malformed event: "
+                                  f"{self.raw[:200]!r}") from None
+            if not isinstance(obj, dict):
+                raise EngineError(f"engine {self._url} sent a non-object event")
+            self._obj = obj
+        return self._obj
+
+    def text(self) -> str:
+        return event_text(self.json())
+
+    @property
+    def usage_only(self) -> bool:
+        """The final usage event (no choices) that ``stream_options.include_usage`` adds."""
+        return b'"choices":[]' in self.raw or b'"choices": []' in self.raw
+
+
 class EngineClient:
     def __init__(self, *, timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
                  max_connections: int = 4096) -> None:
@@ -47,8 +79,11 @@ class EngineClient:
             await self._session.close()
 
     async def stream(self, base_url: str, endpoint: str, body: dict[str, Any], *,
-                     api_key: str | None = None) -> AsyncGenerator[dict[str, Any], None]:
-        """POST ``body`` to ``base_url + endpoint`` streaming; yield each event's JSON object."""
+                     api_key: str | None = None) -> AsyncGenerator[EngineEvent, None]:
+        """POST ``body`` to ``base_url + endpoint`` streaming; yield each ``data:`` event.
+
+        Every event is checked to be a JSON object in shape (``{...}``) and not an error
+        event; its full parse is left to the caller (:meth:`EngineEvent.json`)."""
         body = dict(body)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
@@ -61,24 +96,26 @@ class EngineClient:
                     raise EngineError(f"engine {base_url} answered HTTP {resp.status}: "
                                       f"{_error_message(raw)}", resp.status)
                 done = False
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == b"[DONE]":
-                        done = True
+                buf = b""
+                async for data in resp.content.iter_any():
+                    buf += data
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        if not line.startswith(b"data:"):
+                            continue
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        if not (payload.startswith(b"{") and payload.endswith(b"}")):
+                            raise EngineError(f"engine {base_url} sent a malformed event: "
+                                              f"{payload[:200]!r}")
+                        if payload.startswith(b'{"error"') or b'"error":{' in payload[:40]:
+                            raise EngineError(f"engine {base_url} failed mid-stream: "
+                                              f"{_error_message(payload)}")
+                        yield EngineEvent(payload, base_url)
+                    if done:
                         break
-                    try:
-                        event = json.loads(data)
-                    except ValueError:
-                        raise EngineError(f"engine {base_url} sent a malformed event: "
-                                          f"{data[:200]!r}") from None
-                    if not isinstance(event, dict):
-                        raise EngineError(f"engine {base_url} sent a non-object event")
-                    if "error" in event:
-                        raise EngineError(f"engine {base_url} failed mid-stream: "
-                                          f"{_error_message(data)}")
-                    yield event
                 if not done:
                     raise EngineError(f"engine {base_url} closed the stream before it finished")
         except aiohttp.ClientConnectorError as e:

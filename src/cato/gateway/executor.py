@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cato.core.task import NodeKind, SlaKind
-from cato.gateway.engine_client import EngineError, event_text
+from cato.gateway.engine_client import EngineError
 from cato.gateway.errors import ApiError, bad_request, not_found
 from cato.gateway.requests import _int_field, read_json, sla_override
 from cato.gateway.sse import SseResponse
@@ -244,7 +244,7 @@ class _PipelineRun:
         stats = CallStats()
         async with contextlib.aclosing(gw.invoke(call, "/v1/completions", body, stats)) as evs:
             async for ev in evs:
-                t = event_text(ev)
+                t = ev.text()
                 if user_facing and t:
                     if self.first_token_s is None:
                         self.first_token_s = stats.first_token_s

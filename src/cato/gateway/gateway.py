@@ -30,7 +30,7 @@ from cato.core.dispatcher import Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.routing import make_routing_policy
 from cato.gateway.config import GatewayConfig
-from cato.gateway.engine_client import EngineClient, EngineError, event_text
+from cato.gateway.engine_client import EngineClient, EngineError, EngineEvent, event_text
 from cato.gateway.errors import engine_failed, overloaded
 from cato.gateway.executor import Tools
 from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
@@ -63,6 +63,7 @@ class CallStats:
     text: list[str] = field(default_factory=list)
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
+    collect: bool = True    # parse every event for text/usage (False: forward-only streaming)
 
 
 class Gateway:
@@ -186,7 +187,7 @@ class Gateway:
 
     # ---- one LLM call ----------------------------------------------------------------------------
     async def invoke(self, call: LlmCall, endpoint: str, body: dict[str, Any],
-                     stats: CallStats) -> AsyncGenerator[dict[str, Any], None]:
+                     stats: CallStats) -> AsyncGenerator[EngineEvent, None]:
         """Queue ``call``, then stream its engine events. Raises :class:`ApiError` (429 when
         shed, 502 when the engine fails before any output) or :class:`EngineError` (after)."""
         try:
@@ -211,10 +212,11 @@ class Gateway:
             async with contextlib.aclosing(self.client.stream(rep.url, endpoint, body,
                                                               api_key=rep.api_key)) as events:
                 async for ev in events:
-                    if stats.first_token_s is None and event_text(ev):
+                    if stats.first_token_s is None and ev.text():
                         stats.first_token_s = self.clock()
                         self.scheduler.first_token(call.call_id)
-                    _collect(ev, stats)
+                    if stats.collect:
+                        _collect(ev.json(), stats)
                     yield ev
             finished = True
             stats.last_token_s = self.clock()

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from cato.core.catalog import multi_step_tasks, single_step_tasks
 from cato.core.coefficients import isolated_e2e_ms, isolated_ttft_ms, preset
 from cato.core.task import NodeKind
-from cato.gateway.engine_client import EngineError, event_text
+from cato.gateway.engine_client import EngineError
 from cato.gateway.profile import ModelProfile, NodeProfile, Profile
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ async def probe(gw: Gateway, url: str, model: str, n_in: int, n_out: int,
     t0 = time.perf_counter()
     first: float | None = None
     async for ev in gw.client.stream(url, "/v1/completions", body, api_key=api_key):
-        if first is None and event_text(ev):
+        if first is None and ev.text():
             first = time.perf_counter()
     end = time.perf_counter()
     if first is None:
