@@ -82,3 +82,36 @@ def test_bench_routing_reports_latency(tmp_path: Path) -> None:
         assert 0 < r["p50_us"] <= r["p99_us"] and r["decisions_per_s"] > 0
     p = cato("bench", "routing", "--replicas", "ten")
     assert p.returncode == 2 and "--replicas" in p.stderr
+
+
+def test_serve_with_bad_config_names_the_field(tmp_path: Path) -> None:
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("models:\n  - name: m\n    replicas: [{url: 'ftp://x'}]\n")
+    p = cato("serve", "--config", str(cfg))
+    assert p.returncode == 2
+    assert "models.0.replicas.0.url" in p.stderr
+
+
+def test_engine_with_unknown_preset_is_refused() -> None:
+    p = cato("engine", "--preset", "tpu-v9", "--port", "0")
+    assert p.returncode == 2 and "tpu-v9" in p.stderr
+
+
+def test_demo_rejects_bad_values() -> None:
+    p = cato("demo", "--rate", "-3")
+    assert p.returncode == 2 and "-3" in p.stderr
+    p = cato("demo", "--mix", "completion=abc")
+    assert p.returncode == 2 and "abc" in p.stderr
+
+
+def test_demo_runs_the_product_end_to_end(tmp_path: Path) -> None:
+    """The README's main job: gateway + emulated engines + a mixed load, per-task goodput."""
+    out = tmp_path / "demo.json"
+    p = cato("demo", "--rate", "10", "--duration", "6", "--json", str(out))
+    assert p.returncode == 0, p.stderr[-3000:]
+    res = json.loads(out.read_text())
+    assert set(res["tasks"]) <= {"completion", "generation", "summarization", "translation"}
+    assert sum(t["requests"] for t in res["tasks"].values()) > 30
+    assert all(t["ok"] == t["requests"] for t in res["tasks"].values())
+    assert res["goodput"] > 0.8   # 10 req/s is light load for two emulated A100s
+    assert "overall goodput" in p.stdout

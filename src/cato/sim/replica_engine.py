@@ -419,6 +419,18 @@ class ReplicaEngine:
         self._ev_valid = True
         return res
 
+    def next_step_end_s(self) -> float | None:
+        """End of the first step not executed yet (the step in flight), if no input arrives
+        before it; None when idle. ``advance(next_step_end_s())`` executes that step (and
+        ``generated_tokens`` then counts the tokens it produced), whether it emits an event or
+        not. Like ``next_event_s`` it must be re-read after ``submit``/``cancel``."""
+        head = self._ensure_head()
+        if head is None:
+            return None
+        if isinstance(head, _StepPlan):
+            return head.t_end
+        return head.time(self._s - head.s0 + 1)
+
     def advance(self, until_s: float) -> list[EngineEvent]:
         """Execute every step that ends at or before ``until_s``; return their events in time
         order."""
@@ -513,6 +525,22 @@ class ReplicaEngine:
     def num_preemptions(self) -> int:
         """Preemptions (recompute) so far."""
         return self._preemptions
+
+    def generated_tokens(self, call_id: int) -> int | None:
+        """Output tokens ``call_id`` has produced as of the last executed step boundary (the
+        state ``advance`` left; the step in flight has not produced its tokens yet).
+
+        0 before its first token; the first_token step makes it 1 and each later step of the
+        request adds one. A preempted request keeps its count (recompute re-prefills, it does not
+        take back tokens already emitted). None when the request is unknown, finished, or
+        cancelled and gone. A request whose cancel is still pending (it leaves at the end of the
+        step in flight) keeps reporting its count until then. O(1)."""
+        r = self._by_id.get(call_id)
+        if r is None:
+            return None
+        if r.state == _DECODE:
+            return r.base + self._s - r.prompt
+        return r.gen
 
     def busy_seconds(self, now_s: float) -> float:
         """Total time with >= 1 request present, up to ``now_s``. Exact when the engine has been

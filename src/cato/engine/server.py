@@ -1,0 +1,571 @@
+"""``cato engine``: an OpenAI-compatible HTTP server in front of an :class:`EmulatedEngine`.
+
+It speaks the subset of vLLM's OpenAI API that the gateway and benchmark clients use:
+
+* ``POST /v1/completions`` (``prompt``: a string or a list of one string) and
+  ``POST /v1/chat/completions`` (``messages``), streamed (SSE) or not. The engine emits exactly
+  ``max_tokens`` tokens (default 16; ``max_completion_tokens`` is accepted for chat), like vLLM
+  with ``ignore_eos``, so ``finish_reason`` is always ``"length"``. Unknown fields (``priority``,
+  ``temperature``, ...) are accepted and ignored. Prompt tokens are counted with
+  :func:`cato.text.count_tokens` (chat: over :func:`cato.text.chat_prompt_text`), generated
+  tokens are 4 characters each (:mod:`cato.engine.textgen`).
+* Streaming sends one SSE event per token, released as the engine model produces it (see
+  :mod:`cato.engine.emulated`); a chat stream's role chunk goes out with the first token, so the
+  first bytes after the headers mark the time to first token, as with vLLM. The last token's
+  chunk carries ``finish_reason``; with ``stream_options.include_usage`` every chunk has
+  ``"usage": null`` and a final chunk with empty ``choices`` carries the usage; then
+  ``data: [DONE]``.
+* ``GET /v1/models``, ``GET /health``, ``GET /metrics`` (Prometheus text, vLLM metric names,
+  label ``model_name``; a registry per app).
+* Errors have OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for
+  malformed JSON, wrong types, missing fields, or a request longer than ``max_model_len``
+  (prompt + max_tokens, as vLLM checks it); 404 for a model name other than the served one
+  (a request without ``model`` is served).
+* A client that disconnects cancels its request in the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import uvicorn
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from cato.core.coefficients import ReplicaCoefficients
+from cato.core.coefficients import preset as preset_coeffs
+from cato.engine.emulated import EmulatedEngine, EmulatedRequest
+from cato.engine.textgen import TokenText
+from cato.text import chat_prompt_text, count_tokens
+
+__all__ = ["EngineConfig", "create_app", "engine_command", "main", "serve"]
+
+DEFAULT_MODEL = "cato-emulated"
+DEFAULT_PRESET = "a100-llama7b"
+DEFAULT_MAX_TOKENS = 16
+
+_TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0,
+                 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+_E2E_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
+                120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """What one emulated engine serves and how fast.
+
+    ``time_dilation`` > 1 runs the model that many times slower in wall time (wall = model time *
+    dilation). ``max_model_len`` None means the KV capacity of ``coeffs`` (a longer request could
+    never complete anyway). ``seed`` feeds the step jitter (``jitter_sigma`` > 0) and the text.
+    """
+
+    model: str = DEFAULT_MODEL
+    coeffs: ReplicaCoefficients = field(default_factory=lambda: preset_coeffs(DEFAULT_PRESET))
+    time_dilation: float = 1.0
+    seed: int = 0
+    jitter_sigma: float = 0.0
+    max_model_len: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.model:
+            raise ValueError("model name must not be empty")
+        if not self.time_dilation > 0.0:
+            raise ValueError(f"time_dilation must be > 0, got {self.time_dilation}")
+        if self.jitter_sigma < 0.0:
+            raise ValueError(f"jitter_sigma must be >= 0, got {self.jitter_sigma}")
+        if self.max_model_len is not None and self.max_model_len < 2:
+            raise ValueError(f"max_model_len must be >= 2, got {self.max_model_len}")
+
+    @property
+    def effective_max_model_len(self) -> int:
+        """``max_model_len``, or the KV capacity in tokens when it is None."""
+        return self.max_model_len if self.max_model_len is not None else self.coeffs.kv_capacity_tokens
+
+
+# ------------------------------------------------------------------------------------ errors
+class ApiError(Exception):
+    """An OpenAI-shaped error response."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": "invalid_request_error",
+                          "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status)
+
+
+def _bad(message: str, param: str | None = None, code: str | None = None) -> ApiError:
+    return ApiError(400, message, param, code)
+
+
+# ------------------------------------------------------------------------------------ parsing
+@dataclass(frozen=True, slots=True)
+class _Job:
+    """A validated generation request."""
+
+    kind: Literal["completion", "chat"]
+    prompt_tokens: int
+    max_tokens: int
+    stream: bool
+    include_usage: bool
+
+
+async def _json_object(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise _bad("request body must be a JSON object")
+    return body
+
+
+def _check_model(body: dict[str, Any], served: str) -> None:
+    model = body.get("model")
+    if model is None:
+        return
+    if not isinstance(model, str):
+        raise _bad("'model' must be a string", "model")
+    if model != served:
+        raise ApiError(404, f"The model `{model}` does not exist.", "model", "model_not_found")
+
+
+def _int_field(body: dict[str, Any], name: str, default: int, minimum: int) -> int:
+    v = body.get(name)
+    if v is None:
+        return default
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"'{name}' must be an integer", name)
+    if v < minimum:
+        raise _bad(f"'{name}' must be >= {minimum}, got {v}", name)
+    return v
+
+
+def _bool_field(body: dict[str, Any], name: str) -> bool:
+    v = body.get(name)
+    if v is None:
+        return False
+    if not isinstance(v, bool):
+        raise _bad(f"'{name}' must be a boolean", name)
+    return v
+
+
+def _common(body: dict[str, Any], kind: Literal["completion", "chat"], prompt_tokens: int,
+            max_model_len: int) -> _Job:
+    if _int_field(body, "n", 1, 1) != 1:
+        raise _bad("only n = 1 is supported", "n")
+    max_tokens = _int_field(body, "max_tokens", DEFAULT_MAX_TOKENS, 1)
+    if kind == "chat" and body.get("max_tokens") is None:
+        max_tokens = _int_field(body, "max_completion_tokens", DEFAULT_MAX_TOKENS, 1)
+    stream = _bool_field(body, "stream")
+    opts = body.get("stream_options")
+    include_usage = False
+    if opts is not None:
+        if not isinstance(opts, dict):
+            raise _bad("'stream_options' must be an object", "stream_options")
+        include_usage = _bool_field(opts, "include_usage")
+    total = prompt_tokens + max_tokens
+    if total > max_model_len:
+        where = "messages" if kind == "chat" else "prompt"
+        raise _bad(
+            f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+            f"{total} tokens ({prompt_tokens} in the {where}, {max_tokens} in the completion). "
+            f"Please reduce the length of the {where} or completion.",
+            where, "context_length_exceeded")
+    return _Job(kind, prompt_tokens, max_tokens, stream, include_usage)
+
+
+def parse_completion(body: dict[str, Any], max_model_len: int) -> _Job:
+    """Validate a ``/v1/completions`` body."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1:
+        prompt = prompt[0]
+    if prompt is None:
+        raise _bad("'prompt' is required", "prompt")
+    if not isinstance(prompt, str):
+        raise _bad("'prompt' must be a string or a list of one string", "prompt")
+    return _common(body, "completion", count_tokens(prompt), max_model_len)
+
+
+def parse_chat(body: dict[str, Any], max_model_len: int) -> _Job:
+    """Validate a ``/v1/chat/completions`` body."""
+    messages = body.get("messages")
+    if messages is None:
+        raise _bad("'messages' is required", "messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty list", "messages")
+    for m in messages:
+        if not isinstance(m, dict) or not isinstance(m.get("role"), str):
+            raise _bad("each message must be an object with a string 'role'", "messages")
+        content = m.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise _bad("a message's 'content' must be a string or a list of parts", "messages")
+    return _common(body, "chat", count_tokens(chat_prompt_text(messages)), max_model_len)
+
+
+# ------------------------------------------------------------------------------------ metrics
+class _EngineGauges:
+    """Collector reading the engine's state at scrape time."""
+
+    def __init__(self, engine: EmulatedEngine, model: str) -> None:
+        self._engine = engine
+        self._model = model
+
+    def collect(self) -> list[Metric]:
+        e, labels, value = self._engine, ["model_name"], [self._model]
+        running = GaugeMetricFamily("vllm:num_requests_running", "Requests in the model's batch.", labels=labels)
+        running.add_metric(value, e.num_running)
+        waiting = GaugeMetricFamily("vllm:num_requests_waiting", "Requests waiting to be admitted.",
+                                    labels=labels)
+        waiting.add_metric(value, e.num_waiting)
+        kv = GaugeMetricFamily("vllm:kv_cache_usage_perc", "KV-cache usage, 1 = full.", labels=labels)
+        kv.add_metric(value, e.kv_cache_usage)
+        pre = CounterMetricFamily("vllm:num_preemptions", "Preemptions so far.", labels=labels)
+        pre.add_metric(value, e.num_preemptions)
+        return [running, waiting, kv, pre]
+
+
+class EngineMetrics:
+    """The app's Prometheus registry; observes the engine's request milestones (wall seconds)."""
+
+    def __init__(self, model: str) -> None:
+        self.registry = CollectorRegistry()
+        reg, labels = self.registry, ["model_name"]
+        self.prompt_tokens = Counter("vllm:prompt_tokens", "Prefilled prompt tokens.", labels,
+                                     registry=reg).labels(model)
+        self.generation_tokens = Counter("vllm:generation_tokens", "Generated tokens.", labels,
+                                         registry=reg).labels(model)
+        self.success = Counter("vllm:request_success", "Finished requests.",
+                               ["model_name", "finished_reason"], registry=reg).labels(model, "length")
+        self.ttft = Histogram("vllm:time_to_first_token_seconds", "Time to first token.", labels,
+                              registry=reg, buckets=_TTFT_BUCKETS).labels(model)
+        self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.", labels,
+                             registry=reg, buckets=_E2E_BUCKETS).labels(model)
+
+    def attach(self, engine: EmulatedEngine, model: str) -> None:
+        """Register the engine-state gauges."""
+        self.registry.register(_EngineGauges(engine, model))
+
+    def on_first_token(self, req: EmulatedRequest) -> None:
+        assert req.first_token_wall_s is not None
+        self.prompt_tokens.inc(req.prompt_tokens)
+        self.ttft.observe(req.first_token_wall_s - req.arrival_wall_s)
+
+    def on_tokens(self, req: EmulatedRequest, new_tokens: int) -> None:
+        self.generation_tokens.inc(new_tokens)
+
+    def on_finished(self, req: EmulatedRequest) -> None:
+        assert req.finished_wall_s is not None
+        self.success.inc()
+        self.e2e.observe(req.finished_wall_s - req.arrival_wall_s)
+
+
+# ------------------------------------------------------------------------------------ responses
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))
+
+
+def _sse(obj: Any) -> str:
+    return f"data: {_dumps(obj)}\n\n"
+
+
+class _Shapes:
+    """OpenAI response and chunk bodies of one request."""
+
+    def __init__(self, job: _Job, model: str) -> None:
+        self.job = job
+        chat = job.kind == "chat"
+        self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self.model = model
+        self.object = "chat.completion.chunk" if chat else "text_completion"
+
+    def usage(self) -> dict[str, int]:
+        p, c = self.job.prompt_tokens, self.job.max_tokens
+        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+
+    def _chunk(self, choice: dict[str, Any] | None) -> dict[str, Any]:
+        out: dict[str, Any] = {"id": self.id, "object": self.object, "created": self.created,
+                               "model": self.model, "choices": [] if choice is None else [choice]}
+        if self.job.include_usage:
+            out["usage"] = None
+        return out
+
+    def role_chunk(self) -> str:
+        return _sse(self._chunk({"index": 0, "delta": {"role": "assistant", "content": ""},
+                                 "logprobs": None, "finish_reason": None}))
+
+    def token_chunk(self, piece: str, last: bool) -> str:
+        finish = "length" if last else None
+        if self.job.kind == "chat":
+            choice: dict[str, Any] = {"index": 0, "delta": {"content": piece}, "logprobs": None,
+                                      "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": piece, "logprobs": None, "finish_reason": finish,
+                      "stop_reason": None}
+        return _sse(self._chunk(choice))
+
+    def usage_chunk(self) -> str:
+        out = self._chunk(None)
+        out["usage"] = self.usage()
+        return _sse(out)
+
+    def full(self, text: str) -> dict[str, Any]:
+        if self.job.kind == "chat":
+            choice: dict[str, Any] = {"index": 0, "message": {"role": "assistant", "content": text},
+                                      "logprobs": None, "finish_reason": "length"}
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length",
+                      "stop_reason": None}
+            obj = "text_completion"
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "choices": [choice], "usage": self.usage()}
+
+
+class _EngineStream(StreamingResponse):
+    """A streaming response that cancels its engine request however the stream ends (client
+    disconnect, server shutdown, error)."""
+
+    def __init__(self, body: AsyncIterator[str], engine: EmulatedEngine, req: EmulatedRequest) -> None:
+        super().__init__(body, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self._engine = engine
+        self._req = req
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._engine.cancel(self._req)  # no-op once finished
+
+
+# ------------------------------------------------------------------------------------ the app
+class _App:
+    """Handlers bound to one engine."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.metrics = EngineMetrics(config.model)
+        self.engine = EmulatedEngine(config.coeffs, time_dilation=config.time_dilation, seed=config.seed,
+                                     jitter_sigma=config.jitter_sigma, observer=self.metrics)
+        self.metrics.attach(self.engine, config.model)
+        self.text = TokenText(config.seed)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._generate(request, "completion")
+
+    async def chat(self, request: Request) -> Response:
+        return await self._generate(request, "chat")
+
+    async def _generate(self, request: Request, kind: Literal["completion", "chat"]) -> Response:
+        try:
+            body = await _json_object(request)
+            _check_model(body, self.config.model)
+            limit = self.config.effective_max_model_len
+            job = parse_chat(body, limit) if kind == "chat" else parse_completion(body, limit)
+            try:
+                req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=job.stream)
+            except ValueError as exc:
+                raise _bad(str(exc), "max_tokens") from None
+        except ApiError as err:
+            return err.response()
+        shapes = _Shapes(job, self.config.model)
+        if job.stream:
+            return _EngineStream(self._stream(shapes, req), self.engine, req)
+        return await self._complete(request, shapes, req)
+
+    async def _stream(self, shapes: _Shapes, req: EmulatedRequest) -> AsyncIterator[str]:
+        """SSE events, one per token, each batch of released tokens in one write."""
+        sent = 0
+        while sent < req.output_tokens:
+            n = await req.wait_beyond(sent)
+            if req.cancelled:
+                return
+            parts = [shapes.role_chunk()] if sent == 0 and shapes.job.kind == "chat" else []
+            for k in range(sent, n):
+                parts.append(shapes.token_chunk(self.text.piece(req.call_id, k), k == req.output_tokens - 1))
+            sent = n
+            yield "".join(parts)
+        tail = shapes.usage_chunk() if shapes.job.include_usage else ""
+        yield tail + "data: [DONE]\n\n"
+
+    async def _complete(self, request: Request, shapes: _Shapes, req: EmulatedRequest) -> Response:
+        """Wait for the whole completion, or cancel it when the client goes away first."""
+        finished = asyncio.ensure_future(req.wait_beyond(req.output_tokens))
+        gone = asyncio.ensure_future(_disconnected(request))
+        try:
+            await asyncio.wait({finished, gone}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            finished.cancel()
+            gone.cancel()
+            self.engine.cancel(req)  # no-op once finished
+        if not req.finished:
+            return ApiError(503, "request cancelled", None, "cancelled").response()
+        return JSONResponse(shapes.full(self.text.text(req.call_id, req.output_tokens)))
+
+    async def models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{
+            "id": self.config.model, "object": "model", "created": 0, "owned_by": "cato",
+            "root": self.config.model, "max_model_len": self.config.effective_max_model_len}]})
+
+    async def health(self, request: Request) -> Response:
+        return Response(status_code=200)
+
+    async def scrape(self, request: Request) -> Response:
+        self.engine.sync()
+        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the client disconnects (the request body must have been read already)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def create_app(config: EngineConfig | None = None) -> Starlette:
+    """The emulated engine's ASGI app; ``app.state.engine`` is its :class:`EmulatedEngine`,
+    ``app.state.config`` its config, ``app.state.metrics`` its :class:`EngineMetrics`."""
+    cfg = config if config is not None else EngineConfig()
+    handlers = _App(cfg)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        handlers.engine.close()
+
+    app = Starlette(
+        routes=[
+            Route("/v1/completions", handlers.completions, methods=["POST"]),
+            Route("/v1/chat/completions", handlers.chat, methods=["POST"]),
+            Route("/v1/models", handlers.models, methods=["GET"]),
+            Route("/health", handlers.health, methods=["GET"]),
+            Route("/metrics", handlers.scrape, methods=["GET"]),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.engine = handlers.engine
+    app.state.config = cfg
+    app.state.metrics = handlers.metrics
+    return app
+
+
+# ------------------------------------------------------------------------------------ serving
+def _listening_socket(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on accepted sockets whose proto
+    # says TCP, and without it Nagle + delayed ACK hold small SSE writes back by ~40 ms
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    return sock
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, printing one line once it accepts connections."""
+
+    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+        super().__init__(config)
+        self._banner = banner
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # everything imported so far lives forever: keep it out of the collector's way, so a
+        # full collection cannot stall the event loop (and the emulated timing) for long
+        gc.collect()
+        gc.freeze()
+        if self.started:
+            print(self._banner, flush=True)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, config: EngineConfig | None = None, *,
+          log_level: str = "warning") -> None:
+    """Serve the emulated engine until SIGINT or SIGTERM (uvicorn's graceful shutdown: no new
+    connections, streams in flight get up to 5 s, then the lifespan shutdown cancels the engine's
+    requests). After SIGINT it returns; after SIGTERM uvicorn re-raises the signal, so the process
+    ends with it, as any uvicorn app does. ``port=0`` picks a free port; the one line printed
+    once listening says which: ``cato engine: serving <model> (<coeffs>, time dilation <d>) on
+    http://<host>:<port>``."""
+    cfg = config if config is not None else EngineConfig()
+    sock = _listening_socket(host, port)
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    banner = (f"cato engine: serving {cfg.model} ({cfg.coeffs.name}, time dilation "
+              f"{cfg.time_dilation:g}) on http://{shown}:{bound}")
+    # keep idle client connections (a gateway's pool) open: a reconnect costs a request ~1 ms
+    uconf = uvicorn.Config(create_app(cfg), log_level=log_level, access_log=False,
+                           timeout_graceful_shutdown=5, timeout_keep_alive=75, lifespan="on")
+    try:
+        _Server(uconf, banner).run(sockets=[sock])
+    except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down gracefully
+        pass
+    finally:
+        sock.close()
+
+
+def engine_command(
+    port: int = 8000,
+    host: str = "127.0.0.1",
+    model: str = DEFAULT_MODEL,
+    preset: str = DEFAULT_PRESET,
+    time_dilation: float = 1.0,
+    seed: int = 0,
+    jitter: float = 0.0,
+    max_model_len: int | None = None,
+) -> None:
+    """``cato engine``: serve an emulated engine (coefficient preset ``preset``) on
+    ``host:port``. Raises ValueError for an unknown preset or an invalid setting."""
+    cfg = EngineConfig(model=model, coeffs=preset_coeffs(preset), time_dilation=time_dilation, seed=seed,
+                       jitter_sigma=jitter, max_model_len=max_model_len)
+    serve(host, port, cfg)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cato.engine.server [--port N] [--host H] [--model M] [--preset P]
+    [--time-dilation D] [--seed S] [--jitter SIGMA] [--max-model-len L]``."""
+    p = argparse.ArgumentParser(prog="cato engine", description="Emulated OpenAI-compatible LLM engine.")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--model", default=DEFAULT_MODEL)
+    p.add_argument("--preset", default=DEFAULT_PRESET)
+    p.add_argument("--time-dilation", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--jitter", type=float, default=0.0)
+    p.add_argument("--max-model-len", type=int, default=None)
+    a = p.parse_args(argv)
+    try:
+        engine_command(port=a.port, host=a.host, model=a.model, preset=a.preset,
+                       time_dilation=a.time_dilation, seed=a.seed, jitter=a.jitter,
+                       max_model_len=a.max_model_len)
+    except ValueError as exc:
+        p.error(str(exc))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
