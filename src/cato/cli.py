@@ -450,6 +450,8 @@ def bench_gateway_cmd(
     duration: float = typer.Option(20.0, help="Seconds per pass."),
     rounds: int = typer.Option(3, min=1, help="Rounds (each: direct pass + gateway pass)."),
     seed: int = typer.Option(0),
+    pin: bool = typer.Option(False, help="Gateway on CPU 0, engines and load generator on the "
+                             "others (as in production, where engines run on GPU nodes)."),
     json_path: Optional[Path] = typer.Option(None, "--json"),
 ) -> None:
     """TTFT the gateway adds over calling the same emulated engines directly."""
@@ -461,6 +463,7 @@ def bench_gateway_cmd(
               "direct P99 ms", "gateway P99 ms", "errors"):
         t.add_column(c, justify="right")
     rows = bench_gateway_overhead(rate=rate, duration_s=duration, rounds=rounds, seed=seed,
+                                  pin=pin,
                                   on_round=lambda r: console.print(
                                       f"round {r.round}: overhead P50 {r.overhead_p50_ms:.2f} ms"))
     for r in rows:
@@ -473,5 +476,6 @@ def bench_gateway_cmd(
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps({"rate": rate, "duration": duration, "seed": seed,
+                                         "pinned": pin,
                                          "median_overhead_p50_ms": med,
                                          "rounds": as_json(rows)}, indent=1))

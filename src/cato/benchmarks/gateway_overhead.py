@@ -12,6 +12,7 @@ Reported per round: P50 and P99 TTFT of both paths and their difference, the gat
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import tempfile
 import time
@@ -53,7 +54,7 @@ async def _run(urls: list[str], times: np.ndarray, prompts: list[str], outs: lis
 
 
 def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rounds: int = 3,
-                           seed: int = 0, policy: str = "round_robin",
+                           seed: int = 0, policy: str = "round_robin", pin: bool = False,
                            on_round: Callable[[OverheadRound], None] | None = None
                            ) -> list[OverheadRound]:
     from cato.demo import start_gateway, stop
@@ -83,6 +84,8 @@ def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rou
         (tmp / "cato.yaml").write_text(yaml.safe_dump(cfg))
         gw_proc, gw_url = start_gateway(["--config", str(tmp / "cato.yaml"), "--profile",
                                          str(tmp / "profile.json"), "--log-level", "warning"])
+        if pin:
+            _pin(gw_proc.pid, [e.proc.pid for e in engines])
         out = []
         for k in range(rounds):
             order = ("direct", "gateway") if k % 2 == 0 else ("gateway", "direct")
@@ -107,6 +110,17 @@ def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rou
             stop(gw_proc)
         for e in engines:
             e.stop()
+
+
+def _pin(gateway_pid: int, engine_pids: list[int]) -> None:
+    """The gateway on CPU 0; engines and this load generator on the others: in production the
+    engines run on GPU nodes and do not take the gateway's CPU."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise ValueError("--pin needs at least 2 CPUs")
+    os.sched_setaffinity(gateway_pid, {cpus[0]})
+    for pid in [*engine_pids, os.getpid()]:
+        os.sched_setaffinity(pid, set(cpus[1:]))
 
 
 def as_json(rounds: list[OverheadRound]) -> list[dict[str, Any]]:

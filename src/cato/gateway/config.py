@@ -20,14 +20,23 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cato.core.catalog import TASK_NAMES
 from cato.core.coefficients import PRESETS
 from cato.core.routing import routing_policy_names
+
+
+def _known_preset(name: str) -> str:
+    if name not in PRESETS:
+        raise ValueError(f"unknown coefficient preset {name!r}; known: {', '.join(PRESETS)}")
+    return name
+
+
+PresetName = Annotated[str, AfterValidator(_known_preset)]
 
 
 class _Strict(BaseModel):
@@ -67,33 +76,21 @@ class Emulated(_Strict):
     """Emulated engines (``cato engine``) the gateway starts itself on loopback."""
 
     replicas: int = Field(2, ge=1, le=64)
-    preset: str = "a100-llama7b"
+    preset: PresetName = "a100-llama7b"
     time_dilation: float = Field(1.0, gt=0, le=1000)
     seed: int = 0
 
-    @field_validator("preset")
-    @classmethod
-    def _preset(cls, v: str) -> str:
-        if v not in PRESETS:
-            raise ValueError(f"unknown coefficient preset {v!r}; known: {', '.join(PRESETS)}")
-        return v
 
 
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
-    coefficients: str = "a100-llama7b"
+    coefficients: PresetName = "a100-llama7b"
     concurrency: int | None = Field(None, ge=1, le=4096)
     accepts_priority: bool = False
     api_key: str | None = None
     replicas: tuple[Replica, ...] = ()
     emulated: Emulated | None = None
 
-    @field_validator("coefficients")
-    @classmethod
-    def _preset(cls, v: str) -> str:
-        if v not in PRESETS:
-            raise ValueError(f"unknown coefficient preset {v!r}; known: {', '.join(PRESETS)}")
-        return v
 
     @model_validator(mode="after")
     def _some_replica(self) -> ModelConfig:

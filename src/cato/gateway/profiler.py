@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import uuid
 from typing import TYPE_CHECKING, Any, Callable
 
 from cato.core.catalog import multi_step_tasks, single_step_tasks
@@ -29,9 +30,12 @@ _FILLER = ("def handler(request, context):\n    items = [x for x in request.item
 
 
 def filler_text(num_tokens: int) -> str:
-    """Code-like text of about ``num_tokens`` tokens (4 characters each)."""
+    """Code-like text of about ``num_tokens`` tokens (4 characters each) that starts with a
+    fresh nonce, so an engine's prefix cache (vLLM's, llama.cpp's) cannot serve a probe from
+    the previous one: real requests rarely share long prefixes."""
     n = 4 * max(1, num_tokens)
-    return (_FILLER * (n // len(_FILLER) + 1))[:n]
+    text = f"# probe {uuid.uuid4().hex}\n" + _FILLER * (n // len(_FILLER) + 1)
+    return text[:n]
 
 
 async def probe(gw: Gateway, url: str, model: str, n_in: int, n_out: int,
