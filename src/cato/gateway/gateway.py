@@ -143,6 +143,10 @@ class Gateway:
             for url in urls:
                 self.attach_replica(model, url)
         self.ready = True
+        prof = self.profile
+        log.info("ready: %d replicas, routing %s, profile %s", len(self.replicas),
+                 self.config.routing.policy,
+                 f"{prof.source} ({self.profile_path})" if prof else "latency-model presets")
 
     def attach_replica(self, model: str, url: str) -> str:
         """Register a ready engine of ``model`` at ``url`` with the dispatcher."""
