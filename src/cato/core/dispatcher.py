@@ -23,6 +23,7 @@ from cato.core.estimator import Estimate, LatencyEstimator
 from cato.core.pool import ReplicaPool
 from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState
 from cato.core.routing.base import RoutingDecision, RoutingPolicy
+from cato.core.scaling.base import ScalingContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +356,24 @@ class Dispatcher:
         w = self._window.setdefault(model, WindowStats())
         self._window[model] = WindowStats()
         return w
+
+    def scaling_context(self, model: str, now_s: float, *, min_replicas: int,
+                        max_replicas: int, cluster_free: int | None = None) -> ScalingContext:
+        """What a scaling policy sees of ``model`` now; reads (and resets) the window."""
+        reps = self.pool.of_model(model)
+        ready = [r for r in reps if r.phase is ReplicaPhase.READY]
+        w = self.take_window(model)
+        return ScalingContext(
+            model=model, now_s=now_s, num_ready=len(ready),
+            num_starting=sum(r.phase is ReplicaPhase.STARTING for r in reps),
+            num_draining=sum(r.phase is ReplicaPhase.DRAINING for r in reps),
+            idle_replicas=tuple((r.replica_id, r.idle_since_s) for r in ready
+                                if r.is_idle and r.idle_since_s is not None),
+            window_requests=w.requests, window_violations=w.violations,
+            ongoing_requests=self.ongoing(model),
+            min_replicas=min_replicas, max_replicas=max_replicas, cluster_free=cluster_free,
+            ready_by_load=tuple(r.replica_id for r in sorted(ready, key=lambda r: r.outstanding)),
+        )
 
     def ongoing(self, model: str) -> int:
         """Calls of ``model`` queued anywhere in the gateway or in flight."""

@@ -33,7 +33,7 @@ from cato.core.estimator import LatencyEstimator
 from cato.core.records import RequestRecord
 from cato.core.replica import ReplicaPhase
 from cato.core.routing import make_routing_policy
-from cato.core.scaling import ScalingContext, apply_bounds, make_scaling_policy
+from cato.core.scaling import apply_bounds, make_scaling_policy
 from cato.core.scaling.base import ScalingPolicy
 from cato.core.slack import TaskPlan, model_baselines, plan_task
 from cato.core.task import SlaKind, TaskType
@@ -331,22 +331,10 @@ class Simulator:
     # ---- scaling ---------------------------------------------------------------------------------
     def _scale(self, model: str, now: float) -> None:
         d = self._deploy[model]
-        reps = self.dispatcher.pool.of_model(model)
-        ready = [r for r in reps if r.phase is ReplicaPhase.READY]
-        w = self.dispatcher.take_window(model)
-        ctx = ScalingContext(
-            model=model, now_s=now, num_ready=len(ready),
-            num_starting=sum(r.phase is ReplicaPhase.STARTING for r in reps),
-            num_draining=sum(r.phase is ReplicaPhase.DRAINING for r in reps),
-            idle_replicas=tuple((r.replica_id, r.idle_since_s) for r in ready
-                                if r.is_idle and r.idle_since_s is not None),
-            window_requests=w.requests, window_violations=w.violations,
-            ongoing_requests=self.dispatcher.ongoing(model),
-            min_replicas=d.min_replicas, max_replicas=d.max_replicas,
+        ctx = self.dispatcher.scaling_context(
+            model, now, min_replicas=d.min_replicas, max_replicas=d.max_replicas,
             cluster_free=None if self.cfg.cluster_capacity is None
-            else self.cfg.cluster_capacity - len(self._engines),
-            ready_by_load=tuple(r.replica_id for r in sorted(ready, key=lambda r: r.outstanding)),
-        )
+            else self.cfg.cluster_capacity - len(self._engines))
         dec = apply_bounds(ctx, self.scalers[model].decide(ctx))
         if dec.is_noop:
             return
