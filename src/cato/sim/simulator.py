@@ -31,7 +31,6 @@ from cato.core.coefficients import ReplicaCoefficients
 from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.records import RequestRecord
-from cato.core.replica import ReplicaPhase
 from cato.core.routing import make_routing_policy
 from cato.core.scaling import apply_bounds, make_scaling_policy
 from cato.core.scaling.base import ScalingPolicy
