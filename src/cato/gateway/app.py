@@ -247,7 +247,8 @@ class Api:
             h = self.gw.replicas.get(r.replica_id)
             out.append({"id": r.replica_id, "model": r.model, "url": h.url if h else None,
                         "state": r.phase.value, "queued": r.num_queued,
-                        "in_flight": r.num_in_flight, "concurrency_limit": r.concurrency_limit})
+                        "in_flight": r.num_in_flight, "concurrency_limit": r.concurrency_limit,
+                        "pid": self.gw.pid_of(r.replica_id)})
         return JSONResponse({"replicas": out, "policy": self.gw.config.routing.policy})
 
     async def admin_queues(self, request: Request) -> Response:
@@ -260,6 +261,15 @@ class Api:
                 for e in sorted(r.queue, key=lambda e: e.key)[:100]]
         models = {m: self.gw.dispatcher.ongoing(m) for m in self.gw.dispatcher.pool.models()}
         return JSONResponse({"replica_queues": out, "ongoing_by_model": models})
+
+    async def admin_scaling(self, request: Request) -> Response:
+        out = {}
+        for model, prov in self.gw.provisioners.items():
+            out[model] = {
+                "policy": prov.policy.name, "min_replicas": prov.min_replicas,
+                "max_replicas": prov.max_replicas, "cold_starts_s": prov.cold_starts_s[-100:],
+                "events": [vars(e) for e in prov.events[-200:]]}
+        return JSONResponse({"models": out})
 
     async def admin_profile(self, request: Request) -> Response:
         p = self.gw.profile
@@ -314,6 +324,7 @@ def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
         Route("/admin/replicas", api.admin_replicas, methods=["GET"]),
         Route("/admin/queues", api.admin_queues, methods=["GET"]),
         Route("/admin/profile", api.admin_profile, methods=["GET"]),
+        Route("/admin/scaling", api.admin_scaling, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
         ApiError: _api_error, HTTPException: _http_error, Exception: _internal})

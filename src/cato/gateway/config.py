@@ -82,6 +82,30 @@ class Emulated(_Strict):
 
 
 
+class Autoscale(_Strict):
+    """Elastic replicas for a model: the core's scaling policy drives engine processes that
+    the gateway starts from ``command`` (``{port}``, ``{host}``, ``{model}`` are filled in;
+    default: the model's emulated engine)."""
+
+    policy: str = "cato"
+    params: dict[str, Any] = Field(default_factory=dict)
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(8, ge=1)
+    command: tuple[str, ...] | None = None
+    start_timeout_s: float = Field(120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Autoscale:
+        from cato.core.scaling import make_scaling_policy
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) > max_replicas "
+                             f"({self.max_replicas})")
+        make_scaling_policy(self.policy, **self.params)   # names a bad policy or parameter
+        if self.command is not None and not any("{port}" in a for a in self.command):
+            raise ValueError("command must contain {port}")
+        return self
+
+
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     coefficients: PresetName = "a100-llama7b"
@@ -90,12 +114,16 @@ class ModelConfig(_Strict):
     api_key: str | None = None
     replicas: tuple[Replica, ...] = ()
     emulated: Emulated | None = None
-
+    autoscale: Autoscale | None = None
 
     @model_validator(mode="after")
     def _some_replica(self) -> ModelConfig:
-        if not self.replicas and self.emulated is None:
-            raise ValueError(f"model {self.name!r} needs `replicas` (engine urls) or `emulated`")
+        if not self.replicas and self.emulated is None and self.autoscale is None:
+            raise ValueError(f"model {self.name!r} needs `replicas` (engine urls), `emulated` "
+                             f"or `autoscale`")
+        if self.autoscale is not None and self.autoscale.command is None \
+                and self.emulated is None:
+            raise ValueError(f"model {self.name!r}: autoscale needs a `command` (or `emulated`)")
         return self
 
 

@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncGenerator, Callable
+from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from cato.core.calls import LlmCall
 from cato.core.dispatcher import Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.routing import make_routing_policy
-from cato.gateway.config import GatewayConfig
+from cato.gateway.config import GatewayConfig, ModelConfig
 from cato.gateway.engine_client import EngineClient, EngineError, EngineEvent, event_text
 from cato.gateway.errors import engine_failed, overloaded
 from cato.gateway.executor import Tools
@@ -39,6 +39,9 @@ from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.planner import Planner
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path
 from cato.gateway.scheduler import LiveScheduler, Rejected
+
+if TYPE_CHECKING:
+    from cato.gateway.provisioner import Provisioner
 
 log = logging.getLogger("cato.gateway")
 
@@ -79,11 +82,14 @@ class Gateway:
         self.engine_log_dir = engine_log_dir
         self.planner: Planner | None = None
         self.tools: Tools | None = None
+        self.provisioners: dict[str, Provisioner] = {}
+        self._bg: list[asyncio.Task[None]] = []
+        self._next_index: dict[str, int] = {}
         self.ready = False
         self.started_s = clock()
         self.client = EngineClient(timeout_s=config.engine_timeout_s)
-        self.estimator = LatencyEstimator({m.name: ModelProfile(coefficients=m.coefficients)
-                                          .coeffs() for m in config.models})
+        self.estimator = LatencyEstimator({m.name: _unprofiled(m).coeffs()
+                                          for m in config.models})
         policy = make_routing_policy(config.routing.policy, self.estimator,
                                      np.random.default_rng(0), **config.routing.params)
         default_conc = max((m.concurrency or self.estimator.coeffs(m.name).max_num_seqs)
@@ -142,19 +148,67 @@ class Gateway:
         for model, urls in self.engine_urls().items():
             for url in urls:
                 self.attach_replica(model, url)
+        self.start_provisioners()
         self.ready = True
         prof = self.profile
         log.info("ready: %d replicas, routing %s, profile %s", len(self.replicas),
                  self.config.routing.policy,
                  f"{prof.source} ({self.profile_path})" if prof else "latency-model presets")
 
-    def attach_replica(self, model: str, url: str) -> str:
-        """Register a ready engine of ``model`` at ``url`` with the dispatcher."""
+    def attach_replica(self, model: str, url: str, *, ready: bool = True) -> str:
+        """Register an engine of ``model`` at ``url`` with the dispatcher (a STARTING one is
+        not routed to until :meth:`LiveScheduler.mark_ready`)."""
         mc = self.config.model(model)
-        rid = f"{model}-{sum(h.model == model for h in self.replicas.values())}"
+        n = self._next_index.get(model, 0)
+        self._next_index[model] = n + 1
+        rid = f"{model}-{n}"
         self.replicas[rid] = ReplicaHandle(rid, model, url, mc.api_key, mc.accepts_priority)
-        self.scheduler.add_replica(rid, model, concurrency_limit=mc.concurrency)
+        self.scheduler.add_replica(rid, model, ready=ready, concurrency_limit=mc.concurrency)
         return rid
+
+    def pid_of(self, replica_id: str) -> int | None:
+        """Process id of a replica the gateway started itself (None for external engines)."""
+        for prov in self.provisioners.values():
+            if replica_id in prov.owned:
+                return prov.owned[replica_id].process.proc.pid
+        h = self.replicas.get(replica_id)
+        p = next((p for p in self.processes if h is not None and p.url == h.url), None)
+        return None if p is None else p.proc.pid
+
+    def detach_replica(self, replica_id: str) -> None:
+        """Forget a drained replica."""
+        self.scheduler.remove(replica_id)
+        self.replicas.pop(replica_id, None)
+
+    def start_provisioners(self) -> None:
+        from cato.gateway.launcher import emulated_engine_argv
+        from cato.gateway.provisioner import Provisioner
+        from cato.gateway.providers import LocalProcessProvider
+        for m in self.config.models:
+            a = m.autoscale
+            if a is None:
+                continue
+            if a.command is not None:
+                cmd = list(a.command)
+            else:
+                assert m.emulated is not None
+                cmd = emulated_engine_argv(0, model=m.name, preset=m.emulated.preset,
+                                           time_dilation=m.emulated.time_dilation,
+                                           seed=m.emulated.seed)
+                cmd[cmd.index("--port") + 1] = "{port}"
+            provider = LocalProcessProvider({m.name: cmd}, log_dir=self.engine_log_dir)
+            prov = Provisioner(self, m.name, provider, policy=a.policy, params=a.params,
+                               min_replicas=a.min_replicas, max_replicas=a.max_replicas,
+                               start_timeout_s=a.start_timeout_s)
+            # replicas the gateway started itself at start-up are the provisioner's to scale
+            for rid, h in self.replicas.items():
+                proc = next((p for p in self.processes if p.url == h.url), None)
+                if h.model == m.name and proc is not None:
+                    from cato.gateway.providers import ProvidedReplica
+                    prov.owned[rid] = ProvidedReplica(h.url, proc, proc.started_s)
+                    self.processes.remove(proc)
+            self.provisioners[m.name] = prov
+            self._bg.append(asyncio.ensure_future(prov.run()))
 
     def _load_profile(self) -> Profile | None:
         if not self.profile_path.exists():
@@ -175,7 +229,7 @@ class Gateway:
         coeffs = {}
         for m in self.config.models:
             mp = profile.models.get(m.name) if profile else None
-            coeffs[m.name] = (mp or ModelProfile(coefficients=m.coefficients)).coeffs()
+            coeffs[m.name] = (mp or _unprofiled(m)).coeffs()
         for name, c in coeffs.items():   # the same estimator object the policy holds
             self.estimator.set_coeffs(name, c)
         task_models = {t: self.config.model_for(t) for t in
@@ -184,6 +238,10 @@ class Gateway:
 
     async def aclose(self) -> None:
         self.ready = False
+        for t in self._bg:
+            t.cancel()
+        for prov in self.provisioners.values():
+            await prov.aclose()
         await self.client.aclose()
         for p in self.processes:
             await asyncio.to_thread(p.stop)
@@ -235,6 +293,13 @@ class Gateway:
                 self.scheduler.finish(call.call_id)
             else:
                 self.scheduler.fail(call.call_id)
+
+
+def _unprofiled(m: ModelConfig) -> ModelProfile:
+    """A model's latency model before any measurement: its preset, slowed by the time dilation
+    of an emulated engine (known exactly: the gateway started it)."""
+    scale = m.emulated.time_dilation if m.emulated is not None else 1.0
+    return ModelProfile(coefficients=m.coefficients, time_scale=scale)
 
 
 def _collect(ev: dict[str, Any], stats: CallStats) -> None:

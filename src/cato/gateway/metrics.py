@@ -66,6 +66,12 @@ class GatewayMetrics:
                                       ["task", "node"], buckets=_LATENCY_BUCKETS, registry=r)
         self.engine_errors = Counter("cato_engine_errors", "Calls an engine failed",
                                      ["replica"], registry=r)
+        self.scale_events = Counter("cato_scale_events", "Provisioner actions (add, ready, "
+                                    "remove, stopped, crashed, failed)", ["model", "action"],
+                                    registry=r)
+        self.cold_start = Histogram("cato_cold_start_seconds", "Replica start to ready",
+                                    ["model"], buckets=(0.5, 1, 2, 5, 10, 20, 45, 90, 180, 300),
+                                    registry=r)
         r.register(_ReplicaCollector(dispatcher))
 
     def observe_request(self, task: str, *, ttft_s: float | None, e2e_s: float | None,

@@ -78,11 +78,18 @@ class LiveScheduler:
 
     def finish(self, call_id: int) -> None:
         now = self.clock()
-        self._perform(self.dispatcher.on_finish(call_id, now), now)
+        if self._tracked(call_id):
+            self._perform(self.dispatcher.on_finish(call_id, now), now)
 
     def fail(self, call_id: int) -> None:
         now = self.clock()
-        self._perform(self.dispatcher.on_failure(call_id, now), now)
+        if self._tracked(call_id):
+            self._perform(self.dispatcher.on_failure(call_id, now), now)
+
+    def _tracked(self, call_id: int) -> bool:
+        """False for a call of a replica that was removed under it (a crash)."""
+        w = self.dispatcher.where(call_id)
+        return w is not None and w[1]
 
     # ---- replicas --------------------------------------------------------------------------------
     def add_replica(self, replica_id: str, model: str, *, ready: bool = True,
@@ -94,6 +101,16 @@ class LiveScheduler:
     def mark_ready(self, replica_id: str) -> None:
         now = self.clock()
         self._perform(self.dispatcher.mark_ready(replica_id, now), now)
+
+    def drain(self, replica_id: str) -> None:
+        """Stop routing to the replica; its queued calls are routed again now."""
+        now = self.clock()
+        self._perform(self.dispatcher.drain(replica_id, now), now)
+
+    def remove(self, replica_id: str) -> None:
+        """Forget a drained replica. Calls still in flight there (a hung engine past the
+        drain bound) are forgotten too; their streams end with the engine's error."""
+        self.dispatcher.remove_replica(replica_id)
 
     # ---- internals -------------------------------------------------------------------------------
     def _perform(self, dispatches: list[Dispatch], now: float) -> None:

@@ -1,0 +1,163 @@
+"""The live provisioner: the core's scaling policy (CATO Algorithm 2, the Ray Serve-like policy,
+fixed) driving real replica processes for one model.
+
+Every ``interval_s`` it reads the dispatcher's :meth:`~cato.core.dispatcher.Dispatcher.
+scaling_context` (the window's calls and violations, idle replicas, ongoing calls), asks the
+policy, clamps to the model's bounds, and acts:
+
+* **add**: a replica is registered STARTING (never routed to), its engine process is started by
+  the provider, and it is marked READY when the engine answers; the cold start is recorded;
+* **remove**: the replica is drained (its queued calls are routed again at once, in-flight calls
+  finish there), then its process is stopped and it is forgotten — no request is lost;
+* **supervise**: a replica whose process died is drained the same way (its in-flight calls fail
+  fast on the closed connection and their clients get an error), removed, and replaced at once
+  while the model is below ``min_replicas``.
+
+Every decision is logged at INFO with its reason and counted in ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from cato.core.scaling import apply_bounds, make_scaling_policy
+from cato.gateway.providers import ProvidedReplica, ReplicaProvider
+
+if TYPE_CHECKING:
+    from cato.gateway.gateway import Gateway
+
+log = logging.getLogger("cato.provisioner")
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    at_unix: float
+    model: str
+    action: str          # "add" | "remove" | "ready" | "stopped" | "crashed" | "failed"
+    replica: str
+    reason: str
+
+
+class Provisioner:
+    def __init__(self, gw: Gateway, model: str, provider: ReplicaProvider, *, policy: str,
+                 params: dict[str, object], min_replicas: int, max_replicas: int,
+                 start_timeout_s: float = 120.0, max_drain_s: float = 600.0) -> None:
+        self.gw = gw
+        self.model = model
+        self.provider = provider
+        self.policy = make_scaling_policy(policy, **params)
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+        self.start_timeout_s = start_timeout_s
+        self.max_drain_s = max_drain_s
+        self.owned: dict[str, ProvidedReplica] = {}
+        self.events: list[ScaleEvent] = []
+        self.cold_starts_s: list[float] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._leaving: set[str] = set()
+
+    # ---- the loop --------------------------------------------------------------------------------
+    async def run(self, supervise_every_s: float = 0.5) -> None:
+        """Supervise every ``supervise_every_s``; decide every policy interval."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.policy.interval_s
+        while True:
+            await asyncio.sleep(supervise_every_s)
+            try:
+                self._supervise()
+                self._top_up()
+                if loop.time() >= next_tick:
+                    next_tick += self.policy.interval_s
+                    self.tick()
+            except Exception:   # one bad tick must not stop scaling
+                log.exception("scaling tick for %s failed", self.model)
+
+    def tick(self) -> None:
+        self._supervise()
+        ctx = self.gw.dispatcher.scaling_context(
+            self.model, self.gw.clock(), min_replicas=self.min_replicas,
+            max_replicas=self.max_replicas)
+        dec = apply_bounds(ctx, self.policy.decide(ctx))
+        for _ in range(dec.add):
+            self.add(dec.reason)
+        for rid in dec.remove:
+            self.remove(rid, dec.reason)
+        self._top_up()
+
+    def _spawn(self, coro: object) -> None:
+        t = asyncio.ensure_future(coro)  # type: ignore[call-overload]
+        self._tasks.add(t)
+        t.add_done_callback(self._tasks.discard)
+
+    def _event(self, action: str, rid: str, reason: str) -> None:
+        self.events.append(ScaleEvent(time.time(), self.model, action, rid, reason))
+        del self.events[:-1000]
+        self.gw.metrics.scale_events.labels(self.model, action).inc()
+        log.info("scale %s %s %s: %s", self.model, action, rid, reason)
+
+    # ---- actions ---------------------------------------------------------------------------------
+    def add(self, reason: str) -> str:
+        rep = self.provider.start(self.model)
+        rid = self.gw.attach_replica(self.model, rep.url, ready=False)
+        self.owned[rid] = rep
+        self._event("add", rid, reason)
+        self._spawn(self._become_ready(rid, rep))
+        return rid
+
+    async def _become_ready(self, rid: str, rep: ProvidedReplica) -> None:
+        try:
+            cold = await self.provider.wait_ready(rep, self.start_timeout_s)
+        except RuntimeError as e:
+            self._event("failed", rid, str(e)[:300])
+            await self._retire(rid)
+            return
+        self.cold_starts_s.append(cold)
+        self.gw.metrics.cold_start.labels(self.model).observe(cold)
+        self.gw.scheduler.mark_ready(rid)
+        self._event("ready", rid, f"cold start {cold:.2f} s")
+
+    def remove(self, rid: str, reason: str) -> None:
+        if rid in self._leaving:
+            return
+        self._leaving.add(rid)
+        self._event("remove", rid, reason)
+        self._spawn(self._retire(rid))
+
+    async def _retire(self, rid: str) -> None:
+        """Drain (queued calls re-routed now, in-flight ones finish), stop, forget."""
+        self._leaving.add(rid)
+        self.gw.scheduler.drain(rid)
+        deadline = time.monotonic() + self.max_drain_s
+        while not self.gw.dispatcher.is_drained(rid) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        rep = self.owned.pop(rid, None)
+        if rep is not None:
+            await self.provider.stop(rep)
+        self.gw.detach_replica(rid)
+        self._leaving.discard(rid)
+        self._event("stopped", rid, "drained")
+
+    def _supervise(self) -> None:
+        for rid, rep in list(self.owned.items()):
+            if rid not in self._leaving and not self.provider.alive(rep):
+                code = rep.process.proc.returncode
+                self._event("crashed", rid, f"process exited with code {code}")
+                self.remove(rid, "crashed")
+
+    def _top_up(self) -> None:
+        """Keep at least ``min_replicas`` that are up or coming up (crash replacement)."""
+        live = [r for r in self.gw.dispatcher.pool.of_model(self.model)
+                if r.replica_id not in self._leaving]
+        for _ in range(self.min_replicas - len(live)):
+            self.add(f"below min_replicas ({self.min_replicas})")
+
+    async def aclose(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+        for rep in list(self.owned.values()):
+            await self.provider.stop(rep)
+        self.owned.clear()
