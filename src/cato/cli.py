@@ -479,3 +479,22 @@ def bench_gateway_cmd(
                                          "pinned": pin,
                                          "median_overhead_p50_ms": med,
                                          "rounds": as_json(rows)}, indent=1))
+
+
+@bench_app.command("surge")
+def bench_surge_cmd(
+    base_rate: float = typer.Option(2.0, help="Base requests per second."),
+    factor: float = typer.Option(4.0, help="Surge multiplier (middle third)."),
+    duration: float = typer.Option(90.0, help="Seconds."),
+    dilation: float = typer.Option(5.0, help="Emulated engines this many times slower."),
+    seed: int = typer.Option(0),
+    png: Path = typer.Option(Path("docs/img/live_vs_sim_surge.png")),
+    json_path: Path = typer.Option(Path("docs/results/live_vs_sim_surge.json"), "--json"),
+) -> None:
+    """Live gateway with elastic emulated engines vs the simulator, one surge, same stream."""
+    from cato.benchmarks.live_vs_sim import compare
+    s = compare(base_rps=base_rate, factor=factor, duration_s=duration, dilation=dilation,
+                seed=seed, out_png=png, out_json=json_path)
+    console.print(f"requests {s['requests']}; attainment {s['attainment']}; "
+                  f"max replicas {s['max_replicas']}; live cold start "
+                  f"{s['live_cold_start_median_s']:.2f} s -> {png}")
