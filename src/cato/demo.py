@@ -22,7 +22,7 @@ import numpy as np
 
 from cato.core.catalog import single_step_tasks
 from cato.core.task import SlaKind
-from cato.gateway.launcher import free_port
+from cato.gateway.launcher import free_port, start_process, stop_process, wait_ready
 from cato.sim.arrivals import poisson
 from cato.sim.workload import TaskArrival, build_stream
 from cato.workloads.prompts import PromptSource
@@ -42,37 +42,22 @@ class DemoResult:
 
 def start_gateway(args: list[str], timeout_s: float = 120.0,
                   log_path: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """``cato serve`` as a subprocess on a free loopback port; returns (process, base url)."""
+    """``cato serve`` as a subprocess on a free loopback port, once ``/ready``; returns
+    (process, base url)."""
     port = free_port()
-    out: Any = open(log_path, "wb") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen([sys.executable, "-m", "cato", "serve", "--port", str(port), *args],
-                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=1.0, trust_env=False) as c:
-        while True:
-            if proc.poll() is not None:
-                tail = log_path.read_text()[-3000:] if log_path and log_path.exists() else ""
-                raise RuntimeError(f"cato serve exited with code {proc.returncode}\n{tail}")
-            try:
-                if c.get(url + "/ready").status_code == 200:
-                    return proc, url
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                proc.terminate()
-                raise RuntimeError(f"cato serve not ready after {timeout_s:.0f} s")
-            time.sleep(0.1)
+    gw = start_process([sys.executable, "-m", "cato", "serve", "--port", str(port), *args], url,
+                       log_path=log_path)
+    try:
+        wait_ready([gw], timeout_s, path="/ready")
+    except RuntimeError as e:
+        gw.stop()
+        raise RuntimeError(f"cato serve did not start: {e}") from None
+    return gw.proc, url
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_process(proc, timeout_s=15.0)
 
 
 def build_requests(rate: float, duration_s: float, mix: Mapping[str, float],

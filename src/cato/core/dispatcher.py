@@ -375,9 +375,13 @@ class Dispatcher:
             ready_by_load=tuple(r.replica_id for r in sorted(ready, key=lambda r: r.outstanding)),
         )
 
+    def model_queue_depth(self, model: str) -> int:
+        """Calls waiting in ``model``'s shared queue (late binding, or no replica ready)."""
+        return len(self._model_queue.get(model, ()))
+
     def ongoing(self, model: str) -> int:
         """Calls of ``model`` queued anywhere in the gateway or in flight."""
-        return len(self._model_queue.get(model, ())) + sum(
+        return self.model_queue_depth(model) + sum(
             r.outstanding for r in self.pool.of_model(model))
 
     def num_tracked(self) -> int:

@@ -1,7 +1,9 @@
 """The live gateway: the second driver of the core (a live clock instead of an event heap).
 
-Layers (see docs/ARCHITECTURE.md): ``config`` (what to serve), ``planner`` (tasks -> LLM calls
-with deadlines, the slack plan from the active profile), ``scheduler`` (drives the core's
-:class:`~cato.core.dispatcher.Dispatcher` on the event loop), ``engine_client`` (OpenAI-compatible
-streaming to engines), ``executor`` (runs one task's DAG), ``app`` (HTTP), ``metrics``.
+Layers (see docs/ARCHITECTURE.md): ``config`` (what to serve), ``profile``/``profiler`` (node
+baselines), ``planner`` (tasks -> LLM calls with deadlines from the slack plan), ``scheduler``
+(drives the core's :class:`~cato.core.dispatcher.Dispatcher` on the event loop),
+``engine_client`` (OpenAI-compatible streaming to engines), ``executor`` (runs one task's DAG),
+``requests``/``app``/``sse``/``errors`` (HTTP), ``metrics``, ``launcher``/``providers``/
+``provisioner`` (engine processes and elastic replicas), ``gateway`` (ties them together).
 """

@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -178,8 +178,7 @@ class GatewayConfig(_Strict):
 
 
 def default_config(*, replicas: int = 2, port: int = 8000, policy: str = "cato",
-                   time_dilation: float = 1.0,
-                   kind: Literal["emulated"] = "emulated") -> GatewayConfig:
+                   time_dilation: float = 1.0) -> GatewayConfig:
     """The embedded default: emulated A100/Llama-7B-like engines on loopback, four tasks."""
     return GatewayConfig(
         listen=Listen(port=port), routing=Routing(policy=policy),

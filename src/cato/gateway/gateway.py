@@ -21,7 +21,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, AsyncGenerator, Callable
+from typing import Any, AsyncGenerator, Callable
 
 import numpy as np
 
@@ -38,10 +38,9 @@ from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_por
 from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.planner import Planner
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path
+from cato.gateway.providers import LocalProcessProvider, ProvidedReplica
+from cato.gateway.provisioner import Provisioner
 from cato.gateway.scheduler import LiveScheduler, Rejected
-
-if TYPE_CHECKING:
-    from cato.gateway.provisioner import Provisioner
 
 log = logging.getLogger("cato.gateway")
 
@@ -105,7 +104,7 @@ class Gateway:
         out: dict[str, list[str]] = {m.name: [r.url for r in m.replicas] for m in
                                      self.config.models}
         for p in self.processes:
-            out[p.argv[p.argv.index("--model") + 1]].append(p.url)
+            out[p.model].append(p.url)
         return out
 
     def start_engines(self) -> None:
@@ -119,7 +118,7 @@ class Gateway:
                                             time_dilation=m.emulated.time_dilation,
                                             seed=m.emulated.seed + i)
                 self.processes.append(start_process(argv, f"http://127.0.0.1:{port}",
-                                                    self.engine_log_dir))
+                                                    self.engine_log_dir, model=m.name))
         wait_ready(self.processes, timeout_s=60.0)
         configured = [r.url for m in self.config.models for r in m.replicas]
         log.info("engines up: %d emulated, %d configured", len(self.processes), len(configured))
@@ -181,9 +180,6 @@ class Gateway:
         self.replicas.pop(replica_id, None)
 
     def start_provisioners(self) -> None:
-        from cato.gateway.launcher import emulated_engine_argv
-        from cato.gateway.provisioner import Provisioner
-        from cato.gateway.providers import LocalProcessProvider
         for m in self.config.models:
             a = m.autoscale
             if a is None:
@@ -192,10 +188,9 @@ class Gateway:
                 cmd = list(a.command)
             else:
                 assert m.emulated is not None
-                cmd = emulated_engine_argv(0, model=m.name, preset=m.emulated.preset,
+                cmd = emulated_engine_argv("{port}", model=m.name, preset=m.emulated.preset,
                                            time_dilation=m.emulated.time_dilation,
                                            seed=m.emulated.seed)
-                cmd[cmd.index("--port") + 1] = "{port}"
             provider = LocalProcessProvider({m.name: cmd}, log_dir=self.engine_log_dir)
             prov = Provisioner(self, m.name, provider, policy=a.policy, params=a.params,
                                min_replicas=a.min_replicas, max_replicas=a.max_replicas,
@@ -204,7 +199,6 @@ class Gateway:
             for rid, h in self.replicas.items():
                 proc = next((p for p in self.processes if p.url == h.url), None)
                 if h.model == m.name and proc is not None:
-                    from cato.gateway.providers import ProvidedReplica
                     prov.owned[rid] = ProvidedReplica(h.url, proc, proc.started_s)
                     self.processes.remove(proc)
             self.provisioners[m.name] = prov

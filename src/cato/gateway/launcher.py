@@ -28,6 +28,7 @@ class EngineProcess:
     proc: subprocess.Popen[bytes]
     log_path: Path | None = None
     started_s: float = field(default_factory=time.monotonic)
+    model: str = ""
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -38,29 +39,37 @@ class EngineProcess:
         return self.log_path.read_bytes()[-n:].decode("utf-8", "replace")
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout_s)
+        stop_process(self.proc, timeout_s)
 
 
-def start_process(argv: list[str], url: str, log_dir: Path | None = None) -> EngineProcess:
-    log_path = None
-    out: int | object = subprocess.DEVNULL
-    if log_dir is not None:
-        log_dir.mkdir(parents=True, exist_ok=True)
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout_s``."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout_s)
+
+
+def start_process(argv: list[str], url: str, log_dir: Path | None = None, *,
+                  log_path: Path | None = None, model: str = "") -> EngineProcess:
+    """Start ``argv`` in its own session; output to ``log_path`` (or ``log_dir``/engine-PORT.log,
+    or nowhere)."""
+    if log_path is None and log_dir is not None:
         log_path = log_dir / f"engine-{url.rsplit(':', 1)[-1]}.log"
+    out: int | object = subprocess.DEVNULL
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
         out = open(log_path, "wb")   # noqa: SIM115  (owned by the child)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,  # type: ignore[arg-type]
                             start_new_session=True)
-    return EngineProcess(url, argv, proc, log_path)
+    return EngineProcess(url, argv, proc, log_path, model=model)
 
 
-def emulated_engine_argv(port: int, *, model: str, preset: str, time_dilation: float,
+def emulated_engine_argv(port: int | str, *, model: str, preset: str, time_dilation: float,
                          seed: int, host: str = "127.0.0.1") -> list[str]:
     return [sys.executable, "-m", "cato", "engine", "--host", host, "--port", str(port),
             "--model", model, "--preset", preset, "--time-dilation", repr(time_dilation),
@@ -69,7 +78,7 @@ def emulated_engine_argv(port: int, *, model: str, preset: str, time_dilation: f
 
 def wait_ready(engines: list[EngineProcess], timeout_s: float = 60.0,
                path: str = "/v1/models") -> None:
-    """Block until every engine answers ``path`` with 200; a clear error if one dies or times
+    """Block until every process answers ``path`` with 200; a clear error if one dies or times
     out, with the tail of its log."""
     deadline = time.monotonic() + timeout_s
     pending = list(engines)
@@ -77,16 +86,16 @@ def wait_ready(engines: list[EngineProcess], timeout_s: float = 60.0,
         while pending:
             for e in list(pending):
                 if not e.alive():
-                    raise RuntimeError(f"engine {e.url} exited with code {e.proc.returncode} "
+                    raise RuntimeError(f"{e.url} exited with code {e.proc.returncode} "
                                        f"before it was ready: {' '.join(e.argv)}\n"
                                        f"{e.log_tail()}")
                 try:
                     if client.get(e.url + path).status_code == 200:
                         pending.remove(e)
                 except httpx.HTTPError:
-                    pass
+                    pass   # not listening yet
             if pending and time.monotonic() > deadline:
-                raise RuntimeError(f"engines not ready after {timeout_s:.0f} s: "
+                raise RuntimeError(f"not ready after {timeout_s:.0f} s: "
                                    f"{[e.url for e in pending]}")
             if pending:
                 time.sleep(0.05)

@@ -39,8 +39,7 @@ class _ReplicaCollector(Collector):
                                "Calls waiting in a model's shared queue (late binding or no "
                                "replica ready)", labels=["model"])
         for m in self.dispatcher.pool.models():
-            mq.add_metric([m], self.dispatcher.ongoing(m)
-                          - sum(r.outstanding for r in self.dispatcher.pool.of_model(m)))
+            mq.add_metric([m], self.dispatcher.model_queue_depth(m))
         yield from (q, f, s, mq)
 
 

@@ -44,6 +44,7 @@ class Planner:
         self.direct = self._plan_all(single_step_tasks(task_models, sla_scale=sla_scale))
         self.pipelines = self._plan_all(multi_step_tasks(task_models, sla_scale=sla_scale))
         self._ids = itertools.count()
+        self._task_names = sorted(self.direct)
 
     def _plan_all(self, tasks: Mapping[str, TaskType]) -> dict[str, PlannedTask]:
         out: dict[str, PlannedTask] = {}
@@ -66,7 +67,7 @@ class Planner:
         return out
 
     def task_names(self) -> list[str]:
-        return sorted(self.direct)
+        return self._task_names
 
     def next_call_id(self) -> int:
         return next(self._ids)

@@ -87,8 +87,7 @@ def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean", param="stream")
-    n = _int_field(body, "n", 1, 1)
-    del n
+    _int_field(body, "n", 1, 1)   # one choice per request is all the gateway serves
     max_tokens = _int_field(body, "max_tokens", 1, cfg.limits.max_tokens)
     if kind == "chat":
         mct = _int_field(body, "max_completion_tokens", 1, cfg.limits.max_tokens)

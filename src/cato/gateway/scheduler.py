@@ -45,8 +45,6 @@ class LiveScheduler:
         self._abandoned: set[int] = set()
         self.decisions: deque[tuple[float, int, str, int]] = deque(maxlen=log_decisions or None)
         self._log = log_decisions > 0
-        self.num_submitted = 0
-        self.num_rejected = 0
 
     # ---- calls -----------------------------------------------------------------------------------
     def submit(self, call: LlmCall) -> asyncio.Future[Dispatch]:
@@ -54,9 +52,7 @@ class LiveScheduler:
         now = self.clock()
         res = self.dispatcher.submit(call, now)
         if res.rejected:
-            self.num_rejected += 1
             raise Rejected(res.reason)
-        self.num_submitted += 1
         fut: asyncio.Future[Dispatch] = asyncio.get_running_loop().create_future()
         self._waiting[call.call_id] = fut
         self._perform(res.dispatches, now)
@@ -126,7 +122,3 @@ class LiveScheduler:
                 todo.extend(self.dispatcher.on_failure(cid, now))
                 continue
             fut.set_result(d)
-
-    @property
-    def num_waiting(self) -> int:
-        return len(self._waiting)
