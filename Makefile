@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-STAMP_LLAMA := $(VENV)/.installed-llamacpp
+STAMP_FULL := $(VENV)/.installed-full
 
 .PHONY: setup run simulate test test-slow bench clean
 
@@ -14,12 +14,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# llama.cpp's server builds from source the first time (about 10 minutes on 2 cores); pip keeps
-# the built wheel in its cache, so later set-ups reuse it.
-$(STAMP_LLAMA): $(STAMP)
-	@echo "installing llama-cpp-python[server] (first time: builds llama.cpp, ~10 min)"
-	$(BIN)/pip install --quiet -e '.[dev,llamacpp]'
-	touch $(STAMP_LLAMA)
+# The tests also need the real llama.cpp engine and Ray. llama.cpp's server builds from source
+# the first time (about 10 minutes on 2 cores); pip keeps the built wheel in its cache, so later
+# set-ups reuse it.
+$(STAMP_FULL): $(STAMP)
+	@echo "installing llama-cpp-python[server] (first time: builds llama.cpp, ~10 min) and ray[serve]"
+	$(BIN)/pip install --quiet -e '.[dev,llamacpp,ray]'
+	touch $(STAMP_FULL)
 
 setup: $(STAMP)
 
@@ -29,12 +30,12 @@ run: $(STAMP)
 simulate: $(STAMP)
 	$(BIN)/cato simulate --scenario paper --seeds 3 --json out/paper.json --plots out/plots
 
-test: $(STAMP_LLAMA)
+test: $(STAMP_FULL)
 	$(BIN)/python -m pytest -q
-	$(BIN)/python -m pytest -q -m llamacpp
+	$(BIN)/python -m pytest -q -m "llamacpp or ray"
 	$(BIN)/mypy
 
-test-slow: $(STAMP_LLAMA)
+test-slow: $(STAMP_FULL)
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)

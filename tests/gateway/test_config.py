@@ -11,10 +11,17 @@ from cato.gateway.config import ConfigError, load_config, parse_config
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name", ["vllm.yaml", "llamacpp.yaml"])
+@pytest.mark.parametrize("name", ["vllm.yaml", "llamacpp.yaml", "ray-vllm.yaml"])
 def test_examples_load(name: str) -> None:
     cfg = load_config(EXAMPLES / name)
-    assert cfg.models and all(m.replicas for m in cfg.models)
+    assert cfg.models and all(m.replicas or m.autoscale for m in cfg.models)
+
+
+def test_ray_example_places_replicas_by_resources() -> None:
+    a = load_config(EXAMPLES / "ray-vllm.yaml").models[0].autoscale
+    assert a is not None and a.provider == "ray"
+    assert a.ray_resources.num_gpus == 1 and a.ray_resources.resources == {"A100": 1}
+    assert "{host}" in a.command and "{port}" in a.command  # type: ignore[operator]
 
 
 @pytest.mark.parametrize("raw,where", [
@@ -29,6 +36,13 @@ def test_examples_load(name: str) -> None:
     ({"models": [{"name": "m", "emulated": {}}], "limitz": {}}, "limitz"),
     ({"models": [{"name": "m", "emulated": {"preset": "tpu"}}]}, "unknown coefficient preset"),
     ({"models": [{"name": "m", "emulated": {}}, {"name": "m", "emulated": {}}]}, "unique"),
+    ({"models": [{"name": "m", "emulated": {}, "autoscale": {"provider": "k8s"}}]},
+     "models.0.autoscale.provider"),
+    ({"models": [{"name": "m", "emulated": {}, "autoscale": {
+        "provider": "ray", "ray_resources": {"num_gpus": -1}}}]},
+     "models.0.autoscale.ray_resources.num_gpus"),
+    ({"models": [{"name": "m", "emulated": {}}], "ray": {"adress": "auto"}}, "ray.adress"),
+    ({"models": [{"name": "m", "emulated": {}}], "local_capacity": 0}, "local_capacity"),
 ])
 def test_bad_config_names_the_field(raw: dict[str, object], where: str) -> None:
     with pytest.raises(ConfigError) as e:

@@ -248,7 +248,8 @@ class Api:
             out.append({"id": r.replica_id, "model": r.model, "url": h.url if h else None,
                         "state": r.phase.value, "queued": r.num_queued,
                         "in_flight": r.num_in_flight, "concurrency_limit": r.concurrency_limit,
-                        "pid": self.gw.pid_of(r.replica_id)})
+                        "pid": self.gw.pid_of(r.replica_id),
+                        "where": self.gw.where_of(r.replica_id)})
         return JSONResponse({"replicas": out, "policy": self.gw.config.routing.policy})
 
     async def admin_queues(self, request: Request) -> Response:

@@ -20,7 +20,7 @@ Example::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -82,10 +82,19 @@ class Emulated(_Strict):
 
 
 
+class RayResources(_Strict):
+    """What one replica of a model needs on a Ray node (Ray's own resource names)."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = Field(default_factory=dict)   # custom, e.g. {"A100": 1}
+
+
 class Autoscale(_Strict):
     """Elastic replicas for a model: the core's scaling policy drives engine processes that
     the gateway starts from ``command`` (``{port}``, ``{host}``, ``{model}`` are filled in;
-    default: the model's emulated engine)."""
+    default: the model's emulated engine), on this machine (``provider: local``) or as Ray
+    actors on a Ray cluster (``provider: ray``, placed by ``ray_resources``)."""
 
     policy: str = "cato"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -93,6 +102,8 @@ class Autoscale(_Strict):
     max_replicas: int = Field(8, ge=1)
     command: tuple[str, ...] | None = None
     start_timeout_s: float = Field(120.0, gt=0)
+    provider: Literal["local", "ray"] = "local"
+    ray_resources: RayResources = RayResources()
 
     @model_validator(mode="after")
     def _bounds(self) -> Autoscale:
@@ -104,6 +115,16 @@ class Autoscale(_Strict):
         if self.command is not None and not any("{port}" in a for a in self.command):
             raise ValueError("command must contain {port}")
         return self
+
+
+class RayCluster(_Strict):
+    """The Ray cluster of ``provider: ray`` models. ``address: null`` starts a local Ray
+    (``ray.init()``); ``auto`` joins the cluster this machine belongs to; ``ray://host:10001``
+    or ``host:6379`` joins a remote one."""
+
+    address: str | None = None
+    namespace: str = "cato"
+    num_cpus: int | None = Field(None, ge=1)   # only for a local Ray started by the gateway
 
 
 class ModelConfig(_Strict):
@@ -148,6 +169,8 @@ class GatewayConfig(_Strict):
     profile_probes: int = Field(3, ge=1, le=50)
     profile_at_startup: bool = True
     code_index_root: str | None = None
+    ray: RayCluster = RayCluster()
+    local_capacity: int | None = Field(None, ge=1)   # engine processes this machine may run
 
     @model_validator(mode="after")
     def _tasks(self) -> GatewayConfig:

@@ -19,7 +19,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncGenerator, Callable
 
@@ -38,7 +38,7 @@ from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_por
 from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.planner import Planner
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path
-from cato.gateway.providers import LocalProcessProvider, ProvidedReplica
+from cato.gateway.providers import LocalProcessProvider, ProvidedReplica, ReplicaProvider
 from cato.gateway.provisioner import Provisioner
 from cato.gateway.scheduler import LiveScheduler, Rejected
 
@@ -82,6 +82,8 @@ class Gateway:
         self.planner: Planner | None = None
         self.tools: Tools | None = None
         self.provisioners: dict[str, Provisioner] = {}
+        self.providers: dict[str, ReplicaProvider] = {}       # "local" / "ray"
+        self._startup: dict[str, list[ProvidedReplica]] = {}  # provider-started at start-up
         self._bg: list[asyncio.Task[None]] = []
         self._next_index: dict[str, int] = {}
         self.ready = False
@@ -105,12 +107,14 @@ class Gateway:
                                      self.config.models}
         for p in self.processes:
             out[p.model].append(p.url)
+        for model, reps in self._startup.items():
+            out[model].extend(r.url for r in reps)
         return out
 
     def start_engines(self) -> None:
         """Start the config's emulated engines (blocking; call from a thread)."""
         for m in self.config.models:
-            if m.emulated is None:
+            if m.emulated is None or (m.autoscale and m.autoscale.provider == "ray"):
                 continue
             for i in range(m.emulated.replicas):
                 port = free_port()
@@ -133,6 +137,8 @@ class Gateway:
 
     async def start(self, *, measure_profile: bool = True) -> None:
         await asyncio.to_thread(self.start_engines)
+        self._make_providers()
+        await self._start_remote_replicas()
         if self.tools is None:
             self.tools = await asyncio.to_thread(Tools.open, self.config.code_index_root)
         if self.profile is None:
@@ -166,41 +172,96 @@ class Gateway:
         return rid
 
     def pid_of(self, replica_id: str) -> int | None:
-        """Process id of a replica the gateway started itself (None for external engines)."""
+        """Process id of a replica the gateway started itself (None for external engines;
+        for a Ray replica, the pid on its node)."""
         for prov in self.provisioners.values():
             if replica_id in prov.owned:
-                return prov.owned[replica_id].process.proc.pid
+                return prov.owned[replica_id].pid
         h = self.replicas.get(replica_id)
         p = next((p for p in self.processes if h is not None and p.url == h.url), None)
         return None if p is None else p.proc.pid
+
+    def where_of(self, replica_id: str) -> str | None:
+        """Where a provider placed a replica ("local", or a Ray node's IP and id)."""
+        for prov in self.provisioners.values():
+            if replica_id in prov.owned:
+                return prov.owned[replica_id].where
+        return None
+
+    def set_replica_url(self, replica_id: str, url: str) -> None:
+        """A STARTING replica's address, once its provider knows it."""
+        h = self.replicas.get(replica_id)
+        if h is not None:
+            self.replicas[replica_id] = replace(h, url=url)
 
     def detach_replica(self, replica_id: str) -> None:
         """Forget a drained replica."""
         self.scheduler.remove(replica_id)
         self.replicas.pop(replica_id, None)
 
+    def _command(self, m: ModelConfig) -> list[str]:
+        a = m.autoscale
+        assert a is not None
+        if a.command is not None:
+            return list(a.command)
+        assert m.emulated is not None
+        host = "{host}" if a.provider == "ray" else "127.0.0.1"
+        return emulated_engine_argv("{port}", model=m.name, preset=m.emulated.preset,
+                                    time_dilation=m.emulated.time_dilation,
+                                    seed=m.emulated.seed, host=host)
+
+    def _make_providers(self) -> None:
+        local = {m.name: self._command(m) for m in self.config.models
+                 if m.autoscale and m.autoscale.provider == "local"}
+        remote = {m.name: self._command(m) for m in self.config.models
+                  if m.autoscale and m.autoscale.provider == "ray"}
+        if local:
+            self.providers["local"] = LocalProcessProvider(
+                local, log_dir=self.engine_log_dir, capacity=self.config.local_capacity)
+        if remote:
+            from cato.gateway.ray_provider import RayProvider
+            self.providers["ray"] = RayProvider(
+                self.config.ray, remote,
+                {m.name: m.autoscale.ray_resources for m in self.config.models
+                 if m.autoscale and m.name in remote})
+
+    async def _start_remote_replicas(self) -> None:
+        """Ray models have no engines at start-up: bring up ``max(1, min_replicas)`` each (the
+        profile needs one) and hand them to the provisioner."""
+        prov = self.providers.get("ray")
+        if prov is None:
+            return
+        for m in self.config.models:
+            if not (m.autoscale and m.autoscale.provider == "ray"):
+                continue
+            n = max(1, m.autoscale.min_replicas)
+            timeout = m.autoscale.start_timeout_s
+            reps = list(await asyncio.gather(*(asyncio.wait_for(prov.start(m.name), timeout)
+                                               for _ in range(n))))
+            self._startup[m.name] = reps
+            await asyncio.gather(*(prov.wait_ready(r, timeout) for r in reps))
+            log.info("%s: %d replicas up on Ray nodes %s", m.name, n,
+                     sorted({r.where for r in reps}))
+
     def start_provisioners(self) -> None:
         for m in self.config.models:
             a = m.autoscale
             if a is None:
                 continue
-            if a.command is not None:
-                cmd = list(a.command)
-            else:
-                assert m.emulated is not None
-                cmd = emulated_engine_argv("{port}", model=m.name, preset=m.emulated.preset,
-                                           time_dilation=m.emulated.time_dilation,
-                                           seed=m.emulated.seed)
-            provider = LocalProcessProvider({m.name: cmd}, log_dir=self.engine_log_dir)
+            provider = self.providers[a.provider]
             prov = Provisioner(self, m.name, provider, policy=a.policy, params=a.params,
                                min_replicas=a.min_replicas, max_replicas=a.max_replicas,
                                start_timeout_s=a.start_timeout_s)
             # replicas the gateway started itself at start-up are the provisioner's to scale
+            started = {r.url: r for r in self._startup.pop(m.name, [])}
             for rid, h in self.replicas.items():
                 proc = next((p for p in self.processes if p.url == h.url), None)
-                if h.model == m.name and proc is not None:
-                    prov.owned[rid] = ProvidedReplica(h.url, proc, proc.started_s)
+                if h.model == m.name and proc is not None and isinstance(
+                        provider, LocalProcessProvider):
+                    prov.owned[rid] = provider.adopt(proc)
                     self.processes.remove(proc)
+                elif h.model == m.name and h.url in started:
+                    prov.owned[rid] = started[h.url]
             self.provisioners[m.name] = prov
             self._bg.append(asyncio.ensure_future(prov.run()))
 
@@ -236,6 +297,8 @@ class Gateway:
             t.cancel()
         for prov in self.provisioners.values():
             await prov.aclose()
+        for provider in self.providers.values():
+            await provider.aclose()
         await self.client.aclose()
         for p in self.processes:
             await asyncio.to_thread(p.stop)

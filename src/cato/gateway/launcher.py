@@ -53,10 +53,22 @@ def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
             proc.wait(timeout_s)
 
 
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL when the parent dies, so an engine never
+    outlives the process that supervises it (e.g. a Ray actor killed with its node)."""
+    import ctypes
+    import signal
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except OSError:
+        pass   # not Linux: the supervisor's stop() still ends it
+
+
 def start_process(argv: list[str], url: str, log_dir: Path | None = None, *,
-                  log_path: Path | None = None, model: str = "") -> EngineProcess:
+                  log_path: Path | None = None, model: str = "",
+                  die_with_parent: bool = False) -> EngineProcess:
     """Start ``argv`` in its own session; output to ``log_path`` (or ``log_dir``/engine-PORT.log,
-    or nowhere)."""
+    or nowhere). ``die_with_parent``: killed if this process dies (Linux)."""
     if log_path is None and log_dir is not None:
         log_path = log_dir / f"engine-{url.rsplit(':', 1)[-1]}.log"
     out: int | object = subprocess.DEVNULL
@@ -65,7 +77,8 @@ def start_process(argv: list[str], url: str, log_dir: Path | None = None, *,
         out = open(log_path, "wb")   # noqa: SIM115  (owned by the child)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,  # type: ignore[arg-type]
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=_die_with_parent if die_with_parent else None)
     return EngineProcess(url, argv, proc, log_path, model=model)
 
 

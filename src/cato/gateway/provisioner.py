@@ -59,6 +59,7 @@ class Provisioner:
         self.cold_starts_s: list[float] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._leaving: set[str] = set()
+        self._placing: set[str] = set()
 
     # ---- the loop --------------------------------------------------------------------------------
     async def run(self, supervise_every_s: float = 0.5) -> None:
@@ -68,25 +69,34 @@ class Provisioner:
         while True:
             await asyncio.sleep(supervise_every_s)
             try:
-                self._supervise()
+                await self._supervise()
                 self._top_up()
                 if loop.time() >= next_tick:
                     next_tick += self.policy.interval_s
-                    self.tick()
+                    await self.tick()
             except Exception:   # one bad tick must not stop scaling
                 log.exception("scaling tick for %s failed", self.model)
 
-    def tick(self) -> None:
-        self._supervise()
+    async def tick(self) -> None:
+        await self._supervise()
         ctx = self.gw.dispatcher.scaling_context(
             self.model, self.gw.clock(), min_replicas=self.min_replicas,
-            max_replicas=self.max_replicas)
+            max_replicas=self.max_replicas, cluster_free=await self._cluster_free())
         dec = apply_bounds(ctx, self.policy.decide(ctx))
         for _ in range(dec.add):
             self.add(dec.reason)
         for rid in dec.remove:
             self.remove(rid, dec.reason)
         self._top_up()
+
+    async def _cluster_free(self) -> int | None:
+        """Room for more replicas, less those already asked for and not yet placed."""
+        try:
+            free = await self.provider.free_slots(self.model)
+        except Exception as e:   # a cluster that does not answer is no room to grow
+            log.warning("capacity of %s unknown (%s); not scaling up", self.model, e)
+            return 0
+        return None if free is None else max(0, free - len(self._placing))
 
     def _spawn(self, coro: object) -> None:
         t = asyncio.ensure_future(coro)  # type: ignore[call-overload]
@@ -101,14 +111,27 @@ class Provisioner:
 
     # ---- actions ---------------------------------------------------------------------------------
     def add(self, reason: str) -> str:
-        rep = self.provider.start(self.model)
-        rid = self.gw.attach_replica(self.model, rep.url, ready=False)
-        self.owned[rid] = rep
+        """Register a STARTING replica now (so the next decision counts it) and bring it up in
+        the background: start it, learn its address, wait until its engine answers."""
+        rid = self.gw.attach_replica(self.model, "", ready=False)
+        self._placing.add(rid)
         self._event("add", rid, reason)
-        self._spawn(self._become_ready(rid, rep))
+        self._spawn(self._bring_up(rid))
         return rid
 
-    async def _become_ready(self, rid: str, rep: ProvidedReplica) -> None:
+    async def _bring_up(self, rid: str) -> None:
+        try:
+            rep = await asyncio.wait_for(self.provider.start(self.model), self.start_timeout_s)
+        except Exception as e:
+            self._placing.discard(rid)
+            self._event("failed", rid, f"could not start: {e}"[:300])
+            await self._retire(rid)
+            return
+        self._placing.discard(rid)
+        self.owned[rid] = rep
+        self.gw.set_replica_url(rid, rep.url)
+        if rid in self._leaving:      # removed while it was being placed
+            return
         try:
             cold = await self.provider.wait_ready(rep, self.start_timeout_s)
         except RuntimeError as e:
@@ -118,7 +141,7 @@ class Provisioner:
         self.cold_starts_s.append(cold)
         self.gw.metrics.cold_start.labels(self.model).observe(cold)
         self.gw.scheduler.mark_ready(rid)
-        self._event("ready", rid, f"cold start {cold:.2f} s")
+        self._event("ready", rid, f"cold start {cold:.2f} s on {rep.where}")
 
     def remove(self, rid: str, reason: str) -> None:
         if rid in self._leaving:
@@ -134,6 +157,8 @@ class Provisioner:
         deadline = time.monotonic() + self.max_drain_s
         while not self.gw.dispatcher.is_drained(rid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        while rid in self._placing:        # let a start in flight finish, then stop it
+            await asyncio.sleep(0.05)
         rep = self.owned.pop(rid, None)
         if rep is not None:
             await self.provider.stop(rep)
@@ -141,11 +166,13 @@ class Provisioner:
         self._leaving.discard(rid)
         self._event("stopped", rid, "drained")
 
-    def _supervise(self) -> None:
+    async def _supervise(self) -> None:
         for rid, rep in list(self.owned.items()):
-            if rid not in self._leaving and not self.provider.alive(rep):
-                code = rep.process.proc.returncode
-                self._event("crashed", rid, f"process exited with code {code}")
+            if rid in self._leaving:
+                continue
+            reason = await self.provider.exit_reason(rep)
+            if reason is not None and rid not in self._leaving:
+                self._event("crashed", rid, reason)
                 self.remove(rid, "crashed")
 
     def _top_up(self) -> None:
