@@ -498,3 +498,64 @@ def bench_surge_cmd(
     console.print(f"requests {s['requests']}; attainment {s['attainment']}; "
                   f"max replicas {s['max_replicas']}; live cold start "
                   f"{s['live_cold_start_median_s']:.2f} s -> {png}")
+
+
+@bench_app.command("run")
+def bench_run_cmd(
+    url: str = typer.Option(..., "--url", help="Base URL of an OpenAI-compatible endpoint (POST {url}/v1/completions)."),
+    scenario: str = typer.Option("mixA-poisson", "--scenario", "-s", help="Named scenario the stream comes from (see `cato scenarios`)."),
+    rate: Optional[float] = typer.Option(None, help="Mean rate in req/s (default: the scenario's lowest)."),
+    duration: Optional[float] = typer.Option(None, help="Override the scenario's duration (s)."),
+    seed: int = typer.Option(0, help="Seed of the stream (same seed, same stream for every system)."),
+    arrival: Optional[str] = typer.Option(None, help="Arrival process: poisson, gamma, onoff or azure (default: the scenario's)."),
+    cv: float = typer.Option(4.0, help="Coefficient of variation of --arrival gamma."),
+    mix: Optional[str] = typer.Option(None, help="Task mix: A, B or task=weight,... (default: the scenario's)."),
+    sla_scale: float = typer.Option(1.0, "--sla-scale", help="Multiply every SLA (engines slowed D times: D)."),
+    model: Optional[str] = typer.Option(None, help="Model name sent (default: each task's model in the scenario)."),
+    header: Optional[list[str]] = typer.Option(None, "--header", "-H", help="Extra header 'Name: value' (repeatable)."),
+    system: str = typer.Option("live", help="Label of the system under test (records' policy)."),
+    utilization: Optional[float] = typer.Option(None, help="Utilisation measured elsewhere (0-1), copied into the summary."),
+    window: float = typer.Option(10.0, help="Seconds per window of the attainment-over-time plot."),
+    timeout: float = typer.Option(600.0, help="Per-request timeout (s)."),
+    out: Optional[Path] = typer.Option(None, help="Write records (JSONL), summary JSON and plots into this folder."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the summary JSON here."),
+) -> None:
+    """Open-loop live load from a scenario's stream against any OpenAI-compatible endpoint."""
+    import asyncio
+
+    from cato.benchmarks import live_load as ll
+    from cato.sim.scenarios import scenario as get_scenario
+
+    checks = ((duration, "--duration"), (sla_scale, "--sla-scale"), (cv, "--cv"),
+              (window, "--window"), (timeout, "--timeout"), (rate, "--rate"))
+    for value, flag in checks:
+        if value is not None and not value > 0:
+            _fail(f"{flag} must be > 0, got {value}")
+    if utilization is not None and not 0.0 <= utilization <= 1.0:
+        _fail(f"--utilization must be in [0, 1], got {utilization}")
+    try:
+        headers = ll.parse_headers(header or [])
+        r = rate if rate is not None else min(get_scenario(scenario).rates_rps)
+        stream = ll.build_live_stream(scenario, r, seed, duration_s=duration, arrival=arrival,
+                                      mix=mix, sla_scale=sla_scale, model=model, cv=cv)
+        asyncio.run(ll.check_reachable(url))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    if not stream:
+        _fail(f"the stream of {scenario!r} at {r:g} req/s is empty; raise --rate or --duration")
+    console.print(f"{system}: {len(stream)} requests of {scenario} at {r:g} req/s (seed {seed}) "
+                  f"-> {url}")
+    run = asyncio.run(ll.run_live_load(url, stream, headers=headers, timeout_s=timeout,
+                                       system=system))
+    summary = ll.live_summary(run, system=system, utilization=utilization, scenario=scenario,
+                              rate_rps=r, seed=seed)
+    summary.update(arrival=arrival, cv=cv if arrival == "gamma" else None, mix=mix,
+                   sla_scale=sla_scale, model=model)
+    console.print(ll.summary_table(summary))
+    if out is not None:
+        for p in ll.write_outputs(run, summary, out, window_s=window):
+            console.print(f"wrote {p}")
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(summary, indent=1))
+        console.print(f"wrote {json_path}")

@@ -16,12 +16,31 @@ import aiohttp
 
 @dataclass(slots=True)
 class Timing:
+    """One streamed request as the client saw it.
+
+    ``status`` is the HTTP status, 599 for an error event inside a 200 stream, -1 when the
+    request failed in transport (refused, reset, cut mid-stream, timed out). ``ttft_s``/``e2e_s``
+    are relative to the send; the ``*_at`` fields are absolute ``time.perf_counter()`` readings:
+    ``first_at``/``last_at`` the first/last event carrying text, ``end_at`` when the response
+    ended whatever its outcome. ``done``: the stream ended with ``data: [DONE]``.
+    """
+
     status: int
     ttft_s: float | None = None
     e2e_s: float | None = None
     chunks: int = 0
     summary: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    sent_at: float | None = None
+    first_at: float | None = None
+    last_at: float | None = None
+    end_at: float | None = None
+    done: bool = False
+    timed_out: bool = False
+    output_tokens: int | None = None
+    """``usage.completion_tokens`` where the server reported it."""
+    replica: str | None = None
+    """The ``x-cato-replica`` response header where the server sent one (the CATO gateway)."""
 
 
 def session(limit: int = 0, timeout_s: float = 120.0) -> aiohttp.ClientSession:
@@ -39,35 +58,65 @@ def _has_text(ev: dict[str, Any]) -> bool:
 async def stream_request(s: aiohttp.ClientSession, url: str, body: dict[str, Any],
                          headers: dict[str, str] | None = None, *,
                          at: float | None = None) -> Timing:
-    """POST a streaming request (at ``time.perf_counter()`` time ``at`` if given) and time it."""
+    """POST a streaming request (at ``time.perf_counter()`` time ``at`` if given) and time it.
+
+    Never raises for a server's or the network's fault: the outcome is in the returned
+    :class:`Timing` (what was measured before a mid-stream failure is kept)."""
     if at is not None:
         await asyncio.sleep(max(0.0, at - time.perf_counter()))
     t0 = time.perf_counter()
+    out = Timing(-1, sent_at=t0)
     try:
         async with s.post(url, json=dict(body, stream=True), headers=headers) as r:
-            out = Timing(r.status)
+            out.status = r.status
+            out.replica = r.headers.get("x-cato-replica")
             if r.status != 200:
-                try:
-                    out.error = str((await r.json()).get("error", {}).get("message"))
-                except (aiohttp.ContentTypeError, ValueError):
-                    out.error = (await r.text())[:200]
-                return out
-            async for raw in r.content:
-                line = raw.strip()
-                if not line.startswith(b"data: ") or line == b"data: [DONE]":
-                    continue
-                ev = json.loads(line[6:])
-                if "error" in ev:
-                    out.error = str(ev["error"].get("message"))
-                    out.status = 599
-                    break
-                if _has_text(ev):
-                    out.chunks += 1
-                    if out.ttft_s is None:
-                        out.ttft_s = time.perf_counter() - t0
-                if "cato" in ev:
-                    out.summary = ev["cato"]
-            out.e2e_s = time.perf_counter() - t0
-            return out
-    except (aiohttp.ClientError, asyncio.TimeoutError) as e:
-        return Timing(-1, error=f"{type(e).__name__}: {e}")
+                out.error = await _error_text(r)
+            else:
+                await _read_stream(r, out, t0)
+    except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as e:
+        out.status = -1
+        out.timed_out = isinstance(e, asyncio.TimeoutError)
+        out.error = f"{type(e).__name__}: {e}"
+    out.end_at = time.perf_counter()
+    return out
+
+
+async def _error_text(r: aiohttp.ClientResponse) -> str:
+    try:
+        return str((await r.json()).get("error", {}).get("message"))
+    except (aiohttp.ContentTypeError, ValueError, AttributeError):
+        return (await r.text())[:200]
+
+
+async def _read_stream(r: aiohttp.ClientResponse, out: Timing, t0: float) -> None:
+    """Read an SSE stream into ``out``; raises on transport errors and malformed events."""
+    async for raw in r.content:
+        line = raw.strip()
+        if line == b"data: [DONE]":
+            out.done = True
+            continue
+        if not line.startswith(b"data: "):
+            continue
+        ev = json.loads(line[6:])
+        if not isinstance(ev, dict):
+            raise ValueError(f"malformed stream event {line[:80]!r}")
+        if "error" in ev:
+            err = ev["error"]
+            out.error = str(err.get("message") if isinstance(err, dict) else err)
+            out.status = 599
+            break
+        if _has_text(ev):
+            now = time.perf_counter()
+            out.chunks += 1
+            out.last_at = now
+            if out.ttft_s is None:
+                out.ttft_s = now - t0
+                out.first_at = now
+        usage = ev.get("usage")
+        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            out.output_tokens = usage["completion_tokens"]
+        if "cato" in ev:
+            out.summary = ev["cato"]
+    if out.status == 200:
+        out.e2e_s = time.perf_counter() - t0
