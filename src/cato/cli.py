@@ -373,13 +373,15 @@ def engine(
     seed: int = typer.Option(0),
     jitter: float = typer.Option(0.0, help="Log-normal sigma of step-time jitter."),
     max_model_len: Optional[int] = typer.Option(None),
+    max_num_seqs: Optional[int] = typer.Option(None, help="Batch cap (vLLM's --max-num-seqs); "
+                                               "default: the preset's."),
 ) -> None:
     """Run an emulated engine: an OpenAI-compatible server over the protocol's replica model."""
     from cato.engine.server import engine_command
     try:
         engine_command(port=port, host=host, model=model, preset=preset,
                        time_dilation=time_dilation, seed=seed, jitter=jitter,
-                       max_model_len=max_model_len)
+                       max_model_len=max_model_len, max_num_seqs=max_num_seqs)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -559,3 +561,114 @@ def bench_run_cmd(
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(summary, indent=1))
         console.print(f"wrote {json_path}")
+
+
+@bench_app.command("compare")
+def bench_compare_cmd(
+    systems: str = typer.Option("cato,ray-serve,round-robin",
+                                help="Comma-separated: cato, cato-plus, round-robin, "
+                                     "least-outstanding, ray-serve, ray-serve-tuned, "
+                                     "ray-serve-cato."),
+    scenario: str = typer.Option("paper", help="A single-step scenario (`cato scenarios`)."),
+    rate: float = typer.Option(3.33, help="Requests per second (the stream's mean rate)."),
+    duration: Optional[float] = typer.Option(None, help="Seconds of load (default: the "
+                                                        "scenario's)."),
+    seeds: str = typer.Option("0,1,2", help="Comma-separated seeds; each is one stream."),
+    time_dilation: float = typer.Option(1.0, help="Engines this many times slower than the "
+                                                  "model, SLAs scaled alike (load the machine "
+                                                  "less)."),
+    arrival: Optional[str] = typer.Option(None, help="poisson, gamma, onoff or azure "
+                                                     "(default: the scenario's)."),
+    autoscale: bool = typer.Option(False, help="Each system autoscales within the "
+                                               "scenario's bounds."),
+    scaling: Optional[str] = typer.Option(None, help="Algorithm 2 parameters as JSON."),
+    out: Path = typer.Option(Path("out/compare"), help="Directory for runs and the report."),
+    quiet: bool = typer.Option(False, help="No progress bars."),
+) -> None:
+    """Start each system in turn over the same emulated engines, replay the same stream, and
+    write one report (table with ratios per metric, plots)."""
+    from cato.benchmarks.compare import SYSTEMS, CompareSettings, run_compare, write_report
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    bad = [s for s in names if s not in SYSTEMS]
+    if not names or bad:
+        _fail(f"--systems: unknown {bad or systems!r}; known: {', '.join(SYSTEMS)}")
+    try:
+        seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+    except ValueError:
+        _fail(f"--seeds must be comma-separated integers, got {seeds!r}")
+    if not seed_list:
+        _fail("--seeds: at least one seed")
+    if rate <= 0 or time_dilation <= 0 or (duration is not None and duration <= 0):
+        _fail(f"--rate, --duration and --time-dilation must be > 0 (got {rate}, {duration}, "
+              f"{time_dilation})")
+    params: dict[str, Any] | None = None
+    if scaling:
+        try:
+            params = json.loads(scaling)
+        except ValueError:
+            _fail(f"--scaling is not JSON: {scaling!r}")
+        if not isinstance(params, dict):
+            _fail(f"--scaling must be a JSON object, got {scaling!r}")
+    from cato.benchmarks.live_load import live_scenario
+    try:
+        live_scenario(scenario, duration_s=duration, arrival=arrival)
+    except ValueError as e:
+        _fail(str(e))
+    settings = CompareSettings(scenario=scenario, rate=rate, seeds=seed_list, systems=names,
+                               duration_s=duration, time_dilation=time_dilation,
+                               arrival=arrival, autoscale=autoscale, scaling=params,
+                               out_dir=out, progress=not quiet)
+    result = run_compare(settings, log=console.print)
+    paths = write_report(result, out)
+    console.print(paths[1].read_text())
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+@bench_app.command("capacity")
+def bench_capacity_cmd(
+    systems: str = typer.Option("cato,ray-serve", help="Comma-separated gateways to measure."),
+    rates: str = typer.Option("50,100,200,400", help="Offered rates (req/s), comma-separated."),
+    duration: float = typer.Option(10.0, help="Seconds per rate."),
+    replicas: int = typer.Option(2, min=1, max=16, help="Instant engines behind each."),
+    seed: int = typer.Option(0),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the points as JSON."),
+) -> None:
+    """Requests/s each gateway sustains in front of instant engines, and the latency it adds
+    over the engines addressed directly (same machine, same streams)."""
+    from dataclasses import asdict
+
+    from cato.benchmarks.compare import SYSTEMS
+    from cato.benchmarks.gateway_capacity import bench_capacity, sustained_rate
+    from rich.table import Table
+    names = [s.strip() for s in systems.split(",") if s.strip()]
+    bad = [s for s in names if s not in SYSTEMS]
+    if not names or bad:
+        _fail(f"--systems: unknown {bad or systems!r}; known: {', '.join(SYSTEMS)}")
+    try:
+        rate_list = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        _fail(f"--rates must be comma-separated numbers, got {rates!r}")
+    if not rate_list or any(r <= 0 for r in rate_list) or duration <= 0:
+        _fail(f"--rates and --duration must be > 0 (got {rates!r}, {duration})")
+    t = Table("system", "offered req/s", "ok", "throughput", "P50 TTFT ms", "P99 TTFT ms",
+              "overhead P50 ms", "sustained")
+
+    def show(p: Any) -> None:
+        console.print(f"{p.system} at {p.offered_rps:g} req/s: {p.throughput_rps:.1f} req/s, "
+                      f"P50 TTFT {p.p50_ttft_ms or float('nan'):.1f} ms")
+
+    points = bench_capacity(names, rates=rate_list, duration_s=duration, replicas=replicas,
+                            seed=seed, on_point=show)
+    def f(v: float | None) -> str:
+        return "–" if v is None else f"{v:.1f}"
+
+    for p in points:
+        t.add_row(p.system, f"{p.offered_rps:g}", f"{p.ok}/{p.requests}",
+                  f"{p.throughput_rps:.1f}", f(p.p50_ttft_ms), f(p.p99_ttft_ms),
+                  f(p.overhead_p50_ms), "yes" if p.sustained else "no")
+    console.print(t)
+    for s in ["direct", *names]:
+        console.print(f"{s}: sustains {sustained_rate(points, s) or 0:g} req/s")
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps([asdict(p) for p in points], indent=1))

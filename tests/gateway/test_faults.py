@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import time
 from pathlib import Path
@@ -106,3 +107,30 @@ def test_client_disconnect_mid_stream_frees_the_engine_slot(
     r2 = httpx.post(slow_gateway.url + "/v1/completions",
                     json={"model": "completion", "prompt": "x", "max_tokens": 2}, timeout=30)
     assert r2.status_code == 200
+
+
+def test_failed_start_up_names_the_cause_and_leaves_no_engine(tmp_path: Path) -> None:
+    """SLAs the engines cannot meet: start-up fails with the hint, and the engines the gateway
+    had started are stopped."""
+    import yaml
+
+    from cato.demo import start_gateway
+    model = f"orphan-check-{os.getpid()}"
+    cfg = tmp_path / "cato.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "models": [{"name": model, "emulated": {"replicas": 2, "time_dilation": 1.0}}],
+        "sla_scale": 0.001, "profile_at_startup": False}))
+    with pytest.raises(RuntimeError, match="sla_scale"):
+        start_gateway(["--config", str(cfg), "--profile", str(tmp_path / "p.json")],
+                      timeout_s=60, log_path=tmp_path / "gw.log")
+    time.sleep(1.0)
+    left = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+            and model.encode() in _cmdline(p)]
+    assert not left, left
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""

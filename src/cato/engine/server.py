@@ -537,17 +537,23 @@ def engine_command(
     seed: int = 0,
     jitter: float = 0.0,
     max_model_len: int | None = None,
+    max_num_seqs: int | None = None,
 ) -> None:
     """``cato engine``: serve an emulated engine (coefficient preset ``preset``) on
     ``host:port``. Raises ValueError for an unknown preset or an invalid setting."""
-    cfg = EngineConfig(model=model, coeffs=preset_coeffs(preset), time_dilation=time_dilation, seed=seed,
+    coeffs = preset_coeffs(preset)
+    if max_num_seqs is not None:
+        if max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
+        coeffs = coeffs.with_overrides(max_num_seqs=max_num_seqs)
+    cfg = EngineConfig(model=model, coeffs=coeffs, time_dilation=time_dilation, seed=seed,
                        jitter_sigma=jitter, max_model_len=max_model_len)
     serve(host, port, cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cato.engine.server [--port N] [--host H] [--model M] [--preset P]
-    [--time-dilation D] [--seed S] [--jitter SIGMA] [--max-model-len L]``."""
+    [--time-dilation D] [--seed S] [--jitter SIGMA] [--max-model-len L] [--max-num-seqs N]``."""
     p = argparse.ArgumentParser(prog="cato engine", description="Emulated OpenAI-compatible LLM engine.")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1")
@@ -557,11 +563,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jitter", type=float, default=0.0)
     p.add_argument("--max-model-len", type=int, default=None)
+    p.add_argument("--max-num-seqs", type=int, default=None)
     a = p.parse_args(argv)
     try:
         engine_command(port=a.port, host=a.host, model=a.model, preset=a.preset,
                        time_dilation=a.time_dilation, seed=a.seed, jitter=a.jitter,
-                       max_model_len=a.max_model_len)
+                       max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs)
     except ValueError as exc:
         p.error(str(exc))
     return 0

@@ -308,7 +308,11 @@ def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if start:
-            await gw.start()
+            try:
+                await gw.start()
+            except BaseException:
+                await gw.aclose()    # a failed start leaves no engine behind
+                raise
         try:
             yield
         finally:

@@ -79,6 +79,7 @@ class Emulated(_Strict):
     preset: PresetName = "a100-llama7b"
     time_dilation: float = Field(1.0, gt=0, le=1000)
     seed: int = 0
+    max_num_seqs: int | None = Field(None, ge=1, le=4096)   # batch cap (default: the preset's)
 
 
 

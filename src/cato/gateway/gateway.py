@@ -120,7 +120,8 @@ class Gateway:
                 port = free_port()
                 argv = emulated_engine_argv(port, model=m.name, preset=m.emulated.preset,
                                             time_dilation=m.emulated.time_dilation,
-                                            seed=m.emulated.seed + i)
+                                            seed=m.emulated.seed + i,
+                                            max_num_seqs=m.emulated.max_num_seqs)
                 self.processes.append(start_process(argv, f"http://127.0.0.1:{port}",
                                                     self.engine_log_dir, model=m.name))
         wait_ready(self.processes, timeout_s=60.0)
@@ -208,7 +209,8 @@ class Gateway:
         host = "{host}" if a.provider == "ray" else "127.0.0.1"
         return emulated_engine_argv("{port}", model=m.name, preset=m.emulated.preset,
                                     time_dilation=m.emulated.time_dilation,
-                                    seed=m.emulated.seed, host=host)
+                                    seed=m.emulated.seed, host=host,
+                                    max_num_seqs=m.emulated.max_num_seqs)
 
     def _make_providers(self) -> None:
         local = {m.name: self._command(m) for m in self.config.models
@@ -355,8 +357,10 @@ class Gateway:
 def _unprofiled(m: ModelConfig) -> ModelProfile:
     """A model's latency model before any measurement: its preset, slowed by the time dilation
     of an emulated engine (known exactly: the gateway started it)."""
-    scale = m.emulated.time_dilation if m.emulated is not None else 1.0
-    return ModelProfile(coefficients=m.coefficients, time_scale=scale)
+    if m.emulated is None:
+        return ModelProfile(coefficients=m.coefficients)
+    return ModelProfile(coefficients=m.coefficients, time_scale=m.emulated.time_dilation,
+                        max_num_seqs=m.emulated.max_num_seqs)
 
 
 def _collect(ev: dict[str, Any], stats: CallStats) -> None:

@@ -83,10 +83,14 @@ def start_process(argv: list[str], url: str, log_dir: Path | None = None, *,
 
 
 def emulated_engine_argv(port: int | str, *, model: str, preset: str, time_dilation: float,
-                         seed: int, host: str = "127.0.0.1") -> list[str]:
-    return [sys.executable, "-m", "cato", "engine", "--host", host, "--port", str(port),
+                         seed: int, host: str = "127.0.0.1",
+                         max_num_seqs: int | None = None) -> list[str]:
+    argv = [sys.executable, "-m", "cato", "engine", "--host", host, "--port", str(port),
             "--model", model, "--preset", preset, "--time-dilation", repr(time_dilation),
             "--seed", str(seed)]
+    if max_num_seqs is not None:
+        argv += ["--max-num-seqs", str(max_num_seqs)]
+    return argv
 
 
 def wait_ready(engines: list[EngineProcess], timeout_s: float = 60.0,

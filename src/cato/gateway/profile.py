@@ -24,10 +24,13 @@ class ModelProfile(BaseModel):
 
     coefficients: str
     time_scale: float = Field(1.0, gt=0)
+    max_num_seqs: int | None = Field(None, ge=1)    # the engines' batch cap, if not the preset's
     probes: list[dict[str, float]] = Field(default_factory=list)
 
     def coeffs(self) -> ReplicaCoefficients:
         base = preset(self.coefficients)
+        if self.max_num_seqs is not None:
+            base = base.with_overrides(max_num_seqs=self.max_num_seqs)
         if abs(self.time_scale - 1.0) < 1e-9:
             return base
         return slowed(base, self.time_scale, name=f"{base.name}-fitted")

@@ -89,8 +89,9 @@ async def measure_profile(gw: Gateway, *, probes_per_node: int = 3,
     for m in cfg.models:
         r = ratios[m.name]
         scale = math.exp(statistics.fmean(math.log(x) for x in r)) if r else 1.0
-        models[m.name] = ModelProfile(coefficients=m.coefficients, time_scale=scale,
-                                      probes=probes[m.name])
+        models[m.name] = ModelProfile(
+            coefficients=m.coefficients, time_scale=scale, probes=probes[m.name],
+            max_num_seqs=m.emulated.max_num_seqs if m.emulated else None)
     return Profile(source="measured", fingerprint=gw.fingerprint(), models=models, nodes=nodes)
 
 

@@ -1,0 +1,452 @@
+"""``cato bench compare``: CATO, the real Ray Serve and round robin, live, on the same stream.
+
+For each seed the stream is built once (:func:`cato.benchmarks.live_load.build_live_stream`: the
+simulator's arrivals, tasks and lengths, real prompts). Each system is then started in turn over
+the *same* emulated engines (the scenario's models, presets, batch caps and replica counts; all
+slowed by ``time_dilation``, SLAs scaled by the same factor), the stream is replayed open loop,
+and the system is stopped. The order of the systems rotates from seed to seed, so drift of the
+machine does not always favour the same one.
+
+Systems:
+
+* ``cato``, ``cato-plus``, ``round-robin``, ``least-outstanding``: ``cato serve`` with that
+  routing policy (the same gateway, queues and engines; only the policy differs);
+* ``ray-serve``, ``ray-serve-tuned``, ``ray-serve-cato``: Ray Serve 2.60 (``python -m
+  cato.rayserve``): its proxy and default power-of-two router with Ray's defaults, tuned for
+  LLMs, or with CATO's router and autoscaling policy (``docs/RAY_SERVE.md``).
+
+With ``autoscale`` every system scales its replicas between the scenario's bounds with its own
+policy (CATO's Algorithm 2, Ray Serve's queue-length autoscaler, ...) and the report adds the
+replicas over time, replica-seconds per met request and utilisation.
+
+Utilisation is measured the same way for every system, from the client's records: a replica is
+busy while at least one request it serves is between its send and its last token (the replica
+is reported by ``x-cato-replica``); provisioned replica-seconds are the mean replica count
+sampled every second times the run's length.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cato.core.catalog import single_step_tasks
+from cato.core.coefficients import PRESETS, ReplicaCoefficients, preset, slowed
+from cato.core.records import RequestRecord
+from cato.sim.scenarios import Scenario
+
+GATEWAY_SYSTEMS: dict[str, str] = {"cato": "cato", "cato-plus": "cato-plus",
+                                   "round-robin": "round_robin",
+                                   "least-outstanding": "least_outstanding"}
+RAY_SYSTEMS: tuple[str, ...] = ("ray-serve", "ray-serve-tuned", "ray-serve-cato")
+SYSTEMS: tuple[str, ...] = (*GATEWAY_SYSTEMS, *RAY_SYSTEMS)
+
+#: The report's headline metrics: (summary path, label, lower is better).
+HEADLINE: tuple[tuple[str, str, bool], ...] = (
+    ("attainment", "attainment", False),
+    ("request_goodput", "goodput (req/s)", False),
+    ("tasks.generation.p95_ttft_ms", "P95 TTFT generation (ms)", True),
+    ("tasks.completion.p95_ttft_ms", "P95 TTFT completion (ms)", True),
+    ("tasks.summarization.p95_e2e_ms", "P95 E2E summarization (ms)", True),
+    ("tasks.translation.p95_e2e_ms", "P95 E2E translation (ms)", True),
+    ("utilization", "utilisation", False),
+    ("replica_s_per_met", "replica-s / met", True),
+    ("mean_replicas", "mean replicas", True),
+)
+
+
+# ---- the engines of a scenario ------------------------------------------------------------------
+@dataclass(frozen=True)
+class LiveModel:
+    """One model of a scenario as emulated engines: a preset slowed by ``slowdown`` (before the
+    run's time dilation), an optional batch cap, and its replica bounds."""
+
+    name: str
+    preset: str
+    slowdown: float
+    max_num_seqs: int | None
+    replicas: int
+    min_replicas: int
+    max_replicas: int
+
+
+def _same(a: ReplicaCoefficients, b: ReplicaCoefficients) -> bool:
+    """Equal but for the name and the batch cap."""
+    names = [f.name for f in fields(a) if f.name not in ("name", "max_num_seqs")]
+    return all(abs(float(getattr(a, n)) - float(getattr(b, n))) <= 1e-9 * max(
+        1.0, abs(float(getattr(a, n)))) for n in names)
+
+
+def match_preset(c: ReplicaCoefficients) -> tuple[str, float, int | None]:
+    """(preset, slowdown, batch cap) such that ``c`` is that preset slowed, with that cap."""
+    for name in PRESETS:
+        base = preset(name)
+        f = c.t_floor_ms / base.t_floor_ms
+        cand = base if abs(f - 1.0) < 1e-12 else slowed(base, f, name=c.name)
+        if _same(cand, c):
+            cap = None if c.max_num_seqs == base.max_num_seqs else c.max_num_seqs
+            return name, f, cap
+    raise ValueError(f"coefficients {c.name!r} are no preset slowed down: cannot be emulated")
+
+
+def live_models(sc: Scenario) -> list[LiveModel]:
+    out = []
+    for d in sc.deployments:
+        p, f, cap = match_preset(d.coeffs)
+        out.append(LiveModel(d.model, p, f, cap, d.initial_replicas, d.min_replicas,
+                             d.max_replicas))
+    return out
+
+
+def scenario_sla_scale(sc: Scenario) -> float:
+    """The factor between the scenario's SLAs and the catalogue's (e.g. 2.5 for ``paper``)."""
+    base = single_step_tasks({t: "m" for t in sc.tasks})
+    ratios = {round(sc.tasks[t].sla_s / base[t].sla_s, 9) for t in sc.tasks}
+    if len(ratios) != 1:
+        raise ValueError(f"scenario {sc.name!r} scales its tasks' SLAs unevenly: {ratios}")
+    return ratios.pop()
+
+
+# ---- starting and stopping a system -------------------------------------------------------------
+@dataclass
+class RunningSystem:
+    name: str
+    url: str
+    stop: Callable[[], None]
+    replica_count: Callable[[], int | None]
+    samples: list[tuple[float, int]] = field(default_factory=list)   # (unix time, replicas)
+
+
+def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, dilation: float,
+                   seed: int, autoscale: bool, scaling: dict[str, Any] | None = None,
+                   port: int = 0, sla_scale: float | None = None) -> dict[str, Any]:
+    """``cato serve``'s config for the scenario's engines and one routing policy (SLAs scaled
+    with the dilation unless ``sla_scale`` is given)."""
+    ms = []
+    for m in models:
+        emulated: dict[str, Any] = {"replicas": m.replicas, "preset": m.preset,
+                                    "time_dilation": m.slowdown * dilation, "seed": seed}
+        if m.max_num_seqs is not None:
+            emulated["max_num_seqs"] = m.max_num_seqs
+        mc: dict[str, Any] = {"name": m.name, "coefficients": m.preset, "accepts_priority": True,
+                              "concurrency": sc.engine_concurrency, "emulated": emulated}
+        if autoscale:
+            mc["autoscale"] = {"policy": "cato", "params": dict(scaling or {}),
+                               "min_replicas": m.min_replicas, "max_replicas": m.max_replicas}
+        ms.append(mc)
+    return {"listen": {"port": port}, "routing": {"policy": policy}, "models": ms,
+            "task_models": {t: sc.tasks[t].nodes[0].model for t in sc.tasks},
+            "sla_scale": sla_scale if sla_scale is not None else scenario_sla_scale(sc) * dilation,
+            "profile_at_startup": False,
+            "limits": {"max_queue_per_replica": 100_000}}
+
+
+def start_gateway_system(name: str, sc: Scenario, models: Sequence[LiveModel], *,
+                         dilation: float, seed: int, autoscale: bool, work: Path,
+                         scaling: dict[str, Any] | None = None,
+                         sla_scale: float | None = None) -> RunningSystem:
+    from cato.demo import start_gateway, stop
+    cfg = gateway_config(sc, models, GATEWAY_SYSTEMS[name], dilation=dilation, seed=seed,
+                         autoscale=autoscale, scaling=scaling, sla_scale=sla_scale)
+    path = work / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc, url = start_gateway(["--config", str(path), "--profile", str(work / "none.json")],
+                              timeout_s=180.0, log_path=work / f"{name}.log")
+
+    def count() -> int | None:
+        try:
+            reps = httpx.get(url + "/admin/replicas", timeout=2.0).json()["replicas"]
+        except (httpx.HTTPError, ValueError, KeyError):
+            return None
+        return sum(r["state"] in ("ready", "draining") for r in reps)
+
+    return RunningSystem(name, url, lambda: stop(proc), count)
+
+
+def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, dilation: float,
+                     seed: int, autoscale: bool, work: Path,
+                     scaling: dict[str, Any] | None = None,
+                     sla_scale: float | None = None) -> RunningSystem:
+    from cato.gateway.launcher import free_port
+    from cato.rayserve.launch import start_ray_serve
+    specs = []
+    for m in models:
+        engine: dict[str, Any] = {
+            "model": m.name, "preset": m.preset, "time_dilation": m.slowdown * dilation,
+            "seed": seed, "concurrency": sc.engine_concurrency,
+            "sla_scale": sla_scale if sla_scale is not None else scenario_sla_scale(sc) * dilation}
+        if m.max_num_seqs is not None:
+            engine["max_num_seqs"] = m.max_num_seqs
+        spec: dict[str, Any] = {"engine": engine, "replicas": m.replicas}
+        if autoscale:
+            spec.update(min_replicas=m.min_replicas, max_replicas=m.max_replicas)
+        specs.append(spec)
+    total = sum(m.max_replicas if autoscale else m.replicas for m in models)
+    rs = start_ray_serve(name, port=free_port(), models=specs, log_path=work / f"{name}.log",
+                         timeout_s=300.0, num_cpus=max(4, total + 2),
+                         cato_scaling=scaling if name == "ray-serve-cato" else None)
+
+    def stop() -> None:
+        rs.stop()
+
+    return RunningSystem(name, rs.url, stop, rs.num_replicas)
+
+
+def start_system(name: str, sc: Scenario, models: Sequence[LiveModel], **kw: Any
+                 ) -> RunningSystem:
+    if name in GATEWAY_SYSTEMS:
+        return start_gateway_system(name, sc, models, **kw)
+    if name in RAY_SYSTEMS:
+        return start_ray_system(name, sc, models, **kw)
+    raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")
+
+
+class _Sampler:
+    """Replica count of a running system, every ``every_s``."""
+
+    def __init__(self, system: RunningSystem, every_s: float = 1.0) -> None:
+        self.system, self.every_s = system, every_s
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            n = self.system.replica_count()
+            if n is not None:
+                self.system.samples.append((time.time(), n))
+            self._stop.wait(self.every_s)
+
+    def __enter__(self) -> _Sampler:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._t.join(5.0)
+
+
+# ---- cost -----------------------------------------------------------------------------------------
+def busy_seconds(records: Sequence[RequestRecord]) -> float:
+    """Replica-seconds with at least one request between its send and its last token."""
+    by: dict[str, list[tuple[float, float]]] = {}
+    for r in records:
+        end = r.last_token_s if r.last_token_s is not None else r.first_token_s
+        if r.replica and end is not None:
+            by.setdefault(r.replica, []).append((r.arrival_s, end))
+    total = 0.0
+    for spans in by.values():
+        spans.sort()
+        cur_s, cur_e = spans[0]
+        for s, e in spans[1:]:
+            if s > cur_e:
+                total += cur_e - cur_s
+                cur_s, cur_e = s, e
+            else:
+                cur_e = max(cur_e, e)
+        total += cur_e - cur_s
+    return total
+
+
+def cost_fields(records: Sequence[RequestRecord], samples: Sequence[tuple[float, int]],
+                started_at: float, duration_s: float, fallback_replicas: int) -> dict[str, Any]:
+    window = [n for t, n in samples if started_at <= t <= started_at + duration_s]
+    mean = statistics.fmean(window) if window else float(fallback_replicas)
+    provisioned = mean * duration_s
+    met = sum(r.met for r in records)
+    busy = busy_seconds(records)
+    have = sum(r.replica is not None for r in records) >= 0.9 * max(1, len(records))
+    return {"mean_replicas": mean, "replica_seconds": provisioned,
+            "replica_s_per_met": provisioned / met if met else None,
+            "utilization": min(1.0, busy / provisioned) if have and provisioned > 0 else None}
+
+
+# ---- one comparison -------------------------------------------------------------------------------
+@dataclass
+class CompareSettings:
+    scenario: str
+    rate: float
+    seeds: Sequence[int]
+    systems: Sequence[str]
+    duration_s: float | None = None
+    time_dilation: float = 1.0
+    arrival: str | None = None
+    autoscale: bool = False
+    scaling: dict[str, Any] | None = None
+    out_dir: Path = Path("out/compare")
+    progress: bool = True
+
+
+def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any],
+            sc: Scenario, models: Sequence[LiveModel], log: Callable[[str], None]
+            ) -> dict[str, Any]:
+    from cato.benchmarks.live_load import live_summary, run_live_load, write_outputs
+    work = settings.out_dir / "runs" / f"seed{seed}"
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.monotonic()
+    sysm = start_system(system, sc, models, dilation=settings.time_dilation, seed=seed,
+                        autoscale=settings.autoscale, work=work, scaling=settings.scaling)
+    log(f"  {system}: up in {time.monotonic() - t0:.1f} s at {sysm.url}")
+    try:
+        with _Sampler(sysm):
+            run = asyncio.run(run_live_load(sysm.url, stream, progress=settings.progress,
+                                            system=system))
+    finally:
+        sysm.stop()
+    summary = live_summary(run, system=system, scenario=sc.name, rate_rps=settings.rate,
+                           seed=seed)
+    fixed = sum(m.replicas for m in models)
+    summary.update(cost_fields(run.records, sysm.samples, run.started_at, run.duration_s, fixed))
+    summary["replica_samples"] = [(round(t - run.started_at, 2), n) for t, n in sysm.samples]
+    write_outputs(run, summary, work)
+    log(f"  {system}: attainment {summary['attainment']:.3f}, goodput "
+        f"{summary['request_goodput']:.2f} req/s, {summary['num_completed']}/"
+        f"{summary['num_arrived']} completed")
+    return summary
+
+
+def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
+                ) -> dict[str, Any]:
+    """Every system on every seed's stream; returns ``{"settings", "runs": [summary...]}``."""
+    from cato.benchmarks.live_load import build_live_stream, live_scenario
+    unknown = [s for s in settings.systems if s not in SYSTEMS]
+    if unknown:
+        raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
+    sc = live_scenario(settings.scenario, duration_s=settings.duration_s,
+                       arrival=settings.arrival)
+    models = live_models(sc)
+    runs = []
+    for k, seed in enumerate(settings.seeds):
+        stream = build_live_stream(settings.scenario, settings.rate, seed,
+                                   duration_s=settings.duration_s, arrival=settings.arrival,
+                                   sla_scale=settings.time_dilation)
+        log(f"seed {seed}: {len(stream)} requests over {stream[-1].arrival_s:.0f} s")
+        order = list(settings.systems)
+        order = order[k % len(order):] + order[:k % len(order)]
+        for system in order:
+            runs.append(run_one(settings, system, seed, stream, sc, models, log))
+    return {"settings": {"scenario": settings.scenario, "rate_rps": settings.rate,
+                         "seeds": list(settings.seeds), "systems": list(settings.systems),
+                         "duration_s": sc.duration_s, "time_dilation": settings.time_dilation,
+                         "arrival": settings.arrival or sc.arrival,
+                         "autoscale": settings.autoscale, "scaling": settings.scaling,
+                         "models": [vars(m) for m in models]},
+            "runs": runs}
+
+
+# ---- the report -----------------------------------------------------------------------------------
+def _get(summary: dict[str, Any], path: str) -> float | None:
+    cur: Any = summary
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return None
+        cur = cur[part]
+    return None if cur is None else float(cur)
+
+
+def _ms(values: Sequence[float]) -> str:
+    if not values:
+        return "–"
+    m = statistics.fmean(values)
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    fmt = "{:.3f} ± {:.3f}" if abs(m) < 10 else "{:.0f} ± {:.0f}"
+    return fmt.format(m, sd)
+
+
+def ratio_table(result: dict[str, Any], baseline: str) -> dict[str, dict[str, list[float]]]:
+    """Per system and metric, the per-seed ratios system / ``baseline``."""
+    by = {(r["system"], r["seed"]): r for r in result["runs"]}
+    out: dict[str, dict[str, list[float]]] = {}
+    for system in result["settings"]["systems"]:
+        for path, _, _ in HEADLINE:
+            xs = []
+            for seed in result["settings"]["seeds"]:
+                a, b = by.get((system, seed)), by.get((baseline, seed))
+                va = _get(a, path) if a else None
+                vb = _get(b, path) if b else None
+                if va is not None and vb:
+                    xs.append(va / vb)
+            out.setdefault(system, {})[path] = xs
+    return out
+
+
+def report_markdown(result: dict[str, Any], baselines: Sequence[str]) -> str:
+    st = result["settings"]
+    lines = [f"**{st['scenario']}**, {st['rate_rps']} req/s, {st['arrival']} arrivals, "
+             f"{st['duration_s']:.0f} s, seeds {st['seeds']}, engines slowed "
+             f"{st['time_dilation']}x (SLAs x{st['time_dilation']}), "
+             f"{'autoscaled' if st['autoscale'] else 'fixed replicas'}.", ""]
+    shown = [(p, label, low) for p, label, low in HEADLINE
+             if any(_get(r, p) is not None for r in result["runs"])]
+    lines.append("| system | " + " | ".join(label for _, label, _ in shown) + " |")
+    lines.append("|---" * (len(shown) + 1) + "|")
+    for system in st["systems"]:
+        rs = [r for r in result["runs"] if r["system"] == system]
+        cells = [_ms([v for r in rs if (v := _get(r, p)) is not None]) for p, _, _ in shown]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    for base in baselines:
+        if base not in st["systems"]:
+            continue
+        rt = ratio_table(result, base)
+        lines += ["", f"Ratios to **{base}** (per seed, mean ± std):", "",
+                  "| system | " + " | ".join(label for _, label, _ in shown) + " |",
+                  "|---" * (len(shown) + 1) + "|"]
+        for system in st["systems"]:
+            if system == base:
+                continue
+            cells = [_ms(rt[system][p]) for p, _, _ in shown]
+            lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_compare(result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    st = result["settings"]
+    systems = st["systems"]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, (metric, label) in zip(axes[:2], (("attainment", "attainment"),
+                                              ("tasks.generation.p95_ttft_ms",
+                                               "P95 TTFT generation (ms)"))):
+        vals = [[v for r in result["runs"] if r["system"] == s
+                 and (v := _get(r, metric)) is not None] for s in systems]
+        ax.bar(range(len(systems)), [statistics.fmean(v) if v else 0 for v in vals],
+               yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals], capsize=4)
+        ax.set_xticks(range(len(systems)), systems, rotation=30, ha="right")
+        ax.set_title(label)
+    ax = axes[2]
+    seed0 = st["seeds"][0]
+    for s in systems:
+        r = next((r for r in result["runs"] if r["system"] == s and r["seed"] == seed0), None)
+        if r and r.get("replica_samples"):
+            ts, ns = zip(*r["replica_samples"])
+            ax.step(ts, ns, where="post", label=s)
+    ax.set_title(f"replicas over time (seed {seed0})")
+    ax.set_xlabel("s")
+    ax.legend(fontsize=7)
+    fig.suptitle(f"{st['scenario']} at {st['rate_rps']} req/s (live)")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_report(result: dict[str, Any], out_dir: Path,
+                 baselines: Sequence[str] = ("ray-serve", "round-robin")) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{result['settings']['scenario']}-{result['settings']['rate_rps']:g}"
+    js, md, png = (out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png")
+    js.write_text(json.dumps(result, indent=1, default=str))
+    md.write_text(report_markdown(result, baselines))
+    plot_compare(result, png)
+    return [js, md, png]

@@ -1,0 +1,154 @@
+"""What a gateway costs: the request rate it sustains on this machine in front of (nearly)
+instant engines, and the latency it adds, for CATO and Ray Serve in the same run.
+
+Engines are ``cato engine`` processes slowed by a tiny time dilation (model time x 0.001: a
+16-token completion takes well under a millisecond of model time), so what is measured is the
+gateway, the HTTP hops and the load generator, all on this machine. For each system, and for the
+engines addressed directly (round robin from the client: the floor), an open-loop Poisson
+stream of short completion requests is sent at increasing rates; per rate: achieved
+throughput, errors, and P50/P99 TTFT measured at the client. A rate is *sustained* when at least
+99 % of the requests succeed, throughput is at least 95 % of the offered rate and P99 TTFT
+stays under ``p99_limit_ms``. The overhead at a rate is the system's P50 TTFT less the direct
+P50 at the same rate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cato.benchmarks.compare import LiveModel, start_system
+from cato.benchmarks.live_load import LiveRequest, run_live_load
+from cato.sim.arrivals import poisson
+from cato.sim.scenarios import scenario
+from cato.text import count_tokens
+from cato.workloads.prompts import PromptSource
+
+INSTANT = 0.001
+
+
+@dataclass(frozen=True)
+class CapacityPoint:
+    system: str
+    offered_rps: float
+    requests: int
+    ok: int
+    throughput_rps: float
+    p50_ttft_ms: float | None
+    p99_ttft_ms: float | None
+    sustained: bool
+    overhead_p50_ms: float | None = None
+
+
+def capacity_stream(rate: float, duration_s: float, seed: int) -> list[LiveRequest]:
+    rng = np.random.default_rng(seed)
+    times = poisson(rate, duration_s, rng)
+    prompts = PromptSource(seed)
+    out = []
+    for i, t in enumerate(times):
+        text = prompts.prompt_near_tokens("completion", 100).text
+        out.append(LiveRequest(id=i, arrival_s=float(t), task="completion", model="llama-7b",
+                               prompt=text, max_tokens=16, prompt_tokens=count_tokens(text),
+                               sla_kind="ttft", sla_s=60.0))
+    return out
+
+
+def _point(system: str, rate: float, stream: list[LiveRequest], url: str,
+           p99_limit_ms: float) -> CapacityPoint:
+    run = asyncio.run(run_live_load(url, stream, progress=False, system=system, timeout_s=60.0))
+    ok = [r for r in run.records if r.status == "ok"]
+    ttft = [r.ttft_s * 1000 for r in ok if r.ttft_s is not None]
+    thr = len(ok) / run.duration_s
+    p50 = float(np.percentile(ttft, 50)) if ttft else None
+    p99 = float(np.percentile(ttft, 99)) if ttft else None
+    sustained = (len(ok) >= 0.99 * len(stream) and thr >= 0.95 * rate
+                 and p99 is not None and p99 <= p99_limit_ms)
+    return CapacityPoint(system, rate, len(stream), len(ok), thr, p50, p99, sustained)
+
+
+def bench_capacity(systems: Sequence[str] = ("cato", "ray-serve"), *,
+                   rates: Sequence[float] = (25, 50, 100, 200), duration_s: float = 10.0,
+                   replicas: int = 2, seed: int = 0, p99_limit_ms: float = 1000.0,
+                   on_point: Callable[[CapacityPoint], None] | None = None,
+                   work: Path | None = None) -> list[CapacityPoint]:
+    """Every system (and ``direct``) at every rate, on the same streams."""
+    from cato.gateway.launcher import (emulated_engine_argv, free_port, start_process,
+                                       wait_ready)
+    work = work or Path(tempfile.mkdtemp(prefix="cato-capacity-"))
+    sc = scenario("mixA-poisson")
+    models = [LiveModel("llama-7b", "a100-llama7b", 1.0, None, replicas, replicas, replicas)]
+    streams = {r: capacity_stream(r, duration_s, seed) for r in rates}
+    points: list[CapacityPoint] = []
+
+    def record(p: CapacityPoint) -> None:
+        points.append(p)
+        if on_point:
+            on_point(p)
+
+    # the floor: the same engines addressed directly, round robin from the client
+    ports = [free_port() for _ in range(replicas)]
+    engines = [start_process(emulated_engine_argv(p, model="llama-7b", preset="a100-llama7b",
+                                                  time_dilation=INSTANT, seed=seed + i),
+                             f"http://127.0.0.1:{p}", work) for i, p in enumerate(ports)]
+    try:
+        wait_ready(engines, 60.0)
+        for rate in rates:
+            stream = streams[rate]
+            record(_direct_point(rate, stream, [e.url for e in engines], p99_limit_ms))
+    finally:
+        for e in engines:
+            e.stop()
+    for system in systems:
+        sysm = start_system(system, sc, models, dilation=INSTANT, seed=seed, autoscale=False,
+                            work=work, sla_scale=1.0)
+        try:
+            for rate in rates:
+                record(_point(system, rate, streams[rate], sysm.url, p99_limit_ms))
+        finally:
+            sysm.stop()
+    direct = {p.offered_rps: p.p50_ttft_ms for p in points if p.system == "direct"}
+    out = []
+    for p in points:
+        base = direct.get(p.offered_rps)
+        over = None if p.system == "direct" or base is None or p.p50_ttft_ms is None \
+            else p.p50_ttft_ms - base
+        out.append(CapacityPoint(**{**asdict(p), "overhead_p50_ms": over}))
+    return out
+
+
+def _direct_point(rate: float, stream: list[LiveRequest], urls: list[str],
+                  p99_limit_ms: float) -> CapacityPoint:
+    """The engines without a gateway: requests spread round robin over ``urls``."""
+    parts = [[r for i, r in enumerate(stream) if i % len(urls) == k] for k in range(len(urls))]
+
+    async def all_parts() -> list[Any]:
+        return list(await asyncio.gather(*(run_live_load(u, p, progress=False, system="direct",
+                                                         timeout_s=60.0)
+                                           for u, p in zip(urls, parts) if p)))
+    runs = asyncio.run(all_parts())
+    recs = [r for run in runs for r in run.records]
+    ok = [r for r in recs if r.status == "ok"]
+    ttft = [r.ttft_s * 1000 for r in ok if r.ttft_s is not None]
+    dur = max(run.duration_s for run in runs)
+    thr = len(ok) / dur
+    p50 = float(np.percentile(ttft, 50)) if ttft else None
+    p99 = float(np.percentile(ttft, 99)) if ttft else None
+    return CapacityPoint("direct", rate, len(stream), len(ok), thr, p50, p99,
+                         len(ok) >= 0.99 * len(stream) and thr >= 0.95 * rate
+                         and p99 is not None and p99 <= p99_limit_ms)
+
+
+def sustained_rate(points: Sequence[CapacityPoint], system: str) -> float | None:
+    """The highest offered rate the system sustained, with every lower rate sustained too."""
+    best = None
+    for p in sorted((p for p in points if p.system == system), key=lambda p: p.offered_rps):
+        if not p.sustained:
+            break
+        best = p.offered_rps
+    return best

@@ -1,0 +1,120 @@
+"""`cato bench compare`: the scenario's engines as emulated presets, the gateway config, the
+cost arithmetic, and the report (unit), plus one live comparison of two gateway policies."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from cato.benchmarks.compare import (CompareSettings, busy_seconds, cost_fields, gateway_config,
+                                     live_models, match_preset, ratio_table, report_markdown,
+                                     run_compare, scenario_sla_scale, write_report)
+from cato.core.coefficients import preset, slowed
+from cato.core.records import RequestRecord
+from cato.gateway.config import parse_config
+from cato.gateway.profile import ModelProfile
+from cato.sim.scenarios import scenario
+
+
+def test_paper_engines_are_slowed_presets_with_a_batch_cap() -> None:
+    models = {m.name: m for m in live_models(scenario("paper"))}
+    assert models["codellama-7b"].preset == "a100-llama7b"
+    assert models["starcoder2-7b"].preset == "a100-starcoder2-7b"
+    assert all(m.slowdown == pytest.approx(2.5) and m.max_num_seqs == 1 and m.replicas == 6
+               for m in models.values())
+    assert scenario_sla_scale(scenario("paper")) == pytest.approx(2.5)
+    assert scenario_sla_scale(scenario("mixA-poisson")) == pytest.approx(1.0)
+    auto = live_models(scenario("mixA-autoscaled"))[0]
+    assert (auto.replicas, auto.min_replicas, auto.max_replicas) == (2, 1, 16)
+    c = slowed(preset("h100-llama7b"), 3.0, name="x").with_overrides(max_num_seqs=4)
+    assert match_preset(c) == ("h100-llama7b", pytest.approx(3.0), 4)
+    with pytest.raises(ValueError, match="no preset"):
+        match_preset(preset("a100-llama7b").with_overrides(a_ms=99.0))
+
+
+def test_gateway_config_reproduces_the_scenario_engines() -> None:
+    sc = scenario("paper")
+    raw = gateway_config(sc, live_models(sc), "round_robin", dilation=4.0, seed=7,
+                         autoscale=False)
+    cfg = parse_config(raw)
+    assert cfg.routing.policy == "round_robin" and cfg.sla_scale == pytest.approx(10.0)
+    for m in cfg.models:
+        assert m.emulated is not None and m.emulated.replicas == 6
+        assert m.emulated.time_dilation == pytest.approx(10.0) and m.emulated.max_num_seqs == 1
+        assert m.concurrency == 1
+    assert cfg.task_models["completion"] == "starcoder2-7b"
+    # the gateway's latency model is the emulated engines' (same batch cap, same slowdown)
+    mp = ModelProfile(coefficients="a100-llama7b", time_scale=10.0, max_num_seqs=1)
+    assert mp.coeffs().max_num_seqs == 1
+    assert mp.coeffs().t_floor_ms == pytest.approx(preset("a100-llama7b").t_floor_ms * 10)
+    auto = parse_config(gateway_config(scenario("mixA-autoscaled"),
+                                       live_models(scenario("mixA-autoscaled")), "cato",
+                                       dilation=1.0, seed=0, autoscale=True,
+                                       scaling={"interval_s": 2.0}))
+    a = auto.models[0].autoscale
+    assert a is not None and (a.min_replicas, a.max_replicas) == (1, 16)
+
+
+def _rec(i: int, replica: str | None, sent: float, end: float, met: bool = True
+         ) -> RequestRecord:
+    return RequestRecord(id=i, task="generation", policy="x", arrival_s=sent,
+                         first_token_s=sent + 0.1, last_token_s=end, n_in=10, n_out=5,
+                         sla_kind="ttft", sla_s=1.0, status="ok", met=met, replica=replica)
+
+
+def test_busy_seconds_is_the_union_of_request_spans_per_replica() -> None:
+    recs = [_rec(0, "a", 0.0, 2.0), _rec(1, "a", 1.0, 3.0), _rec(2, "a", 5.0, 6.0),
+            _rec(3, "b", 0.0, 1.0), _rec(4, None, 0.0, 9.0)]
+    assert busy_seconds(recs) == pytest.approx(3.0 + 1.0 + 1.0)
+    c = cost_fields(recs, [(100.0, 2), (101.0, 4), (150.0, 9)], 100.0, 10.0, 1)
+    assert c["mean_replicas"] == pytest.approx(3.0)       # samples in the run's window only
+    assert c["replica_s_per_met"] == pytest.approx(30.0 / 5)
+    assert c["utilization"] is None                       # a fifth of the records lack a replica
+    c = cost_fields(recs[:4], [], 0.0, 10.0, 2)
+    assert c["utilization"] == pytest.approx(5.0 / 20.0)
+
+
+def test_report_has_ratios_per_seed() -> None:
+    def run(system: str, seed: int, att: float, p95: float) -> dict[str, object]:
+        return {"system": system, "seed": seed, "attainment": att, "request_goodput": att * 2,
+                "tasks": {"generation": {"p95_ttft_ms": p95}}, "utilization": None}
+    result = {"settings": {"scenario": "paper", "rate_rps": 3.33, "arrival": "poisson",
+                           "duration_s": 60.0, "seeds": [0, 1], "systems": ["cato", "ray-serve"],
+                           "time_dilation": 1.0, "autoscale": False},
+              "runs": [run("cato", 0, 0.9, 100.0), run("ray-serve", 0, 0.6, 400.0),
+                       run("cato", 1, 0.8, 200.0), run("ray-serve", 1, 0.8, 200.0)]}
+    rt = ratio_table(result, "ray-serve")
+    assert rt["cato"]["attainment"] == pytest.approx([1.5, 1.0])
+    assert rt["cato"]["tasks.generation.p95_ttft_ms"] == pytest.approx([0.25, 1.0])
+    md = report_markdown(result, ["ray-serve"])
+    assert "| cato | 1.250 ± 0.354" in md and "utilisation" not in md
+
+
+@pytest.mark.timeout(240)
+def test_live_compare_of_two_gateway_policies(tmp_path: Path) -> None:
+    settings = CompareSettings(scenario="paper", rate=2.0, seeds=[0], duration_s=12.0,
+                               systems=["cato", "round-robin"], time_dilation=2.0,
+                               out_dir=tmp_path, progress=False)
+    result = run_compare(settings, log=lambda s: None)
+    runs = {r["system"]: r for r in result["runs"]}
+    assert set(runs) == {"cato", "round-robin"}
+    # the identical stream: same requests, each system answered all of them
+    assert runs["cato"]["num_requests"] == runs["round-robin"]["num_requests"] > 10
+    for r in runs.values():
+        assert r["num_completed"] == r["num_arrived"]
+        assert r["mean_replicas"] == pytest.approx(12.0)
+        assert 0.0 < r["utilization"] <= 1.0
+    paths = write_report(result, tmp_path, baselines=["round-robin"])
+    assert json.loads(paths[0].read_text())["settings"]["systems"] == ["cato", "round-robin"]
+    assert "Ratios to **round-robin**" in paths[1].read_text()
+    assert paths[2].stat().st_size > 10_000
+
+
+def test_cli_names_a_bad_system() -> None:
+    r = subprocess.run([sys.executable, "-m", "cato", "bench", "compare", "--systems",
+                        "cato,nginx"], capture_output=True, text=True)
+    assert r.returncode == 2 and "nginx" in r.stderr + r.stdout
