@@ -582,6 +582,8 @@ def bench_compare_cmd(
     autoscale: bool = typer.Option(False, help="Each system autoscales within the "
                                                "scenario's bounds."),
     scaling: Optional[str] = typer.Option(None, help="Algorithm 2 parameters as JSON."),
+    trace_start: float = typer.Option(0.0, help="azure: skip this many (scaled) seconds of the "
+                                                "trace's start."),
     out: Path = typer.Option(Path("out/compare"), help="Directory for runs and the report."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
@@ -611,13 +613,13 @@ def bench_compare_cmd(
             _fail(f"--scaling must be a JSON object, got {scaling!r}")
     from cato.benchmarks.live_load import live_scenario
     try:
-        live_scenario(scenario, duration_s=duration, arrival=arrival)
+        live_scenario(scenario, duration_s=duration, arrival=arrival, trace_start_s=trace_start)
     except ValueError as e:
         _fail(str(e))
     settings = CompareSettings(scenario=scenario, rate=rate, seeds=seed_list, systems=names,
                                duration_s=duration, time_dilation=time_dilation,
                                arrival=arrival, autoscale=autoscale, scaling=params,
-                               out_dir=out, progress=not quiet)
+                               trace_start_s=trace_start, out_dir=out, progress=not quiet)
     result = run_compare(settings, log=console.print)
     paths = write_report(result, out)
     console.print(paths[1].read_text())

@@ -182,3 +182,31 @@ def test_replicas_are_ray_actors_that_scale_within_capacity_and_survive_a_kill(
         gw.close()
     time.sleep(3.0)   # the gateway's actors are gone with it, and their engines
     assert not Path(f"/proc/{pid}").exists()
+
+
+def test_without_an_address_the_gateway_starts_a_local_ray(tmp_path: Path) -> None:
+    """``ray: {address: null}``: the gateway's own ``ray.init()``; its replica serves, and
+    stopping the gateway ends Ray, the actor and the engine."""
+    pytest.importorskip("ray")
+    config = {
+        "ray": {"num_cpus": 2},
+        "models": [{"name": "m", "emulated": {"time_dilation": 1.0},
+                    "autoscale": {"provider": "ray", "policy": "fixed", "min_replicas": 1,
+                                  "max_replicas": 1, "ray_resources": {"num_cpus": 1}}}],
+        "profile_at_startup": False, "code_index_root": str(Path(__file__).parent),
+    }
+    gw = launch_gateway(tmp_path, config, [])
+    try:
+        reps = _replicas(gw.url)
+        assert len(reps) == 1 and reps[0]["where"].startswith("ray:")
+        pid = reps[0]["pid"]
+        assert "EngineActor" in _parent_cmdline(pid)
+        r = httpx.post(gw.url + "/v1/completions", timeout=30,
+                       json={"model": "completion", "prompt": "def f(x):", "max_tokens": 4})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"]
+    finally:
+        gw.close()
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not Path(f"/proc/{pid}").exists()

@@ -316,3 +316,15 @@ def test_azure_task_split() -> None:
     assert got.count("summarization") / 4000 == pytest.approx(0.5, abs=0.03)
     with pytest.raises(ValueError, match="-1"):
         A.azure_task_for(-1, 10, rng())
+
+
+def test_time_scaled_trace_can_skip_its_start() -> None:
+    from cato.sim.arrivals import AzureTrace
+    t = AzureTrace(np.array([0.0, 10.0, 20.0, 30.0, 40.0]), np.array([1, 2, 3, 4, 5]),
+                   np.array([5, 4, 3, 2, 1]))
+    s = t.time_scaled(speedup=2.0, start_s=5.0, duration_s=10.0)
+    assert list(s.arrival_s) == [0.0, 5.0]            # 10/2 - 5 and 20/2 - 5; 15 >= 10 cut
+    assert list(s.context_tokens) == [2, 3] and list(s.generated_tokens) == [4, 3]
+    assert len(t.time_scaled(speedup=1.0, start_s=100.0)) == 0
+    with pytest.raises(ValueError, match="start_s"):
+        t.time_scaled(speedup=1.0, start_s=-1.0)

@@ -127,6 +127,19 @@ class RunningSystem:
     samples: list[tuple[float, int]] = field(default_factory=list)   # (unix time, replicas)
 
 
+def autoscale_policy(routing: str, concurrency: int, scaling: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+    """The scaler each gateway system runs when autoscaled, as in the simulator's autoscaled
+    scenarios: Algorithm 2 (``scaling`` overrides its parameters) under CATO routing, plus
+    probe-down under CATO+; the SLA-blind routers get the tuned queue-length scaler."""
+    if routing in ("cato", "cato-plus"):
+        params = dict(scaling or {})
+        if routing == "cato-plus":
+            params.setdefault("quiet_windows_to_shrink", 6)
+        return {"policy": "cato", "params": params}
+    return {"policy": "ray", "params": {"target_ongoing_requests": max(1.0, 0.5 * concurrency)}}
+
+
 def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, dilation: float,
                    seed: int, autoscale: bool, scaling: dict[str, Any] | None = None,
                    port: int = 0, sla_scale: float | None = None) -> dict[str, Any]:
@@ -141,7 +154,7 @@ def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, di
         mc: dict[str, Any] = {"name": m.name, "coefficients": m.preset, "accepts_priority": True,
                               "concurrency": sc.engine_concurrency, "emulated": emulated}
         if autoscale:
-            mc["autoscale"] = {"policy": "cato", "params": dict(scaling or {}),
+            mc["autoscale"] = {**autoscale_policy(policy, sc.engine_concurrency, scaling),
                                "min_replicas": m.min_replicas, "max_replicas": m.max_replicas}
         ms.append(mc)
     return {"listen": {"port": port}, "routing": {"policy": policy}, "models": ms,
@@ -282,6 +295,7 @@ class CompareSettings:
     arrival: str | None = None
     autoscale: bool = False
     scaling: dict[str, Any] | None = None
+    trace_start_s: float = 0.0
     out_dir: Path = Path("out/compare")
     progress: bool = True
 
@@ -322,13 +336,14 @@ def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
     if unknown:
         raise ValueError(f"unknown systems {unknown}; known: {', '.join(SYSTEMS)}")
     sc = live_scenario(settings.scenario, duration_s=settings.duration_s,
-                       arrival=settings.arrival)
+                       arrival=settings.arrival, trace_start_s=settings.trace_start_s)
     models = live_models(sc)
     runs = []
     for k, seed in enumerate(settings.seeds):
         stream = build_live_stream(settings.scenario, settings.rate, seed,
                                    duration_s=settings.duration_s, arrival=settings.arrival,
-                                   sla_scale=settings.time_dilation)
+                                   sla_scale=settings.time_dilation,
+                                   trace_start_s=settings.trace_start_s)
         log(f"seed {seed}: {len(stream)} requests over {stream[-1].arrival_s:.0f} s")
         order = list(settings.systems)
         order = order[k % len(order):] + order[:k % len(order)]
@@ -339,6 +354,7 @@ def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
                          "duration_s": sc.duration_s, "time_dilation": settings.time_dilation,
                          "arrival": settings.arrival or sc.arrival,
                          "autoscale": settings.autoscale, "scaling": settings.scaling,
+                         "trace_start_s": settings.trace_start_s,
                          "models": [vars(m) for m in models]},
             "runs": runs}
 
@@ -415,15 +431,19 @@ def plot_compare(result: dict[str, Any], path: Path) -> None:
     st = result["settings"]
     systems = st["systems"]
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, (metric, label) in zip(axes[:2], (("attainment", "attainment"),
-                                              ("tasks.generation.p95_ttft_ms",
-                                               "P95 TTFT generation (ms)"))):
+    bars = [("attainment", "attainment"), ("tasks.generation.p95_ttft_ms",
+                                           "P95 TTFT generation (ms)")]
+    if not st["autoscale"]:
+        bars.append(("tasks.summarization.p95_e2e_ms", "P95 E2E summarization (ms)"))
+    for ax, (metric, label) in zip(axes, bars):
         vals = [[v for r in result["runs"] if r["system"] == s
                  and (v := _get(r, metric)) is not None] for s in systems]
         ax.bar(range(len(systems)), [statistics.fmean(v) if v else 0 for v in vals],
                yerr=[statistics.stdev(v) if len(v) > 1 else 0 for v in vals], capsize=4)
         ax.set_xticks(range(len(systems)), systems, rotation=30, ha="right")
         ax.set_title(label)
+    if not st["autoscale"]:
+        return _save(fig, f"{st['scenario']} at {st['rate_rps']} req/s (live)", path)
     ax = axes[2]
     seed0 = st["seeds"][0]
     for s in systems:
@@ -434,7 +454,12 @@ def plot_compare(result: dict[str, Any], path: Path) -> None:
     ax.set_title(f"replicas over time (seed {seed0})")
     ax.set_xlabel("s")
     ax.legend(fontsize=7)
-    fig.suptitle(f"{st['scenario']} at {st['rate_rps']} req/s (live)")
+    _save(fig, f"{st['scenario']} at {st['rate_rps']} req/s (live)", path)
+
+
+def _save(fig: Any, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+    fig.suptitle(title)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -442,7 +467,8 @@ def plot_compare(result: dict[str, Any], path: Path) -> None:
 
 
 def write_report(result: dict[str, Any], out_dir: Path,
-                 baselines: Sequence[str] = ("ray-serve", "round-robin")) -> list[Path]:
+                 baselines: Sequence[str] = ("ray-serve", "ray-serve-tuned", "round-robin")
+                 ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{result['settings']['scenario']}-{result['settings']['rate_rps']:g}"
     js, md, png = (out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png")

@@ -147,9 +147,14 @@ def _check_single_step(sc: Scenario) -> None:
 
 def live_scenario(scenario: str, *, duration_s: float | None = None, arrival: str | None = None,
                   cv: float = 4.0, mix: str | Mapping[str, float] | None = None,
-                  sla_scale: float = 1.0) -> Scenario:
-    """The named scenario with the overrides applied; ValueError naming a bad value."""
+                  sla_scale: float = 1.0, trace_start_s: float = 0.0) -> Scenario:
+    """The named scenario with the overrides applied; ValueError naming a bad value.
+    ``trace_start_s`` skips the beginning of a replayed trace (scaled seconds)."""
     sc = get_scenario(scenario)
+    if trace_start_s:
+        if not (math.isfinite(trace_start_s) and trace_start_s >= 0):
+            raise ValueError(f"trace start must be >= 0 s, got {trace_start_s!r}")
+        sc = replace(sc, trace_start_s=float(trace_start_s))
     if duration_s is not None:
         if not (math.isfinite(duration_s) and duration_s > 0):
             raise ValueError(f"duration must be > 0 s, got {duration_s!r}")
@@ -168,10 +173,11 @@ def live_scenario(scenario: str, *, duration_s: float | None = None, arrival: st
 def scenario_stream(scenario: str, rate: float, seed: int, *, duration_s: float | None = None,
                     arrival: str | None = None, cv: float = 4.0,
                     mix: str | Mapping[str, float] | None = None,
-                    sla_scale: float = 1.0) -> tuple[Scenario, list[TaskArrival]]:
+                    sla_scale: float = 1.0, trace_start_s: float = 0.0
+                    ) -> tuple[Scenario, list[TaskArrival]]:
     """The scenario (overrides applied) and its simulator stream for (rate, seed)."""
     sc = live_scenario(scenario, duration_s=duration_s, arrival=arrival, cv=cv, mix=mix,
-                       sla_scale=sla_scale)
+                       sla_scale=sla_scale, trace_start_s=trace_start_s)
     if not (math.isfinite(rate) and rate > 0):
         raise ValueError(f"rate must be > 0 req/s, got {rate!r}")
     return sc, build_stream_for(sc, rate, seed)
@@ -180,7 +186,7 @@ def scenario_stream(scenario: str, rate: float, seed: int, *, duration_s: float 
 def build_live_stream(scenario: str, rate: float, seed: int, *, duration_s: float | None = None,
                       arrival: str | None = None, mix: str | Mapping[str, float] | None = None,
                       sla_scale: float = 1.0, model: str | None = None,
-                      cv: float = 4.0) -> list[LiveRequest]:
+                      cv: float = 4.0, trace_start_s: float = 0.0) -> list[LiveRequest]:
     """The live stream of (scenario, rate, seed): the simulator's arrivals, tasks and lengths
     with a real prompt each; identical for every system under comparison.
 
@@ -189,7 +195,8 @@ def build_live_stream(scenario: str, rate: float, seed: int, *, duration_s: floa
     ``"task=weight,..."`` or a mapping; ``model`` replaces every task's model name.
     """
     sc, stream = scenario_stream(scenario, rate, seed, duration_s=duration_s, arrival=arrival,
-                                 cv=cv, mix=mix, sla_scale=sla_scale)
+                                 cv=cv, mix=mix, sla_scale=sla_scale,
+                                 trace_start_s=trace_start_s)
     prompts = PromptSource(seed)
     return [_live_request(sc, a, prompts, model) for a in stream]
 

@@ -506,13 +506,16 @@ class AzureTrace:
         target_rate_rps: float | None = None,
         speedup: float | None = None,
         duration_s: float | None = None,
+        start_s: float = 0.0,
     ) -> AzureTrace:
         """The trace with its time axis compressed or stretched, optionally truncated.
 
         Exactly one of ``target_rate_rps`` (the scaled trace's :attr:`mean_rate_rps`) or
         ``speedup`` (arrival times divided by it; 2 = twice as fast) must be given. Then, if
         ``duration_s`` is given, only arrivals with scaled time < ``duration_s`` are kept.
-        Token counts are unchanged.
+        ``start_s`` (scaled seconds) skips the trace's beginning: arrivals before it are dropped
+        and the rest shifted to start at 0 (before ``duration_s`` applies). Token counts are
+        unchanged.
         """
         if (target_rate_rps is None) == (speedup is None):
             raise ValueError(
@@ -524,14 +527,16 @@ class AzureTrace:
             assert speedup is not None
             factor = _positive("speedup", speedup)
         arrivals = self.arrival_s / factor
-        n = len(self)
+        lo = int(np.searchsorted(arrivals, _non_negative("start_s", start_s), side="left"))
+        arrivals = arrivals[lo:] - start_s
+        n = len(arrivals)
         if duration_s is not None:
             dur = _positive("duration_s", duration_s)
             n = int(np.searchsorted(arrivals, dur, side="left"))
         return AzureTrace(
             arrivals[:n].copy(),
-            self.context_tokens[:n].copy(),
-            self.generated_tokens[:n].copy(),
+            self.context_tokens[lo:lo + n].copy(),
+            self.generated_tokens[lo:lo + n].copy(),
         )
 
 

@@ -104,6 +104,7 @@ class Scenario:
     cold_start_p90_s: float = 90.0
     jitter_sigma: float = 0.0
     sweep: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+    trace_start_s: float = 0.0     # azure: skip this many (scaled) seconds of the trace
 
     def arrivals(self, rate_rps: float, rng: np.random.Generator) -> np.ndarray:
         return ARRIVALS[self.arrival](rate_rps, self.duration_s, rng)
@@ -283,7 +284,8 @@ def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArriv
     arr_rng, stream_rng = (np.random.default_rng(s) for s in ss.spawn(2))
     if sc.arrival == "azure":
         trace = arr.load_azure_code_trace().time_scaled(target_rate_rps=rate_rps,
-                                                         duration_s=sc.duration_s)
+                                                         duration_s=sc.duration_s,
+                                                         start_s=sc.trace_start_s)
         return build_trace_stream(trace, sc.tasks, stream_rng)
     times = sc.arrivals(rate_rps, arr_rng)
     return build_stream(times, sc.tasks, sc.mix, stream_rng)
