@@ -563,6 +563,16 @@ def bench_run_cmd(
         console.print(f"wrote {json_path}")
 
 
+def _systems(text: str) -> list[str]:
+    """``--systems a,b``: known system names, or exit 2 naming the unknown ones."""
+    from cato.benchmarks.compare import SYSTEMS
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    bad = [s for s in names if s not in SYSTEMS]
+    if not names or bad:
+        _fail(f"--systems: unknown {bad or text!r}; known: {', '.join(SYSTEMS)}")
+    return names
+
+
 @bench_app.command("compare")
 def bench_compare_cmd(
     systems: str = typer.Option("cato,ray-serve,round-robin",
@@ -589,11 +599,8 @@ def bench_compare_cmd(
 ) -> None:
     """Start each system in turn over the same emulated engines, replay the same stream, and
     write one report (table with ratios per metric, plots)."""
-    from cato.benchmarks.compare import SYSTEMS, CompareSettings, run_compare, write_report
-    names = [s.strip() for s in systems.split(",") if s.strip()]
-    bad = [s for s in names if s not in SYSTEMS]
-    if not names or bad:
-        _fail(f"--systems: unknown {bad or systems!r}; known: {', '.join(SYSTEMS)}")
+    from cato.benchmarks.compare import CompareSettings, run_compare, write_report
+    names = _systems(systems)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
     except ValueError:
@@ -639,13 +646,9 @@ def bench_capacity_cmd(
     over the engines addressed directly (same machine, same streams)."""
     from dataclasses import asdict
 
-    from cato.benchmarks.compare import SYSTEMS
     from cato.benchmarks.gateway_capacity import bench_capacity, sustained_rate
     from rich.table import Table
-    names = [s.strip() for s in systems.split(",") if s.strip()]
-    bad = [s for s in names if s not in SYSTEMS]
-    if not names or bad:
-        _fail(f"--systems: unknown {bad or systems!r}; known: {', '.join(SYSTEMS)}")
+    names = _systems(systems)
     try:
         rate_list = [float(r) for r in rates.split(",") if r.strip()]
     except ValueError:

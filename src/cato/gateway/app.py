@@ -32,7 +32,7 @@ from starlette.routing import Route
 
 from cato.core.calls import LlmCall
 from cato.core.task import SlaKind
-from cato.gateway.engine_client import EngineError, EngineEvent
+from cato.gateway.engine_client import EngineError, EngineEvent, sse_passthrough
 from cato.gateway.errors import ApiError, unavailable
 from cato.gateway.executor import run_pipeline
 from cato.gateway.gateway import CallStats, Gateway
@@ -187,13 +187,8 @@ class Api:
         usage = req.include_usage
         ok = False
         try:
-            out = b"".join(b"data: " + ev.raw + b"\n\n" for ev in head
-                           if usage or not ev.usage_only)
-            if out:
-                yield out
-            async for ev in agen:
-                if usage or not ev.usage_only:
-                    yield b"data: " + ev.raw + b"\n\n"
+            async for chunk in sse_passthrough(head, agen, usage):
+                yield chunk
             ok = True
         except EngineError as e:
             self.gw.metrics.observe_failure(call.task, "error")

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncGenerator
+from typing import Any, AsyncGenerator, AsyncIterator
 
 import aiohttp
 
@@ -125,6 +125,20 @@ class EngineClient:
         except aiohttp.ClientError as e:
             raise EngineError(f"engine {base_url} connection failed: {type(e).__name__}: {e}") \
                 from None
+
+
+async def sse_passthrough(head: list[EngineEvent], rest: AsyncIterator[EngineEvent],
+                          include_usage: bool) -> AsyncIterator[bytes]:
+    """An engine's events forwarded as they are (the events read ahead in ``head`` in one
+    write, then one write per event), the usage-only event only if the client asked for it.
+    Raises :class:`EngineError` as ``rest`` does."""
+    out = b"".join(b"data: " + ev.raw + b"\n\n" for ev in head
+                   if include_usage or not ev.usage_only)
+    if out:
+        yield out
+    async for ev in rest:
+        if include_usage or not ev.usage_only:
+            yield b"data: " + ev.raw + b"\n\n"
 
 
 def _error_message(raw: bytes) -> str:

@@ -49,7 +49,8 @@ from cato.core.catalog import TASK_NAMES
 from cato.core.coefficients import preset as preset_coeffs
 from cato.core.task import SlaKind
 from cato.gateway.config import GatewayConfig, Limits, ModelConfig, Replica
-from cato.gateway.engine_client import EngineClient, EngineError, EngineEvent, event_text
+from cato.gateway.engine_client import (EngineClient, EngineError, EngineEvent, event_text,
+                                       sse_passthrough)
 from cato.gateway.errors import ApiError, engine_failed, not_found
 from cato.gateway.launcher import EngineProcess, emulated_engine_argv, stop_process
 from cato.gateway.requests import parse_llm_request, read_json, sla_override
@@ -496,13 +497,8 @@ class EngineProxy:
         """The engine's events as they are, one write per engine chunk; the usage event only
         if the client asked for it."""
         try:
-            out = b"".join(b"data: " + ev.raw + b"\n\n" for ev in head
-                           if include_usage or not ev.usage_only)
-            if out:
-                yield out
-            async for ev in agen:
-                if include_usage or not ev.usage_only:
-                    yield b"data: " + ev.raw + b"\n\n"
+            async for chunk in sse_passthrough(head, agen, include_usage):
+                yield chunk
         except EngineError as e:
             yield _sse({"error": {"message": str(e), "type": "engine_error", "param": None,
                                   "code": "engine_failed"}}) + _DONE
