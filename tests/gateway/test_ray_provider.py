@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,20 +58,25 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     pytest.importorskip("ray")
     tmp = tmp_path_factory.mktemp("ray")
     port = free_port()
-    address = f"127.0.0.1:{port}"
-    head = _ray_start(["--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-                       "--num-cpus", "1", "--include-dashboard", "false"], tmp / "head.log")
+    head = _ray_start(["--head", "--port", str(port), "--num-cpus", "1",
+                       "--include-dashboard", "false"], tmp / "head.log")
     nodes = [head]
     try:
         deadline = time.monotonic() + 90
         worker: subprocess.Popen[bytes] | None = None
+        address = None
         while time.monotonic() < deadline:
             assert head.poll() is None, (tmp / "head.log").read_text()[-2000:]
+            # the address Ray itself announces (the node's IP, which Ray may choose)
+            m = re.search(r"ray start --address='([^']+)'", (tmp / "head.log").read_text())
+            if m is None:
+                time.sleep(0.5)
+                continue
+            address = m.group(1)
             st = subprocess.run([RAY, "status", "--address", address], capture_output=True,
                                 text=True)
             if st.returncode == 0 and worker is None:
-                worker = _ray_start(["--address", address, "--node-ip-address", "127.0.0.1",
-                                     "--num-cpus", "2",
+                worker = _ray_start(["--address", address, "--num-cpus", "2",
                                      "--resources", json.dumps({"engine_slot": SLOTS})],
                                     tmp / "worker.log")
                 nodes.append(worker)
@@ -78,7 +84,8 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 break
             time.sleep(1.0)
         else:
-            raise AssertionError(f"Ray cluster did not come up: {st.stdout}{st.stderr}")
+            raise AssertionError(f"Ray cluster did not come up at {address}: "
+                                 f"{(tmp / 'head.log').read_text()[-1500:]}")
         yield address
     finally:
         for p in reversed(nodes):

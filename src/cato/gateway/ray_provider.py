@@ -96,7 +96,8 @@ class RayProvider(ReplicaProvider):
                 return
             ray = import_ray()
             if not ray.is_initialized():
-                kw: dict[str, Any] = {"namespace": self.cluster.namespace,
+                # address="local": a new local Ray, never one found running on this machine
+                kw: dict[str, Any] = {"address": "local", "namespace": self.cluster.namespace,
                                       "log_to_driver": False, "include_dashboard": False}
                 if self.cluster.address is not None:
                     kw = {"address": self.cluster.address, "namespace": self.cluster.namespace,
