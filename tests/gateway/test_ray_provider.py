@@ -40,7 +40,13 @@ def _ray_start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
     for p in ports:
         argv += [p, str(free_port())]
     return subprocess.Popen(argv, stdout=open(log, "wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env=_ray_env(log.parent))
+
+
+def _ray_env(tmp: Path) -> dict[str, str]:
+    """Nodes started with a home of their own: a ``~/.ray/auth_token`` left by an earlier local
+    ``ray.init()`` on this machine would otherwise turn on token auth for this cluster."""
+    return dict(os.environ, HOME=str(tmp))
 
 
 def _stop(p: subprocess.Popen[bytes]) -> None:
@@ -74,7 +80,7 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 continue
             address = m.group(1)
             st = subprocess.run([RAY, "status", "--address", address], capture_output=True,
-                                text=True)
+                                text=True, env=_ray_env(tmp))
             if st.returncode == 0 and worker is None:
                 worker = _ray_start(["--address", address, "--num-cpus", "2",
                                      "--resources", json.dumps({"engine_slot": SLOTS})],
