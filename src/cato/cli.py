@@ -375,13 +375,24 @@ def engine(
     max_model_len: Optional[int] = typer.Option(None),
     max_num_seqs: Optional[int] = typer.Option(None, help="Batch cap (vLLM's --max-num-seqs); "
                                                "default: the preset's."),
+    fault: Optional[list[str]] = typer.Option(
+        None, "--fault", metavar="KIND[:PROB]",
+        help="Inject a fault (repeatable): error, garbage, close-before, close-mid, hang or "
+             "hang-mid, with probability PROB (default 1) per request, drawn with --seed."),
+    fault_control: bool = typer.Option(False, "--fault-control",
+                                       help="Serve GET/POST /fault to read and replace the fault "
+                                            "plan at runtime."),
+    fault_mid_tokens: int = typer.Option(3, min=1, help="Tokens close-mid and hang-mid stream "
+                                         "before they cut the stream."),
 ) -> None:
     """Run an emulated engine: an OpenAI-compatible server over the protocol's replica model."""
     from cato.engine.server import engine_command
     try:
         engine_command(port=port, host=host, model=model, preset=preset,
                        time_dilation=time_dilation, seed=seed, jitter=jitter,
-                       max_model_len=max_model_len, max_num_seqs=max_num_seqs)
+                       max_model_len=max_model_len, max_num_seqs=max_num_seqs,
+                       faults=fault or (), fault_control=fault_control,
+                       fault_mid_tokens=fault_mid_tokens)
     except ValueError as exc:
         _fail(str(exc))
 

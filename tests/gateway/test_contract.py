@@ -80,7 +80,8 @@ class ScriptedEngine:
         return self.streams.setdefault(cid, asyncio.Queue())
 
     async def stream(self, base_url: str, endpoint: str, body: dict[str, Any], *,
-                     api_key: str | None = None) -> AsyncGenerator[EngineEvent, None]:
+                     api_key: str | None = None, control: Any = None
+                     ) -> AsyncGenerator[EngineEvent, None]:
         q = self.queue(int(body["prompt"].split("-")[1]))
         while (what := await q.get()) != "end":
             yield EngineEvent(json.dumps({"choices": [{"index": 0, "text": what}]}).encode(),
@@ -96,7 +97,8 @@ async def _replay(policy: str, events: list[tuple[Any, ...]]) -> Gateway:
                                             concurrency=CONCURRENCY,
                                             replicas=(Replica(url="http://e0"),
                                                       Replica(url="http://e1"))),),
-                        routing=Routing(policy=policy), limits=Limits(max_queue_per_replica=10**6))
+                        routing=Routing(policy=policy), limits=Limits(max_queue_per_replica=10**6, max_queue_per_model=10**6,
+                                                   max_queue_per_task=10**6))
     gw = Gateway(cfg, clock=lambda: now[0], log_decisions=10**6)
     engine = ScriptedEngine()
     gw.client = engine  # type: ignore[assignment]

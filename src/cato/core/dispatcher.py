@@ -64,7 +64,7 @@ class _Tracked:
 class Dispatcher:
     def __init__(self, policy: RoutingPolicy, estimator: LatencyEstimator, *,
                  default_concurrency: int, max_queue_per_replica: int | None = None,
-                 learn: bool = True) -> None:
+                 max_queue_per_model: int | None = None, learn: bool = True) -> None:
         if default_concurrency < 1:
             raise ValueError(f"default_concurrency must be >= 1, got {default_concurrency}")
         self.policy = policy
@@ -72,6 +72,7 @@ class Dispatcher:
         self.pool = ReplicaPool()
         self.default_concurrency = default_concurrency
         self.max_queue_per_replica = max_queue_per_replica
+        self.max_queue_per_model = max_queue_per_model
         self.learn = learn
         self._model_queue: dict[str, list[QueueEntry]] = {}
         self._free: dict[str, dict[str, ReplicaState]] = {}
@@ -116,8 +117,32 @@ class Dispatcher:
         out: list[Dispatch] = []
         for e in r.drain_queue():
             self._touch(r, now_s)
-            out.extend(self._place(e.call, now_s).dispatches)
+            out.extend(self._place(e.call, now_s, bounded=False).dispatches)
         return out
+
+    def eject(self, replica_id: str, now_s: float) -> list[Dispatch]:
+        """Stop routing to a READY replica that failed its health checks; its queued calls are
+        routed again (in-flight ones are the driver's to abort or let finish). Re-admitted by
+        :meth:`readmit`."""
+        r = self.pool.get(replica_id)
+        if r.phase is not ReplicaPhase.READY:
+            return []
+        r.phase = ReplicaPhase.EJECTED
+        self._touch(r, now_s)
+        out: list[Dispatch] = []
+        for e in r.drain_queue():
+            self._touch(r, now_s)
+            out.extend(self._place(e.call, now_s, bounded=False).dispatches)
+        return out
+
+    def readmit(self, replica_id: str, now_s: float) -> list[Dispatch]:
+        """An EJECTED replica passed its health checks again: route to it."""
+        r = self.pool.get(replica_id)
+        if r.phase is not ReplicaPhase.EJECTED:
+            return []
+        r.phase = ReplicaPhase.READY
+        self._touch(r, now_s)
+        return self._pump_model(r.model, now_s)
 
     def is_drained(self, replica_id: str) -> bool:
         r = self.pool.get(replica_id)
@@ -153,30 +178,42 @@ class Dispatcher:
             r.idle_since_s = None
 
     # ---- calls -----------------------------------------------------------------------------------
-    def submit(self, call: LlmCall, now_s: float) -> SubmitResult:
-        """A call became ready: route it (or queue it) and release what can start now."""
+    def submit(self, call: LlmCall, now_s: float, *,
+               avoid: frozenset[str] = frozenset()) -> SubmitResult:
+        """A call became ready: route it (or queue it) and release what can start now.
+
+        ``avoid``: replicas not to place it on while another is ready (a retry after an engine
+        failed it); a retry is not counted again in the scaler's window."""
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id} submitted twice")
         if call.model not in self._window:
             return SubmitResult([], None, True, f"no replica serves model {call.model!r}")
         self._calls[call.call_id] = _Tracked(call)
-        self._window[call.model].requests += 1
-        return self._place(call, now_s)
+        if not avoid:
+            self._window[call.model].requests += 1
+        return self._place(call, now_s, avoid, bounded=not avoid)
 
-    def _place(self, call: LlmCall, now_s: float) -> SubmitResult:
+    def _place(self, call: LlmCall, now_s: float, avoid: frozenset[str] = frozenset(), *,
+               bounded: bool = True) -> SubmitResult:
+        """Route or queue ``call``. Queue bounds apply to new work only (``bounded``): calls
+        re-routed off a drained or ejected replica were accepted and are never shed."""
         tr = self._calls[call.call_id]
         model = call.model
         if self.policy.late_binding or self.pool.num_ready(model) == 0:
+            q = self._model_queue[model]
+            if bounded and self.max_queue_per_model is not None \
+                    and len(q) >= self.max_queue_per_model:
+                self._calls.pop(call.call_id)
+                return SubmitResult([], None, True, f"queue of model {model!r} is full")
             tr.replica_id = None
             self._predict_held(tr, now_s)
             key = self.policy.queue_key(call, 0, now_s)
             heapq.heappush(self._model_queue[model], QueueEntry(key, call, 0, False))
             return SubmitResult(self._pump_model(model, now_s), None)
-        decision = self.policy.route(call, self.pool, now_s)
-        assert decision is not None
+        decision = self._route_avoiding(call, now_s, avoid)
         r = self.pool.get(decision.replica_id)
-        if self.max_queue_per_replica is not None and r.num_queued >= self.max_queue_per_replica \
-                and not r.has_free_slot:
+        if bounded and self.max_queue_per_replica is not None \
+                and r.num_queued >= self.max_queue_per_replica and not r.has_free_slot:
             self._calls.pop(call.call_id)
             return SubmitResult([], decision, True, f"queue of replica {r.replica_id} is full")
         self.num_routed += 1
@@ -186,6 +223,20 @@ class Dispatcher:
         r.push(QueueEntry(key, call, decision.priority, decision.predicted_violation, now_s))
         self._touch(r, now_s)
         return SubmitResult(self._pump_replica(r, now_s), decision)
+
+    def _route_avoiding(self, call: LlmCall, now_s: float,
+                        avoid: frozenset[str]) -> RoutingDecision:
+        """The policy's decision among ready replicas not in ``avoid`` (all of them if every
+        ready one is to be avoided). Policies that ignore ``candidates`` get the least
+        outstanding of the others instead of an avoided pick."""
+        others = [r for r in self.pool.ready(call.model) if r.replica_id not in avoid] \
+            if avoid else []
+        decision = self.policy.route(call, self.pool, now_s, others or None)
+        assert decision is not None
+        if others and decision.replica_id in avoid:
+            alt = min(others, key=lambda r: r.outstanding)
+            decision = RoutingDecision(alt.replica_id, decision.priority)
+        return decision
 
     def _predict_held(self, tr: _Tracked, now_s: float) -> None:
         """Violation prediction for a call that waits in the per-model queue (late binding, or
@@ -374,6 +425,20 @@ class Dispatcher:
             min_replicas=min_replicas, max_replicas=max_replicas, cluster_free=cluster_free,
             ready_by_load=tuple(r.replica_id for r in sorted(ready, key=lambda r: r.outstanding)),
         )
+
+    def best_estimate_s(self, call: LlmCall, now_s: float, *,
+                        max_replicas: int = 32) -> float | None:
+        """The lowest estimate (relative to now, of what the call's deadline is on: first or
+        last token) of ``call`` over up to ``max_replicas`` ready replicas, least loaded
+        first, with everything queued there counted ahead; None with no ready replica.
+        Admission control compares it with the call's slack."""
+        best: float | None = None
+        for i, r in enumerate(self.pool.by_outstanding(call.model)):
+            if i >= max_replicas:
+                break
+            est = self.estimator.estimate(call, r, now_s).for_deadline(call.ttft_critical)
+            best = est if best is None else min(best, est)
+        return best
 
     def model_queue_depth(self, model: str) -> int:
         """Calls waiting in ``model``'s shared queue (late binding, or no replica ready)."""

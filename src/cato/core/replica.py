@@ -19,6 +19,7 @@ class ReplicaPhase(str, Enum):
     STARTING = "starting"   # cold start: provisioned, not routable
     READY = "ready"         # routable
     DRAINING = "draining"   # finishing in-flight work, not routable
+    EJECTED = "ejected"     # failed health checks: not routable until re-admitted
     STOPPED = "stopped"
 
 

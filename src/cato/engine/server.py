@@ -22,6 +22,16 @@ It speaks the subset of vLLM's OpenAI API that the gateway and benchmark clients
   (prompt + max_tokens, as vLLM checks it); 404 for a model name other than the served one
   (a request without ``model`` is served).
 * A client that disconnects cancels its request in the engine.
+* Fault injection (:mod:`cato.engine.faults`), off by default: ``--fault KIND[:PROB]``
+  (repeatable; kinds ``error``, ``garbage``, ``close-before``, ``close-mid``, ``hang``,
+  ``hang-mid``; PROB defaults to 1) makes each valid generation request draw at most one fault
+  from a RNG seeded with ``--seed``; ``--fault-mid-tokens N`` (default 3) is how many tokens the
+  ``*-mid`` kinds stream first. ``--fault-control`` adds ``GET /fault`` (the plan as JSON) and
+  ``POST /fault`` (``{"faults": {"hang": 1.0}, "down": false}`` replaces it; 400 on bad input),
+  else ``/fault`` is 404. A plan marked ``down`` answers 503 on ``/health`` and on every
+  generation request. Injected faults are counted in ``cato_engine_faults_injected_total``
+  (labels ``model_name``, ``kind``; kind ``down`` counts requests refused while down). With no
+  fault configured a request pays two boolean checks, nothing per token.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, cast
 
 import uvicorn
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -51,6 +61,7 @@ from starlette.types import Receive, Scope, Send
 from cato.core.coefficients import ReplicaCoefficients
 from cato.core.coefficients import preset as preset_coeffs
 from cato.engine.emulated import EmulatedEngine, EmulatedRequest
+from cato.engine.faults import DEFAULT_MID_TOKENS, FAULT_KINDS, FaultKind, FaultPlan, FaultSpecError
 from cato.engine.textgen import TokenText
 from cato.text import chat_prompt_text, count_tokens
 
@@ -73,6 +84,8 @@ class EngineConfig:
     ``time_dilation`` > 1 runs the model that many times slower in wall time (wall = model time *
     dilation). ``max_model_len`` None means the KV capacity of ``coeffs`` (a longer request could
     never complete anyway). ``seed`` feeds the step jitter (``jitter_sigma`` > 0) and the text.
+    ``faults`` is the fault plan the app starts with (a copy: its RNG at its seed; default no
+    faults); ``fault_control`` serves ``GET``/``POST /fault`` to read and replace it at runtime.
     """
 
     model: str = DEFAULT_MODEL
@@ -81,6 +94,8 @@ class EngineConfig:
     seed: int = 0
     jitter_sigma: float = 0.0
     max_model_len: int | None = None
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    fault_control: bool = False
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -102,15 +117,17 @@ class EngineConfig:
 class ApiError(Exception):
     """An OpenAI-shaped error response."""
 
-    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 *, etype: str = "invalid_request_error") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.param = param
         self.code = code
+        self.etype = etype
 
     def response(self) -> JSONResponse:
-        body = {"error": {"message": self.message, "type": "invalid_request_error",
+        body = {"error": {"message": self.message, "type": self.etype,
                           "param": self.param, "code": self.code}}
         return JSONResponse(body, status_code=self.status)
 
@@ -263,6 +280,11 @@ class EngineMetrics:
                               registry=reg, buckets=_TTFT_BUCKETS).labels(model)
         self.e2e = Histogram("vllm:e2e_request_latency_seconds", "End-to-end request latency.", labels,
                              registry=reg, buckets=_E2E_BUCKETS).labels(model)
+        injected = Counter("cato_engine_faults_injected",
+                           "Faults injected into generation requests, by kind (kind 'down': "
+                           "requests refused while the engine is marked down).",
+                           ["model_name", "kind"], registry=reg)
+        self.faults: dict[str, Counter] = {k: injected.labels(model, k) for k in (*FAULT_KINDS, "down")}
 
     def attach(self, engine: EmulatedEngine, model: str) -> None:
         """Register the engine-state gauges."""
@@ -362,6 +384,110 @@ class _EngineStream(StreamingResponse):
             self._engine.cancel(self._req)  # no-op once finished
 
 
+# ------------------------------------------------------------------------------------ faults
+class _Transport(Protocol):
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+def _transport_of(receive: Receive) -> _Transport | None:
+    """The transport of the request's connection under uvicorn: its request cycle's
+    ``transport``, reached through the ``receive`` callable (Starlette hands it down unwrapped);
+    None under a server that exposes no such thing."""
+    transport = getattr(getattr(receive, "__self__", None), "transport", None)
+    if not (callable(getattr(transport, "close", None)) and callable(getattr(transport, "abort", None))):
+        return None
+    return cast(_Transport, transport)
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    """Return once the connection is gone (the request body must have been read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+_GARBAGE = "<<garbage>>"
+_SSE_HEADERS = [(b"content-type", b"text/event-stream; charset=utf-8"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+
+
+class _CutResponse(Response):
+    """The response of a request that drew ``close-*`` or ``hang*``: with ``req`` (a streamed
+    request's ``*-mid``), the first ``min(mid_tokens, max_tokens)`` token events as the engine
+    releases them, then the engine request is cancelled; then ``close-*`` closes the connection
+    (``close-before`` aborts it, ``close-mid`` closes it once the events are flushed: the
+    chunked body never ends) and ``hang*`` sends nothing more; either way the response returns
+    once the client is gone. When the server shuts down (``_App.closing``), a response still
+    waiting aborts its connection at once, sending nothing more (no 500 after uvicorn's
+    graceful-shutdown timeout). Needs uvicorn's transport to close the connection (a
+    RuntimeError under another server)."""
+
+    def __init__(self, kind: FaultKind, app: _App, shapes: _Shapes | None = None,
+                 req: EmulatedRequest | None = None, mid_tokens: int = DEFAULT_MID_TOKENS) -> None:
+        super().__init__()
+        self.kind = kind
+        self._app = app
+        self._shapes = shapes
+        self._req = req
+        self._mid_tokens = mid_tokens
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        gone = asyncio.ensure_future(_wait_disconnect(receive))
+        stop = asyncio.ensure_future(self._app.closing.wait())
+        try:
+            if self._req is not None:
+                tokens = asyncio.ensure_future(self._send_tokens(send))
+                try:
+                    await asyncio.wait({tokens, gone, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    tokens.cancel()
+                    self._app.engine.cancel(self._req)  # the stream is cut: stop generating
+                if gone.done():
+                    return
+                if not tokens.cancelled():
+                    tokens.result()  # its error, if any
+            if self.kind in ("close-before", "close-mid") and not stop.done():
+                transport = _transport_of(receive)
+                if transport is None:
+                    raise RuntimeError(f"fault {self.kind!r}: the ASGI server exposes no transport to close")
+                if self._req is None:
+                    transport.abort()
+                else:
+                    transport.close()  # flushes the token events first
+            # close-*: until our close lands; hang*: until the client leaves
+            await asyncio.wait({gone, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not gone.done():  # the server is shutting down: drop the connection silently
+                transport = _transport_of(receive)
+                if transport is not None:
+                    transport.abort()
+                    await gone
+        finally:
+            gone.cancel()
+            stop.cancel()
+
+    async def _send_tokens(self, send: Send) -> None:
+        req, shapes = self._req, self._shapes
+        assert req is not None and shapes is not None
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        target = min(self._mid_tokens, req.output_tokens)
+        sent = 0
+        while sent < target:
+            n = min(await req.wait_beyond(sent), target)
+            if req.cancelled:
+                return
+            parts = [shapes.role_chunk()] if sent == 0 and shapes.job.kind == "chat" else []
+            for k in range(sent, n):
+                parts.append(shapes.token_chunk(self._app.text.piece(req.call_id, k), k == req.output_tokens - 1))
+            sent = n
+            await send({"type": "http.response.body", "body": "".join(parts).encode(), "more_body": True})
+
+
+def _engine_down() -> ApiError:
+    return ApiError(503, "The engine is down (injected fault 'down').", None, "engine_down",
+                    etype="server_error")
+
+
 # ------------------------------------------------------------------------------------ the app
 class _App:
     """Handlers bound to one engine."""
@@ -373,6 +499,13 @@ class _App:
                                      jitter_sigma=config.jitter_sigma, observer=self.metrics)
         self.metrics.attach(self.engine, config.model)
         self.text = TokenText(config.seed)
+        self.faults = config.faults.copy()
+        self._faulty = self.faults.active  # the only fault check a request pays when there are none
+        self.closing = asyncio.Event()  # set when the server starts shutting down (see serve)
+
+    def set_faults(self, plan: FaultPlan) -> None:
+        self.faults = plan
+        self._faulty = plan.active
 
     async def completions(self, request: Request) -> Response:
         return await self._generate(request, "completion")
@@ -381,11 +514,19 @@ class _App:
         return await self._generate(request, "chat")
 
     async def _generate(self, request: Request, kind: Literal["completion", "chat"]) -> Response:
+        if self._faulty and self.faults.down:
+            self.metrics.faults["down"].inc()
+            return _engine_down().response()
         try:
             body = await _json_object(request)
             _check_model(body, self.config.model)
             limit = self.config.effective_max_model_len
             job = parse_chat(body, limit) if kind == "chat" else parse_completion(body, limit)
+            if self._faulty:
+                fault = self.faults.draw()
+                if fault is not None:
+                    self.metrics.faults[fault].inc()
+                    return self._fault(fault, job)
             try:
                 req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=job.stream)
             except ValueError as exc:
@@ -396,6 +537,25 @@ class _App:
         if job.stream:
             return _EngineStream(self._stream(shapes, req), self.engine, req)
         return await self._complete(request, shapes, req)
+
+    def _fault(self, fault: FaultKind, job: _Job) -> Response:
+        """The response of a valid request that drew ``fault`` (ApiError for a 400 of the
+        engine's own)."""
+        if fault == "error":
+            return ApiError(500, "The server had an error while processing your request (injected "
+                            "fault 'error').", None, "injected_fault", etype="server_error").response()
+        if fault == "garbage":
+            if job.stream:
+                return Response(f"data: {_GARBAGE}\n\n", media_type="text/event-stream",
+                                headers={"Cache-Control": "no-cache", "Connection": "close"})
+            return Response(_GARBAGE, media_type="application/json", headers={"Connection": "close"})
+        if fault in ("close-mid", "hang-mid") and job.stream:
+            try:
+                req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=True)
+            except ValueError as exc:
+                raise _bad(str(exc), "max_tokens") from None
+            return _CutResponse(fault, self, _Shapes(job, self.config.model), req, self.faults.mid_tokens)
+        return _CutResponse(fault, self)  # close-before, hang; close-mid, hang-mid not streamed
 
     async def _stream(self, shapes: _Shapes, req: EmulatedRequest) -> AsyncIterator[str]:
         """SSE events, one per token, each batch of released tokens in one write."""
@@ -432,7 +592,27 @@ class _App:
             "root": self.config.model, "max_model_len": self.config.effective_max_model_len}]})
 
     async def health(self, request: Request) -> Response:
+        if self._faulty and self.faults.down:
+            return Response(status_code=503)
         return Response(status_code=200)
+
+    async def get_fault(self, request: Request) -> Response:
+        return JSONResponse(self.faults.to_json())
+
+    async def post_fault(self, request: Request) -> Response:
+        """Replace the fault plan (the RNG restarts at the plan's seed: the body's ``seed``, else
+        the current plan's)."""
+        try:
+            body = await _json_object(request)
+            try:
+                plan = FaultPlan.from_json(body, seed=self.faults.seed)
+            except FaultSpecError as exc:
+                raise _bad(str(exc), exc.param) from None
+        except ApiError as err:
+            return err.response()
+        self.set_faults(plan)
+        request.app.state.faults = plan
+        return JSONResponse(plan.to_json())
 
     async def scrape(self, request: Request) -> Response:
         self.engine.sync()
@@ -449,7 +629,11 @@ async def _disconnected(request: Request) -> None:
 
 def create_app(config: EngineConfig | None = None) -> Starlette:
     """The emulated engine's ASGI app; ``app.state.engine`` is its :class:`EmulatedEngine`,
-    ``app.state.config`` its config, ``app.state.metrics`` its :class:`EngineMetrics`."""
+    ``app.state.config`` its config, ``app.state.metrics`` its :class:`EngineMetrics`,
+    ``app.state.faults`` its current :class:`FaultPlan` (a copy of ``config.faults``, replaced
+    by ``POST /fault``), ``app.state.closing`` an ``asyncio.Event`` to set when the server
+    begins to shut down (it ends the responses of ``hang``-type faults). The ``close-*`` faults
+    need uvicorn (see :func:`serve`)."""
     cfg = config if config is not None else EngineConfig()
     handlers = _App(cfg)
 
@@ -458,19 +642,22 @@ def create_app(config: EngineConfig | None = None) -> Starlette:
         yield
         handlers.engine.close()
 
-    app = Starlette(
-        routes=[
-            Route("/v1/completions", handlers.completions, methods=["POST"]),
-            Route("/v1/chat/completions", handlers.chat, methods=["POST"]),
-            Route("/v1/models", handlers.models, methods=["GET"]),
-            Route("/health", handlers.health, methods=["GET"]),
-            Route("/metrics", handlers.scrape, methods=["GET"]),
-        ],
-        lifespan=lifespan,
-    )
+    routes = [
+        Route("/v1/completions", handlers.completions, methods=["POST"]),
+        Route("/v1/chat/completions", handlers.chat, methods=["POST"]),
+        Route("/v1/models", handlers.models, methods=["GET"]),
+        Route("/health", handlers.health, methods=["GET"]),
+        Route("/metrics", handlers.scrape, methods=["GET"]),
+    ]
+    if cfg.fault_control:
+        routes += [Route("/fault", handlers.get_fault, methods=["GET"]),
+                   Route("/fault", handlers.post_fault, methods=["POST"])]
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.engine = handlers.engine
     app.state.config = cfg
     app.state.metrics = handlers.metrics
+    app.state.faults = handlers.faults
+    app.state.closing = handlers.closing
     return app
 
 
@@ -489,9 +676,15 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 class _Server(uvicorn.Server):
     """uvicorn's server, printing one line once it accepts connections."""
 
-    def __init__(self, config: uvicorn.Config, banner: str) -> None:
+    def __init__(self, config: uvicorn.Config, banner: str, closing: asyncio.Event | None = None) -> None:
         super().__init__(config)
         self._banner = banner
+        self._closing = closing
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self._closing is not None:  # hanging fault responses drop their connections now
+            self._closing.set()
+        await super().shutdown(sockets)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -510,18 +703,24 @@ def serve(host: str = "127.0.0.1", port: int = 8000, config: EngineConfig | None
     requests). After SIGINT it returns; after SIGTERM uvicorn re-raises the signal, so the process
     ends with it, as any uvicorn app does. ``port=0`` picks a free port; the one line printed
     once listening says which: ``cato engine: serving <model> (<coeffs>, time dilation <d>) on
-    http://<host>:<port>``."""
+    http://<host>:<port>``; with faults or fault control, a second line says which (``cato
+    engine: faults: hang:0.1 (control at /fault)``)."""
     cfg = config if config is not None else EngineConfig()
     sock = _listening_socket(host, port)
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     banner = (f"cato engine: serving {cfg.model} ({cfg.coeffs.name}, time dilation "
               f"{cfg.time_dilation:g}) on http://{shown}:{bound}")
+    if cfg.faults.active or cfg.fault_control:
+        banner += f"\ncato engine: faults: {cfg.faults.describe()}"
+        if cfg.fault_control:
+            banner += " (control at /fault)"
     # keep idle client connections (a gateway's pool) open: a reconnect costs a request ~1 ms
-    uconf = uvicorn.Config(create_app(cfg), log_level=log_level, access_log=False,
+    app = create_app(cfg)
+    uconf = uvicorn.Config(app, log_level=log_level, access_log=False,
                            timeout_graceful_shutdown=5, timeout_keep_alive=75, lifespan="on")
     try:
-        _Server(uconf, banner).run(sockets=[sock])
+        _Server(uconf, banner, app.state.closing).run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn re-raises SIGINT once it has shut down gracefully
         pass
     finally:
@@ -538,22 +737,33 @@ def engine_command(
     jitter: float = 0.0,
     max_model_len: int | None = None,
     max_num_seqs: int | None = None,
+    faults: Sequence[str] = (),
+    fault_control: bool = False,
+    fault_mid_tokens: int = DEFAULT_MID_TOKENS,
 ) -> None:
     """``cato engine``: serve an emulated engine (coefficient preset ``preset``) on
-    ``host:port``. Raises ValueError for an unknown preset or an invalid setting."""
+    ``host:port``. ``faults``: ``KIND[:PROB]`` specs (:mod:`cato.engine.faults`), drawn with
+    ``seed``; ``fault_control``: serve ``GET``/``POST /fault``; ``fault_mid_tokens``: tokens the
+    ``*-mid`` faults stream first. Raises ValueError for an unknown preset, a bad fault spec
+    (naming it) or another invalid setting, before it listens."""
+    plan = FaultPlan.from_specs([faults] if isinstance(faults, str) else faults, seed=seed,
+                                mid_tokens=fault_mid_tokens)
     coeffs = preset_coeffs(preset)
     if max_num_seqs is not None:
         if max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {max_num_seqs}")
         coeffs = coeffs.with_overrides(max_num_seqs=max_num_seqs)
     cfg = EngineConfig(model=model, coeffs=coeffs, time_dilation=time_dilation, seed=seed,
-                       jitter_sigma=jitter, max_model_len=max_model_len)
+                       jitter_sigma=jitter, max_model_len=max_model_len, faults=plan,
+                       fault_control=fault_control)
     serve(host, port, cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cato.engine.server [--port N] [--host H] [--model M] [--preset P]
-    [--time-dilation D] [--seed S] [--jitter SIGMA] [--max-model-len L] [--max-num-seqs N]``."""
+    [--time-dilation D] [--seed S] [--jitter SIGMA] [--max-model-len L] [--max-num-seqs N]
+    [--fault KIND[:PROB]]... [--fault-control] [--fault-mid-tokens N]``; a bad setting (a bad
+    ``--fault`` included) exits with status 2 and a message naming it."""
     p = argparse.ArgumentParser(prog="cato engine", description="Emulated OpenAI-compatible LLM engine.")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1")
@@ -564,11 +774,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--jitter", type=float, default=0.0)
     p.add_argument("--max-model-len", type=int, default=None)
     p.add_argument("--max-num-seqs", type=int, default=None)
+    p.add_argument("--fault", action="append", default=[], metavar="KIND[:PROB]",
+                   help=f"inject a fault (repeatable); kinds: {', '.join(FAULT_KINDS)}; PROB "
+                        "defaults to 1")
+    p.add_argument("--fault-control", action="store_true",
+                   help="serve GET/POST /fault to read and replace the fault plan at runtime")
+    p.add_argument("--fault-mid-tokens", type=int, default=DEFAULT_MID_TOKENS,
+                   help="tokens close-mid and hang-mid stream before they cut the stream")
     a = p.parse_args(argv)
     try:
         engine_command(port=a.port, host=a.host, model=a.model, preset=a.preset,
                        time_dilation=a.time_dilation, seed=a.seed, jitter=a.jitter,
-                       max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs)
+                       max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs,
+                       faults=a.fault, fault_control=a.fault_control,
+                       fault_mid_tokens=a.fault_mid_tokens)
     except ValueError as exc:
         p.error(str(exc))
     return 0

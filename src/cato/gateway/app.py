@@ -21,19 +21,24 @@ import json
 import logging
 import time
 import uuid
-from typing import Any, AsyncGenerator, AsyncIterator, Callable
+from dataclasses import asdict
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Send
+from starlette.types import Scope as Scope_
 
 from cato.core.calls import LlmCall
 from cato.core.task import SlaKind
+from cato.gateway.auth import Scope
 from cato.gateway.engine_client import EngineError, EngineEvent, sse_passthrough
-from cato.gateway.errors import ApiError, unavailable
+from cato.gateway.errors import ApiError, overloaded, unavailable
 from cato.gateway.executor import run_pipeline
 from cato.gateway.gateway import CallStats, Gateway
 from cato.gateway.sse import SseResponse
@@ -75,6 +80,10 @@ def _summary(gw: Gateway, call: LlmCall, stats: CallStats, arrival: float, sla_k
             "sla_met": met if e2e is not None or sla_kind is SlaKind.TTFT else None}
 
 
+def _outcome(e: EngineError) -> str:
+    return "timeout" if e.code == "sla_timeout" else "error"
+
+
 def _headers(s: dict[str, Any]) -> dict[str, str]:
     h = {"x-cato-task": s["task"], "x-cato-replica": s["replica"]}
     for k in ("ttft_ms", "e2e_ms"):
@@ -88,25 +97,61 @@ def _headers(s: dict[str, Any]) -> dict[str, str]:
 class Api:
     def __init__(self, gw: Gateway) -> None:
         self.gw = gw
+        self.active = 0      # requests held now: queued, streaming, or between task steps
+
+    async def _counted(self, handler: Callable[[], Awaitable[Response]]) -> Response:
+        """Count a request as active until its response (a stream: its last byte) is done."""
+        self.active += 1
+        try:
+            resp = await handler()
+        except BaseException:
+            self.active -= 1
+            raise
+        if isinstance(resp, SseResponse):
+            resp.on_close(self._release)
+        else:
+            self.active -= 1
+        return resp
+
+    def _release(self) -> None:
+        self.active -= 1
+
+    # ---- operations endpoints: their own keys (auth.admin_keys, auth.metrics_keys) --------------
+    def _guard(self, request: Request, scope: Scope) -> None:
+        self.gw.auth.admin(request.headers.get("authorization"), scope)
 
     def _check_ready(self) -> None:
+        if self.gw.draining:
+            raise ApiError(503, "the gateway is shutting down", type="service_unavailable",
+                           code="shutting_down", headers={"Retry-After": "1"})
         if not self.gw.ready or self.gw.planner is None:
             raise unavailable("the gateway is starting: engines or profile not ready yet")
+        if self.active >= self.gw.config.limits.max_active_requests:
+            self.gw.metrics.requests.labels("any", "rejected").inc()
+            raise overloaded(f"request shed: the gateway holds {self.active} requests "
+                             f"(limits.max_active_requests)", 1.0, code="gateway_busy")
 
     # ---- /v1/completions and /v1/chat/completions ------------------------------------------------
     async def completions(self, request: Request) -> Response:
-        return await self._llm(request, "completions")
+        self._check_ready()
+        return await self._counted(lambda: self._llm(request, "completions"))
 
     async def chat(self, request: Request) -> Response:
-        return await self._llm(request, "chat")
+        self._check_ready()
+        return await self._counted(lambda: self._llm(request, "chat"))
 
     async def _llm(self, request: Request, kind: str) -> Response:
         arrival = self.gw.clock()
-        self._check_ready()
         gw, planner = self.gw, self.gw.planner
         assert planner is not None
+        who = gw.auth.client(request.headers.get("authorization"))
         body = await read_json(request, gw.config.limits.max_body_bytes)
         req = parse_llm_request(kind, body, request.headers, gw.config, planner.task_names())
+        gw.auth.authorize(who, req.task)
+        gw.auth.admit(who)
+        request.state.log = {"key": who.name if who else None, "task": req.task}
+        if gw.config.logging.prompts:
+            request.state.log["prompt"] = body.get("prompt", body.get("messages"))
         planned = planner.direct[req.task]
         sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
         sla_s = planned.task.sla_s if sla is None else sla
@@ -153,8 +198,9 @@ class Api:
             async for _ in agen:
                 pass
         except EngineError as e:
-            self.gw.metrics.observe_failure(call.task, "error")
-            raise ApiError(502, str(e), type="engine_error", code="engine_failed") from None
+            self.gw.metrics.observe_failure(call.task, _outcome(e))
+            raise ApiError(504 if e.code == "sla_timeout" else 502, str(e),
+                           type="engine_error", code=e.code) from None
         s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s)
         self._observe(call, s)
         text = "".join(stats.text)
@@ -191,9 +237,9 @@ class Api:
                 yield chunk
             ok = True
         except EngineError as e:
-            self.gw.metrics.observe_failure(call.task, "error")
+            self.gw.metrics.observe_failure(call.task, _outcome(e))
             yield _sse({"error": {"message": str(e), "type": "engine_error", "param": None,
-                                  "code": "engine_failed"}}) + _DONE
+                                  "code": e.code}}) + _DONE
             return
         finally:
             if not ok:
@@ -212,10 +258,17 @@ class Api:
     # ---- /v1/tasks/{task} ------------------------------------------------------------------------
     async def tasks(self, request: Request) -> Response:
         self._check_ready()
-        return await run_pipeline(self.gw, request, request.path_params["task"])
+        who = self.gw.auth.client(request.headers.get("authorization"))
+        task = request.path_params["task"]
+        if self.gw.planner is not None and task in self.gw.planner.pipelines:
+            self.gw.auth.authorize(who, task)
+        self.gw.auth.admit(who)
+        request.state.log = {"key": who.name if who else None, "task": task}
+        return await self._counted(lambda: run_pipeline(self.gw, request, task))
 
     # ---- read-only views -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
+        self.gw.auth.client(request.headers.get("authorization"))
         created = int(self.gw.started_s)
         data = [{"id": t, "object": "model", "created": created, "owned_by": "cato",
                  "cato": {"kind": "task"}} for t in (self.gw.planner.task_names()
@@ -224,19 +277,31 @@ class Api:
                   "cato": {"kind": "model"}} for m in self.gw.config.models]
         return JSONResponse({"object": "list", "data": data})
 
+    async def openapi(self, request: Request) -> Response:
+        from cato.gateway.openapi import openapi_schema
+        planner = self.gw.planner
+        return JSONResponse(openapi_schema(
+            planner.task_names() if planner is not None else [],
+            [m.name for m in self.gw.config.models],
+            sorted(planner.pipelines) if planner is not None else []))
+
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
+        if self.gw.draining:
+            return JSONResponse({"status": "draining"}, status_code=503)
         if not self.gw.ready:
             return JSONResponse({"status": "starting"}, status_code=503)
         return JSONResponse({"status": "ready", "replicas": len(self.gw.replicas)})
 
     async def metrics(self, request: Request) -> Response:
+        self._guard(request, "metrics")
         return Response(generate_latest(self.gw.metrics.registry),
                         media_type=CONTENT_TYPE_LATEST)
 
     async def admin_replicas(self, request: Request) -> Response:
+        self._guard(request, "admin")
         out = []
         for r in self.gw.dispatcher.pool:
             h = self.gw.replicas.get(r.replica_id)
@@ -244,10 +309,13 @@ class Api:
                         "state": r.phase.value, "queued": r.num_queued,
                         "in_flight": r.num_in_flight, "concurrency_limit": r.concurrency_limit,
                         "pid": self.gw.pid_of(r.replica_id),
-                        "where": self.gw.where_of(r.replica_id)})
-        return JSONResponse({"replicas": out, "policy": self.gw.config.routing.policy})
+                        "where": self.gw.where_of(r.replica_id),
+                        "health": self.gw.health.of(r.replica_id).view(time.monotonic())})
+        return JSONResponse({"replicas": out, "policy": self.gw.config.routing.policy,
+                             "health_events": [asdict(e) for e in self.gw.health.events]})
 
     async def admin_queues(self, request: Request) -> Response:
+        self._guard(request, "admin")
         now = self.gw.clock()
         out = {}
         for r in self.gw.dispatcher.pool:
@@ -259,6 +327,7 @@ class Api:
         return JSONResponse({"replica_queues": out, "ongoing_by_model": models})
 
     async def admin_scaling(self, request: Request) -> Response:
+        self._guard(request, "admin")
         out = {}
         for model, prov in self.gw.provisioners.items():
             out[model] = {
@@ -268,6 +337,7 @@ class Api:
         return JSONResponse({"models": out})
 
     async def admin_profile(self, request: Request) -> Response:
+        self._guard(request, "admin")
         p = self.gw.profile
         plans = {}
         if self.gw.planner is not None:
@@ -297,6 +367,36 @@ async def _internal(request: Request, exc: Exception) -> Response:
     return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
 
 
+class _RequestLog:
+    """``logging.requests``: one INFO line per client request once its response is over: method,
+    path, status, task, API key name, milliseconds. Prompts only with ``logging.prompts``."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope_, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        t0 = time.perf_counter()
+        status = [0]
+
+        async def sending(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            info = dict(scope.get("state", {}).get("log") or {})
+            prompt = info.pop("prompt", None)
+            log.info("%s %s %d task=%s key=%s %.1f ms%s", scope["method"], scope["path"],
+                     status[0], info.get("task"), info.get("key"),
+                     (time.perf_counter() - t0) * 1000,
+                     "" if prompt is None else f" prompt={json.dumps(prompt)[:2000]}")
+
+
 def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
     api = Api(gw)
 
@@ -320,11 +420,14 @@ def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
         Route("/v1/tasks/{task}", api.tasks, methods=["POST"]),
         Route("/health", api.health, methods=["GET"]),
         Route("/ready", api.ready, methods=["GET"]),
+        Route("/openapi.json", api.openapi, methods=["GET"]),
         Route("/metrics", api.metrics, methods=["GET"]),
         Route("/admin/replicas", api.admin_replicas, methods=["GET"]),
         Route("/admin/queues", api.admin_queues, methods=["GET"]),
         Route("/admin/profile", api.admin_profile, methods=["GET"]),
         Route("/admin/scaling", api.admin_scaling, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan, exception_handlers={
-        ApiError: _api_error, HTTPException: _http_error, Exception: _internal})
+    middleware = [Middleware(_RequestLog)] if gw.config.logging.requests else []
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
+                     exception_handlers={ApiError: _api_error, HTTPException: _http_error,
+                                         Exception: _internal})

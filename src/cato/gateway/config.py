@@ -28,6 +28,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from cato.core.catalog import TASK_NAMES
 from cato.core.coefficients import PRESETS
 from cato.core.routing import routing_policy_names
+from cato.gateway.auth import AuthConfig
 
 
 def _known_preset(name: str) -> str:
@@ -91,6 +92,23 @@ class RayResources(_Strict):
     resources: dict[str, float] = Field(default_factory=dict)   # custom, e.g. {"A100": 1}
 
 
+_EVERY_INTERFACE = ("0.0.0.0", "::", "[::]")
+
+
+def public_host(host: str) -> bool:
+    """True for an address reachable from the internet (not loopback, private or link-local);
+    names other than localhost count as public (they may resolve anywhere)."""
+    import ipaddress
+    h = host.strip("[]")
+    if h in ("localhost", ""):
+        return False
+    try:
+        ip = ipaddress.ip_address(h)
+    except ValueError:
+        return True
+    return not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified)
+
+
 class Autoscale(_Strict):
     """Elastic replicas for a model: the core's scaling policy drives engine processes that
     the gateway starts from ``command`` (``{port}``, ``{host}``, ``{model}`` are filled in;
@@ -115,6 +133,11 @@ class Autoscale(_Strict):
         make_scaling_policy(self.policy, **self.params)   # names a bad policy or parameter
         if self.command is not None and not any("{port}" in a for a in self.command):
             raise ValueError("command must contain {port}")
+        wild = [a for a in self.command or () if a.split("=")[-1] in _EVERY_INTERFACE]
+        if wild:
+            raise ValueError(f"command binds the engine to every interface ({wild[0]!r}): "
+                             "engines are for the gateway only; use --host {host} (loopback, "
+                             "or the Ray node's private address)")
         return self
 
 
@@ -150,11 +173,91 @@ class ModelConfig(_Strict):
 
 
 class Limits(_Strict):
+    """Input and overload bounds. Queues are bounded per replica, per model (the shared queue
+    of late binding, or while no replica is ready) and per task; a full one sheds the new
+    request with 429 and ``Retry-After``. ``max_active_requests`` bounds the requests the
+    gateway holds at once (queued, streaming, or between steps of a task): memory stays
+    bounded under any load."""
+
     max_body_bytes: int = Field(2_000_000, ge=1024)
     max_prompt_tokens: int = Field(32_768, ge=1)
     max_tokens: int = Field(4096, ge=1)
     max_sla_ms: float = Field(3_600_000, gt=0)
     max_queue_per_replica: int = Field(256, ge=1)
+    max_queue_per_model: int = Field(1024, ge=1)
+    max_queue_per_task: int = Field(1024, ge=1)
+    max_active_requests: int = Field(4096, ge=1)
+
+
+class Health(_Strict):
+    """Health checks of engines. Active: ``GET {url}{path}`` every ``interval_s``; a replica
+    that fails ``unhealthy_after`` probes in a row (no answer within ``timeout_s``, or not 200)
+    is ejected: no new work, its queued calls re-routed, its calls with no output yet retried
+    elsewhere. Passive: ``eject_after_errors`` failed calls in a row (5xx, broken stream) eject
+    it too, an unreachable engine at once. It is re-admitted after ``healthy_after`` good probes
+    and a back-off that doubles with each ejection (up to ``max_backoff_s``). A replica the
+    gateway started itself that stays ejected ``replace_after_s`` is stopped and replaced."""
+
+    enabled: bool = True
+    path: str = "/health"
+    interval_s: float = Field(1.0, gt=0, le=3600)
+    timeout_s: float = Field(2.0, gt=0, le=3600)
+    unhealthy_after: int = Field(2, ge=1)
+    healthy_after: int = Field(2, ge=1)
+    eject_after_errors: int = Field(3, ge=1)
+    max_backoff_s: float = Field(60.0, gt=0)
+    replace_after_s: float | None = Field(30.0, gt=0)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"must start with '/', got {v!r}")
+        return v
+
+
+class Retries(_Strict):
+    """A call that fails before any output reached the client (engine unreachable, 5xx,
+    broken stream, replica ejected) is tried again on another replica, up to ``max_attempts``
+    in all. Output is never duplicated: once a token is out, a failure ends the stream with an
+    error event instead."""
+
+    max_attempts: int = Field(3, ge=1, le=10)
+
+
+class Timeouts(_Strict):
+    """SLA-tied cancellation: a call still waiting for its first token (TTFT-critical) or its
+    end (the rest) ``sla_factor`` x its SLA allotment after the task arrived, and at least
+    ``min_s``, is cancelled at the engine and answered 504 (or an error event). ``null``
+    turns it off; ``engine_timeout_s`` still bounds every call."""
+
+    sla_factor: float | None = Field(10.0, ge=1)
+    min_s: float = Field(10.0, gt=0)
+
+
+class Admission(_Strict):
+    """Optional admission control: refuse at arrival (429, ``code: sla_unattainable``) a
+    request whose best estimate on any ready replica exceeds ``tolerance`` x its SLA. Refusals
+    are counted apart from violations (``cato_requests{outcome="refused"}``)."""
+
+    enabled: bool = False
+    tolerance: float = Field(1.0, gt=0)
+
+
+class Shutdown(_Strict):
+    """On SIGTERM/SIGINT: stop accepting, answer new requests 503, let in-flight work finish for
+    up to ``drain_timeout_s`` (calls still running then end with a clear error), stop the
+    engines the gateway started, exit."""
+
+    drain_timeout_s: float = Field(30.0, gt=0, le=3600)
+
+
+class Logging(_Strict):
+    """``requests``: one INFO line per request (task, key name, status, latencies).
+    Prompts and outputs are never logged unless ``prompts`` is set."""
+
+    requests: bool = False
+    prompts: bool = False
 
 
 class GatewayConfig(_Strict):
@@ -166,6 +269,13 @@ class GatewayConfig(_Strict):
     sla_scale: float = Field(1.0, gt=0, le=1000)
     engine_timeout_s: float = Field(600.0, gt=0)
     limits: Limits = Limits()
+    health: Health = Health()
+    retries: Retries = Retries()
+    timeouts: Timeouts = Timeouts()
+    admission: Admission = Admission()
+    shutdown: Shutdown = Shutdown()
+    logging: Logging = Logging()
+    auth: AuthConfig = AuthConfig()
     profile_path: str | None = None
     profile_probes: int = Field(3, ge=1, le=50)
     profile_at_startup: bool = True

@@ -15,17 +15,46 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncGenerator, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Literal
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from cato.gateway.control import CallControl
+
+AbortKind = Literal["timeout", "ejected", "shutdown"]
 
 
 class EngineError(Exception):
     """The engine failed a call. ``status`` is the engine's HTTP status if it sent one."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *,
+                 unreachable: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.unreachable = unreachable
+
+    code = "engine_failed"     # the OpenAI-style error code a client sees
+
+    @property
+    def retryable(self) -> bool:
+        """A failure of the engine rather than of the request: no answer, a 5xx, a broken or
+        malformed stream. A 4xx (the engine refused this request) is not retried."""
+        return self.status is None or self.status >= 500
+
+
+class CallAborted(EngineError):
+    """The gateway aborted the call (:class:`~cato.gateway.control.CallControl`): ``kind`` is
+    ``timeout`` (far past its SLA), ``ejected`` (its replica failed health checks) or
+    ``shutdown`` (the drain bound was reached)."""
+
+    CODES = {"timeout": "sla_timeout", "ejected": "engine_failed", "shutdown": "shutting_down"}
+
+    def __init__(self, kind: AbortKind, message: str) -> None:
+        super().__init__(message)
+        self.kind: AbortKind = kind
+        self.message = message
+        self.code = self.CODES[kind]
 
 
 class EngineEvent:
@@ -78,19 +107,45 @@ class EngineClient:
         if self._session is not None:
             await self._session.close()
 
+    async def probe(self, url: str, timeout_s: float) -> int | None:
+        """GET ``url`` (a health endpoint): its status, or None if it did not answer in time."""
+        try:
+            async with self._http().get(url, timeout=aiohttp.ClientTimeout(
+                    total=timeout_s)) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+            return None
+
     async def stream(self, base_url: str, endpoint: str, body: dict[str, Any], *,
-                     api_key: str | None = None) -> AsyncGenerator[EngineEvent, None]:
+                     api_key: str | None = None, control: CallControl | None = None
+                     ) -> AsyncGenerator[EngineEvent, None]:
         """POST ``body`` to ``base_url + endpoint`` streaming; yield each ``data:`` event.
 
         Every event is checked to be a JSON object in shape (``{...}``) and not an error
-        event; its full parse is left to the caller (:meth:`EngineEvent.json`)."""
+        event; its full parse is left to the caller (:meth:`EngineEvent.json`). With a
+        ``control``, :meth:`CallControl.abort` interrupts the call at any point (waiting for
+        the response or streaming it) and this raises :class:`~cato.gateway.control.
+        CallAborted`."""
         body = dict(body)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         url = base_url + endpoint
         try:
-            async with self._http().post(url, json=body, headers=headers) as resp:
+            if control is None:
+                resp = await self._http().post(url, json=body, headers=headers)
+            else:
+                pending = asyncio.ensure_future(self._http().post(url, json=body,
+                                                                  headers=headers))
+                control.wait_on(pending)
+                try:
+                    resp = await pending
+                except asyncio.CancelledError:
+                    control.raise_if_aborted()
+                    raise
+                control.streaming(resp)
+            async with resp:
                 if resp.status != 200:
                     raw = await resp.read()
                     raise EngineError(f"engine {base_url} answered HTTP {resp.status}: "
@@ -117,12 +172,17 @@ class EngineClient:
                     if done:
                         break
                 if not done:
+                    if control is not None:
+                        control.raise_if_aborted()
                     raise EngineError(f"engine {base_url} closed the stream before it finished")
         except aiohttp.ClientConnectorError as e:
-            raise EngineError(f"engine {base_url} is unreachable: {e}") from None
+            raise EngineError(f"engine {base_url} is unreachable: {e}", unreachable=True) \
+                from None
         except asyncio.TimeoutError:
             raise EngineError(f"engine {base_url} timed out") from None
         except aiohttp.ClientError as e:
+            if control is not None:
+                control.raise_if_aborted()
             raise EngineError(f"engine {base_url} connection failed: {type(e).__name__}: {e}") \
                 from None
 

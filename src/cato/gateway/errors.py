@@ -37,9 +37,9 @@ def not_found(message: str, param: str | None = None, code: str = "model_not_fou
     return ApiError(404, message, param=param, code=code)
 
 
-def overloaded(message: str, retry_after_s: float) -> ApiError:
+def overloaded(message: str, retry_after_s: float, code: str = "queue_full") -> ApiError:
     """429: the gateway sheds the request (a full queue); the client may retry later."""
-    return ApiError(429, message, type="rate_limit_error", code="queue_full",
+    return ApiError(429, message, type="rate_limit_error", code=code,
                     headers={"Retry-After": str(max(1, round(retry_after_s)))})
 
 

@@ -137,8 +137,9 @@ async def run_pipeline(gw: Gateway, request: Request, task_name: str) -> Respons
         raise
     except EngineError as e:
         await events.aclose()
-        gw.metrics.observe_failure(task_name, "error")
-        raise ApiError(502, str(e), type="engine_error", code="engine_failed") from None
+        gw.metrics.observe_failure(task_name, "timeout" if e.code == "sla_timeout" else "error")
+        raise ApiError(504 if e.code == "sla_timeout" else 502, str(e), type="engine_error",
+                       code=e.code) from None
     if not stream:
         return JSONResponse(head[-1], headers=run.headers())
     return SseResponse(_sse_stream(head, events), headers=run.headers())
@@ -154,8 +155,9 @@ async def _sse_stream(head: list[dict[str, Any]],
             yield b"data: " + json.dumps(ev).encode() + b"\n\n"
     except (ApiError, EngineError) as e:
         msg = e.message if isinstance(e, ApiError) else str(e)
+        code = e.code if isinstance(e, EngineError) else (e.code or "engine_failed")
         yield b"data: " + json.dumps({"error": {"message": msg, "type": "engine_error",
-                                                "param": None, "code": "engine_failed"}}
+                                                "param": None, "code": code}}
                                      ).encode() + b"\n\n"
     finally:
         await events.aclose()   # a client that left stops the remaining steps

@@ -22,17 +22,23 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, AsyncGenerator, Callable
+from urllib.parse import urlsplit
 
 import numpy as np
 
 from cato.core.calls import LlmCall
-from cato.core.dispatcher import Dispatcher
+from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.estimator import LatencyEstimator
+from cato.core.replica import ReplicaPhase
 from cato.core.routing import make_routing_policy
-from cato.gateway.config import GatewayConfig, ModelConfig
-from cato.gateway.engine_client import EngineClient, EngineError, EngineEvent, event_text
-from cato.gateway.errors import engine_failed, overloaded
+from cato.gateway.auth import Authenticator
+from cato.gateway.config import GatewayConfig, ModelConfig, public_host
+from cato.gateway.control import CallControl
+from cato.gateway.engine_client import (AbortKind, CallAborted, EngineClient, EngineError,
+                                        EngineEvent, event_text)
+from cato.gateway.errors import ApiError, engine_failed, overloaded
 from cato.gateway.executor import Tools
+from cato.gateway.health import HealthMonitor
 from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
                                    start_process, wait_ready)
 from cato.gateway.metrics import GatewayMetrics
@@ -96,9 +102,16 @@ class Gateway:
         default_conc = max((m.concurrency or self.estimator.coeffs(m.name).max_num_seqs)
                            for m in config.models)
         self.dispatcher = Dispatcher(policy, self.estimator, default_concurrency=default_conc,
-                                     max_queue_per_replica=config.limits.max_queue_per_replica)
+                                     max_queue_per_replica=config.limits.max_queue_per_replica,
+                                     max_queue_per_model=config.limits.max_queue_per_model)
         self.scheduler = LiveScheduler(self.dispatcher, clock, log_decisions=log_decisions)
         self.metrics = GatewayMetrics(self.dispatcher)
+        self.health = HealthMonitor(self, config.health)
+        self.auth = Authenticator(config.auth)
+        self.metrics.watch_auth(self.auth)
+        self.controls: dict[int, CallControl] = {}      # calls in the gateway now
+        self.queued_by_task: dict[str, int] = {}
+        self.draining = False
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def engine_urls(self) -> dict[str, list[str]]:
@@ -136,7 +149,25 @@ class Gateway:
                   [r.url for r in m.replicas]) for m in self.config.models]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
+    def security_warnings(self) -> list[str]:
+        """What an operator should know: the client API open on a non-loopback address, or
+        engines (which have no auth of their own) on public addresses."""
+        out = []
+        host = self.config.listen.host
+        if not self.auth.enabled and host not in ("127.0.0.1", "localhost", "::1"):
+            out.append(f"listen.host is {host!r} and auth.api_keys is empty: anyone who can "
+                       "reach this address can use the engines")
+        for m in self.config.models:
+            for r in m.replicas:
+                h = urlsplit(r.url).hostname or ""
+                if public_host(h):
+                    out.append(f"model {m.name!r}: engine {r.url} is on a public address; "
+                               "keep engines on loopback or a private network")
+        return out
+
     async def start(self, *, measure_profile: bool = True) -> None:
+        for w in self.security_warnings():
+            log.warning("security: %s", w)
         await asyncio.to_thread(self.start_engines)
         self._make_providers()
         await self._start_remote_replicas()
@@ -155,6 +186,8 @@ class Gateway:
             for url in urls:
                 self.attach_replica(model, url)
         self.start_provisioners()
+        if self.config.health.enabled:
+            self._bg.append(asyncio.ensure_future(self.health.run()))
         self.ready = True
         prof = self.profile
         log.info("ready: %d replicas, routing %s, profile %s", len(self.replicas),
@@ -199,6 +232,7 @@ class Gateway:
         """Forget a drained replica."""
         self.scheduler.remove(replica_id)
         self.replicas.pop(replica_id, None)
+        self.health.forget(replica_id)
 
     def _command(self, m: ModelConfig) -> list[str]:
         a = m.autoscale
@@ -309,49 +343,222 @@ class Gateway:
     # ---- one LLM call ----------------------------------------------------------------------------
     async def invoke(self, call: LlmCall, endpoint: str, body: dict[str, Any],
                      stats: CallStats) -> AsyncGenerator[EngineEvent, None]:
-        """Queue ``call``, then stream its engine events. Raises :class:`ApiError` (429 when
-        shed, 502 when the engine fails before any output) or :class:`EngineError` (after)."""
+        """Queue ``call``, then stream its engine events.
+
+        Raises :class:`ApiError` before any event is yielded (429 when shed or refused, 502
+        when every attempt failed, 503 while shutting down or with no healthy replica, 504 when
+        cancelled far past its SLA) and :class:`EngineError` after (the stream had begun).
+        Events are held until the first one that carries text, so a failure before it is
+        retried on another replica (``retries.max_attempts``) and nothing reaches the client
+        twice."""
+        ctl = CallControl(call.call_id)
+        self.controls[call.call_id] = ctl
+        self._arm_timeout(call, ctl)
+        avoid: set[str] = set()
         try:
-            fut = self.scheduler.submit(call)
+            for attempt in range(1, self.config.retries.max_attempts + 1):
+                last = attempt == self.config.retries.max_attempts
+                d = await self._wait_release(call, ctl, frozenset(avoid))
+                rid = d.replica_id
+                ctl.replica = rid
+                stats.released_s = self.clock()
+                stats.replica = rid
+                if attempt == 1:
+                    self.metrics.queue_wait.labels(call.model).observe(
+                        stats.released_s - call.ready_s)
+                rep = self.replicas[rid]
+                fwd = dict(body, model=call.model)
+                if rep.accepts_priority:
+                    fwd["priority"] = d.priority
+                held: list[EngineEvent] = []
+                finished = False
+                try:
+                    async with contextlib.aclosing(self.client.stream(
+                            rep.url, endpoint, fwd, api_key=rep.api_key,
+                            control=ctl)) as events:
+                        async for ev in events:
+                            if stats.first_token_s is None:
+                                if not ev.text():
+                                    held.append(ev)     # role/empty chunks wait for a token
+                                    continue
+                                self._first_token(call, ctl, stats)
+                                for h in held:
+                                    yield self._seen(h, stats)
+                                held.clear()
+                            yield self._seen(ev, stats)
+                    finished = True
+                    stats.last_token_s = self.clock()
+                    for h in held:                      # a stream with no text at all
+                        yield self._seen(h, stats)
+                    return
+                except CallAborted as e:
+                    if e.kind == "ejected" and stats.first_token_s is None and not last:
+                        avoid.add(rid)
+                        ctl.reset_attempt()
+                        self.metrics.retries.labels(call.model, "ejected").inc()
+                        continue
+                    self.metrics.aborts.labels(call.task, e.kind).inc()
+                    if stats.first_token_s is None:
+                        raise self._abort_error(call, e) from None
+                    raise
+                except EngineError as e:
+                    self.metrics.engine_errors.labels(rid).inc()
+                    if e.retryable:
+                        self.health.call_failed(rid, str(e), unreachable=e.unreachable)
+                    if stats.first_token_s is not None:
+                        raise
+                    if e.retryable and not last and not ctl.aborted:
+                        avoid.add(rid)
+                        ctl.reset_attempt()
+                        self.metrics.retries.labels(call.model, "engine_error").inc()
+                        log.info("call %d failed on %s before any output (%s); retrying "
+                                 "elsewhere", call.call_id, rid, e)
+                        continue
+                    self.metrics.observe_failure(call.task, "error")
+                    if e.status is not None and 400 <= e.status < 500:
+                        raise ApiError(e.status, str(e), code="engine_rejected") from None
+                    raise engine_failed(str(e) + (f" (after {attempt} attempts)"
+                                                  if attempt > 1 else "")) from None
+                finally:
+                    if finished:
+                        self.scheduler.finish(call.call_id)
+                        self.health.call_succeeded(rid)
+                    else:
+                        self.scheduler.fail(call.call_id)
+        finally:
+            ctl.done()
+            self.controls.pop(call.call_id, None)
+
+    def _seen(self, ev: EngineEvent, stats: CallStats) -> EngineEvent:
+        if stats.collect:
+            _collect(ev.json(), stats)
+        return ev
+
+    def _first_token(self, call: LlmCall, ctl: CallControl, stats: CallStats) -> None:
+        stats.first_token_s = self.clock()
+        self.scheduler.first_token(call.call_id)
+        if call.ttft_critical:
+            ctl.set_timer(None)    # its SLA is met or missed now; engine_timeout_s bounds the rest
+
+    async def _wait_release(self, call: LlmCall, ctl: CallControl,
+                            avoid: frozenset[str]) -> Dispatch:
+        """Submit (a retry: away from ``avoid``) and wait in the gateway's queue."""
+        if ctl.aborted:
+            raise self._abort_error(call, CallAborted(ctl.kind or "timeout", ctl.reason or ""))
+        if not avoid:
+            self._check_admission(call)
+        if not self._serving(call.model):
+            self.metrics.observe_failure(call.task, "error")
+            raise ApiError(503, f"no healthy replica of model {call.model!r}: every one is "
+                           "ejected or stopped", type="service_unavailable",
+                           code="no_healthy_replica",
+                           headers={"Retry-After": str(max(1, round(
+                               self.config.health.interval_s * 2)))})
+        queued = self.queued_by_task.get(call.task, 0)
+        if not avoid and queued >= self.config.limits.max_queue_per_task:
+            self.metrics.observe_failure(call.task, "rejected")
+            raise overloaded(f"request shed: {queued} {call.task} requests already queued "
+                             f"(limits.max_queue_per_task)", self._retry_after(call),
+                             code="task_queue_full")
+        try:
+            fut = self.scheduler.submit(call, avoid=avoid)
         except Rejected as e:
             self.metrics.observe_failure(call.task, "rejected")
-            raise overloaded(f"request shed: {e.reason}", retry_after_s=1.0) from None
+            raise overloaded(f"request shed: {e.reason}", self._retry_after(call)) \
+                from None
+        self.queued_by_task[call.task] = queued + 1
+        ctl.wait_on(fut)
         try:
-            d = await fut
+            return await fut
         except asyncio.CancelledError:
             self.scheduler.abandon(call.call_id)
-            raise
-        stats.released_s = self.clock()
-        stats.replica = d.replica_id
-        self.metrics.queue_wait.labels(call.model).observe(stats.released_s - call.ready_s)
-        rep = self.replicas[d.replica_id]
-        body = dict(body, model=call.model)
-        if rep.accepts_priority:
-            body["priority"] = d.priority
-        finished = False
-        try:
-            async with contextlib.aclosing(self.client.stream(rep.url, endpoint, body,
-                                                              api_key=rep.api_key)) as events:
-                async for ev in events:
-                    if stats.first_token_s is None and ev.text():
-                        stats.first_token_s = self.clock()
-                        self.scheduler.first_token(call.call_id)
-                    if stats.collect:
-                        _collect(ev.json(), stats)
-                    yield ev
-            finished = True
-            stats.last_token_s = self.clock()
-        except EngineError as e:
-            self.metrics.engine_errors.labels(d.replica_id).inc()
-            if stats.first_token_s is None:
-                self.metrics.observe_failure(call.task, "error")
-                raise engine_failed(str(e)) from None
+            try:
+                ctl.raise_if_aborted()
+            except CallAborted as e:
+                self.metrics.aborts.labels(call.task, e.kind).inc()
+                raise self._abort_error(call, e) from None
             raise
         finally:
-            if finished:
-                self.scheduler.finish(call.call_id)
-            else:
-                self.scheduler.fail(call.call_id)
+            self.queued_by_task[call.task] -= 1
+            ctl.wait_on(None)
+
+    def _abort_error(self, call: LlmCall, e: CallAborted) -> ApiError:
+        if e.kind == "timeout":
+            self.metrics.observe_failure(call.task, "timeout")
+            return ApiError(504, e.message, type="timeout_error", code="sla_timeout")
+        if e.kind == "shutdown":
+            return ApiError(503, e.message, type="service_unavailable", code="shutting_down",
+                            headers={"Retry-After": "1"})
+        self.metrics.observe_failure(call.task, "error")
+        return engine_failed(e.message)
+
+    def _arm_timeout(self, call: LlmCall, ctl: CallControl) -> None:
+        t = self.config.timeouts
+        if t.sla_factor is None:
+            return
+        allot = max(0.0, call.deadline_s - call.arrival_s)
+        after = max(t.min_s, t.sla_factor * allot)
+        delay = call.arrival_s + after - self.clock()
+        what = "first token" if call.ttft_critical else "end"
+        msg = (f"cancelled: no {what} {after:.3g} s after arrival, {t.sla_factor:g}x its SLA "
+               f"allotment of {allot:.3g} s (timeouts.sla_factor)")
+        ctl.set_timer(asyncio.get_running_loop().call_later(max(0.0, delay), ctl.abort,
+                                                           "timeout", msg))
+
+    def _check_admission(self, call: LlmCall) -> None:
+        a = self.config.admission
+        if not a.enabled or call.ready_s != call.arrival_s:
+            return   # only at arrival (a task's first call)
+        now = self.clock()
+        best = self.dispatcher.best_estimate_s(call, now)
+        slack = call.deadline_s - now
+        if best is not None and best > a.tolerance * slack:
+            self.metrics.observe_failure(call.task, "refused")
+            raise ApiError(429, f"refused at arrival: the best estimate on any ready replica "
+                           f"is {best:.3g} s, its SLA allows {slack:.3g} s (admission)",
+                           type="rate_limit_error", code="sla_unattainable",
+                           headers={"Retry-After": str(self._retry_after(call))})
+
+    def _serving(self, model: str) -> bool:
+        """Some replica of ``model`` is READY or coming up (not all ejected or stopped)."""
+        return any(r.phase in (ReplicaPhase.READY, ReplicaPhase.STARTING)
+                   for r in self.dispatcher.pool.of_model(model))
+
+    def _retry_after(self, call: LlmCall) -> int:
+        """Seconds a shed client should wait: the work of its model in the gateway over its
+        ready replicas' concurrency, at this call's estimated service time (1 to 60)."""
+        ready = self.dispatcher.pool.ready(call.model)
+        slots = sum(r.concurrency_limit for r in ready) or 1
+        service = self.estimator.isolated(call).completion_s
+        wait = self.dispatcher.ongoing(call.model) / slots * service
+        return int(min(60, max(1, round(wait))))
+
+    # ---- aborting work from outside --------------------------------------------------------------
+    def abort_attempts_on(self, rid: str, reason: str) -> int:
+        """Abort every call in flight on replica ``rid`` (it was ejected)."""
+        n = 0
+        for ctl in list(self.controls.values()):
+            if ctl.replica == rid:
+                ctl.abort_attempt(reason)
+                n += 1
+        return n
+
+    def abort_all(self, kind: AbortKind, reason: str) -> None:
+        for ctl in list(self.controls.values()):
+            ctl.abort(kind, reason)
+
+    def begin_drain(self, drain_s: float | None = None) -> None:
+        """Shutdown has begun: refuse new requests (503), and abort what is still running
+        shortly before the drain bound so every client gets a clear answer."""
+        if self.draining:
+            return
+        self.draining = True
+        bound = self.config.shutdown.drain_timeout_s if drain_s is None else drain_s
+        log.warning("shutting down: draining %d calls for up to %.3g s", len(self.controls),
+                    bound)
+        asyncio.get_running_loop().call_later(
+            max(0.0, bound - min(1.0, bound / 4)), self.abort_all, "shutdown",
+            f"the gateway is shutting down (shutdown.drain_timeout_s = {bound:g} s reached)")
 
 
 def _unprofiled(m: ModelConfig) -> ModelProfile:

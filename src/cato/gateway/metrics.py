@@ -7,11 +7,12 @@ from __future__ import annotations
 from typing import Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from cato.core.dispatcher import Dispatcher
 from cato.core.replica import ReplicaPhase
+from cato.gateway.auth import Authenticator
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
                     4.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
@@ -43,12 +44,26 @@ class _ReplicaCollector(Collector):
         yield from (q, f, s, mq)
 
 
+class _AuthCollector(Collector):
+    def __init__(self, authn: Authenticator) -> None:
+        self.authn = authn
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        c = CounterMetricFamily("cato_auth_requests", "Requests by API key name and outcome "
+                                "(admitted, unauthenticated, forbidden, rate_limited)",
+                                labels=["key", "outcome"])
+        for name, k in self.authn.counters().items():
+            for outcome in ("admitted", "unauthenticated", "forbidden", "rate_limited"):
+                c.add_metric([name, outcome], getattr(k, outcome))
+        yield c
+
+
 class GatewayMetrics:
     def __init__(self, dispatcher: Dispatcher) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter("cato_requests", "Task requests answered, by outcome "
-                                "(met, violated, error, rejected)", ["task", "outcome"],
+                                "(met, violated, error, timeout, rejected, refused)", ["task", "outcome"],
                                 registry=r)
         self.goodput = Counter("cato_goodput_requests", "Task requests that met their SLA",
                                ["task"], registry=r)
@@ -71,6 +86,16 @@ class GatewayMetrics:
         self.cold_start = Histogram("cato_cold_start_seconds", "Replica start to ready",
                                     ["model"], buckets=(0.5, 1, 2, 5, 10, 20, 45, 90, 180, 300),
                                     registry=r)
+        self.retries = Counter("cato_retries", "Calls tried again on another replica after a "
+                               "failure before any output", ["model", "reason"], registry=r)
+        self.aborts = Counter("cato_aborted_calls", "Calls the gateway aborted (timeout: far "
+                              "past the SLA; ejected: replica unhealthy mid-stream; shutdown)",
+                              ["task", "kind"], registry=r)
+        self.ejections = Counter("cato_replica_ejections", "Replicas ejected by health checks",
+                                 ["replica"], registry=r)
+        self.readmissions = Counter("cato_replica_readmissions",
+                                    "Ejected replicas re-admitted after good health probes",
+                                    ["replica"], registry=r)
         r.register(_ReplicaCollector(dispatcher))
 
     def observe_request(self, task: str, *, ttft_s: float | None, e2e_s: float | None,
@@ -85,7 +110,15 @@ class GatewayMetrics:
         if e2e_s is not None:
             self.e2e.labels(task).observe(e2e_s)
 
+    def watch_auth(self, authn: Authenticator) -> None:
+        if authn.enabled or authn.config.admin_keys or authn.config.metrics_keys:
+            self.registry.register(_AuthCollector(authn))
+
+    #: outcomes that are not SLA violations: shed by a full queue, refused at arrival
+    NOT_VIOLATIONS = frozenset({"rejected", "refused"})
+
     def observe_failure(self, task: str, outcome: str) -> None:
+        """``outcome``: error, timeout (violations), rejected, refused (reported apart)."""
         self.requests.labels(task, outcome).inc()
-        if outcome != "rejected":
+        if outcome not in self.NOT_VIOLATIONS:
             self.violations.labels(task).inc()

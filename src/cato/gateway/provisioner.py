@@ -11,7 +11,8 @@ policy, clamps to the model's bounds, and acts:
   finish there), then its process is stopped and it is forgotten — no request is lost;
 * **supervise**: a replica whose process died is drained the same way (its in-flight calls fail
   fast on the closed connection and their clients get an error), removed, and replaced at once
-  while the model is below ``min_replicas``.
+  while the model is below ``min_replicas``; so is one that health checks have kept ejected
+  for ``health.replace_after_s`` (a hung engine whose process is still there).
 
 Every decision is logged at INFO with its reason and counted in ``/metrics``.
 """
@@ -37,7 +38,7 @@ log = logging.getLogger("cato.provisioner")
 class ScaleEvent:
     at_unix: float
     model: str
-    action: str          # "add" | "remove" | "ready" | "stopped" | "crashed" | "failed"
+    action: str  # "add" | "remove" | "ready" | "stopped" | "crashed" | "unhealthy" | "failed"
     replica: str
     reason: str
 
@@ -174,6 +175,13 @@ class Provisioner:
             if reason is not None and rid not in self._leaving:
                 self._event("crashed", rid, reason)
                 self.remove(rid, "crashed")
+                continue
+            ejected = self.gw.health.ejected_for(rid)
+            limit = self.gw.config.health.replace_after_s
+            if ejected is not None and limit is not None and ejected >= limit \
+                    and rid not in self._leaving:
+                self._event("unhealthy", rid, f"ejected by health checks for {ejected:.0f} s")
+                self.remove(rid, "unhealthy")
 
     def _top_up(self) -> None:
         """Keep at least ``min_replicas`` that are up or coming up (crash replacement)."""

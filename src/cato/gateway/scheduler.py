@@ -47,10 +47,12 @@ class LiveScheduler:
         self._log = log_decisions > 0
 
     # ---- calls -----------------------------------------------------------------------------------
-    def submit(self, call: LlmCall) -> asyncio.Future[Dispatch]:
-        """Route ``call``; the future resolves when it is released to an engine."""
+    def submit(self, call: LlmCall, *,
+               avoid: frozenset[str] = frozenset()) -> asyncio.Future[Dispatch]:
+        """Route ``call`` (a retry: away from the replicas in ``avoid`` if another is ready);
+        the future resolves when it is released to an engine."""
         now = self.clock()
-        res = self.dispatcher.submit(call, now)
+        res = self.dispatcher.submit(call, now, avoid=avoid)
         if res.rejected:
             raise Rejected(res.reason)
         fut: asyncio.Future[Dispatch] = asyncio.get_running_loop().create_future()
@@ -102,6 +104,15 @@ class LiveScheduler:
         """Stop routing to the replica; its queued calls are routed again now."""
         now = self.clock()
         self._perform(self.dispatcher.drain(replica_id, now), now)
+
+    def eject(self, replica_id: str) -> None:
+        """Stop routing to an unhealthy replica; its queued calls are routed again now."""
+        now = self.clock()
+        self._perform(self.dispatcher.eject(replica_id, now), now)
+
+    def readmit(self, replica_id: str) -> None:
+        now = self.clock()
+        self._perform(self.dispatcher.readmit(replica_id, now), now)
 
     def remove(self, replica_id: str) -> None:
         """Forget a drained replica. Calls still in flight there (a hung engine past the

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncGenerator
+from typing import AsyncGenerator, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -25,6 +25,11 @@ class SseResponse(Response):
         self.status_code = 200
         self.background = None
         self.init_headers(dict(headers, **{"cache-control": "no-cache"}))
+        self._on_close: list[Callable[[], None]] = []
+
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the response is over (sent, failed or abandoned)."""
+        self._on_close.append(callback)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         me = asyncio.current_task()
@@ -53,3 +58,5 @@ class SseResponse(Response):
             watcher.cancel()
             with contextlib.suppress(BaseException):
                 await self.body_iterator.aclose()
+            for cb in self._on_close:
+                cb()

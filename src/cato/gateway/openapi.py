@@ -1,0 +1,330 @@
+"""The OpenAPI 3.0.3 description of the gateway's client API, served at ``GET /openapi.json``.
+
+The request bodies mirror what :mod:`cato.gateway.requests` (and the validation at the top of
+:func:`cato.gateway.executor.run_pipeline`) accept, no more and no less, so that a generated
+request the schema calls valid is one the parser takes apart without error, and one the schema
+calls invalid is refused with a 4xx. What the schema cannot say, because it depends on the
+gateway's configuration or on the task, is in the descriptions: the upper bounds of
+``max_tokens`` (``limits.max_tokens``), of the prompt (``limits.max_prompt_tokens``) and of the
+body (``limits.max_body_bytes``, else 413), and that only the SLA header matching the task's SLA
+kind (TTFT or E2E) is accepted. Fields the gateway does not know are allowed, as OpenAI clients
+send them, and forwarded to the engine.
+
+Every error is OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+OPENAPI_VERSION = "3.0.3"
+TITLE = "CATO gateway"
+
+ERROR_STATUSES: dict[int, str] = {
+    400: "Bad request: the message and `param` name the offending field or header.",
+    401: "Missing or invalid API key.",
+    403: "The API key may not use this operation.",
+    404: "Unknown model, task or path.",
+    413: "The request body exceeds `limits.max_body_bytes`.",
+    429: "Shed: the queue is full; retry after `Retry-After` seconds.",
+    502: "The engine failed before the response started.",
+    503: "The gateway is starting (engines or profile not ready); retry after `Retry-After`.",
+    504: "The engine did not answer in time.",
+}
+
+# Python's ``str.strip()`` whitespace (every code point whose ``isspace()`` is true), as a
+# character class that reads the same in Python and ECMA-262 regular expressions: a task's
+# ``input`` must contain some character outside it.
+PY_WHITESPACE_CLASS = (r"\u0009-\u000d\u001c-\u0020\u0085\u00a0\u1680\u2000-\u200a"
+                       r"\u2028\u2029\u202f\u205f\u3000")
+NON_BLANK_PATTERN = f"[^{PY_WHITESPACE_CLASS}]"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _model_field(tasks: list[str], models: list[str]) -> dict[str, Any]:
+    known = list(dict.fromkeys([*tasks, *models]))
+    desc = ("A task type (the gateway plans the call for it), a served model (the default "
+            "task), or absent/null (the default task). Any other string is a 404 "
+            "(`model_not_found`). The `x-cato-task` header, when given, decides the task.")
+    if not known:
+        return {"type": "string", "nullable": True, "description": desc}
+    return {"anyOf": [{"type": "string", "enum": known}, {"type": "string", "nullable": True}],
+            "description": desc}
+
+
+def _tokens_field(name: str) -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "nullable": True,
+            "description": f"`{name}`: at least 1; the upper bound is the gateway's "
+                           f"`limits.max_tokens` (a larger value is a 400)."}
+
+
+def _schemas(tasks: list[str], models: list[str]) -> dict[str, Any]:
+    common: dict[str, Any] = {
+        "model": _model_field(tasks, models),
+        "stream": {"type": "boolean", "description": "Stream server-sent events (default false)."},
+        "stream_options": {
+            "type": "object", "nullable": True, "additionalProperties": True,
+            "properties": {"include_usage": {
+                "description": "Truthy: a last streamed chunk carries `usage`."}}},
+        "n": {"type": "integer", "enum": [1], "nullable": True,
+              "description": "One choice per request is all the gateway serves."},
+        "max_tokens": _tokens_field("max_tokens"),
+    }
+    sla_summary = {
+        "type": "object",
+        "description": "What the gateway measured for this request.",
+        "properties": {
+            "task": {"type": "string"}, "replica": {"type": "string"},
+            "sla_kind": {"type": "string", "enum": ["ttft", "e2e"]},
+            "sla_ms": {"type": "number"},
+            "ttft_ms": {"type": "number", "nullable": True},
+            "e2e_ms": {"type": "number", "nullable": True},
+            "queue_ms": {"type": "number", "nullable": True},
+            "sla_met": {"type": "boolean", "nullable": True},
+        },
+        "required": ["task", "sla_kind", "sla_ms"],
+    }
+    usage = {"type": "object", "properties": {
+        "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
+        "total_tokens": {"type": "integer"}}}
+    return {
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {
+                "type": "object", "required": ["message", "type", "param", "code"],
+                "properties": {
+                    "message": {"type": "string", "minLength": 1},
+                    "type": {"type": "string"},
+                    "param": {"type": "string", "nullable": True,
+                              "description": "The offending field or header, if one."},
+                    "code": {"type": "string", "nullable": True},
+                }}},
+        },
+        "CompletionRequest": {
+            "type": "object", "required": ["prompt"], "additionalProperties": True,
+            "properties": {
+                **common,
+                "prompt": {
+                    "description": "The prompt: a string, or a list of one string. At most "
+                                   "`limits.max_prompt_tokens` tokens (about 4 characters each).",
+                    "oneOf": [{"type": "string"},
+                              {"type": "array", "items": {"type": "string"},
+                               "minItems": 1, "maxItems": 1}]},
+            },
+        },
+        "ChatMessage": {
+            "type": "object", "required": ["role", "content"], "additionalProperties": True,
+            "properties": {
+                "role": {"type": "string"},
+                "content": {"oneOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": _ref("ContentPart")}]},
+            },
+        },
+        "ContentPart": {
+            "type": "object", "additionalProperties": True,
+            "properties": {"type": {"description": "e.g. `text`"}, "text": {"type": "string"}},
+        },
+        "ChatCompletionRequest": {
+            "type": "object", "required": ["messages"], "additionalProperties": True,
+            "properties": {
+                **common,
+                "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage"),
+                             "description": "At most `limits.max_prompt_tokens` tokens in all."},
+                "max_completion_tokens": _tokens_field("max_completion_tokens"),
+            },
+        },
+        "TaskRequest": {
+            "type": "object", "required": ["input"], "additionalProperties": True,
+            "properties": {
+                "input": {"type": "string", "pattern": NON_BLANK_PATTERN,
+                          "description": "The task's input (code or a request), not blank; at "
+                                         "most `limits.max_prompt_tokens` tokens."},
+                "max_tokens": _tokens_field("max_tokens"),
+                "stream": common["stream"],
+            },
+        },
+        "CatoSummary": sla_summary,
+        "Usage": usage,
+        "Completion": {
+            "type": "object", "required": ["id", "object", "created", "model", "choices"],
+            "properties": {
+                "id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]},
+                "created": {"type": "integer"}, "model": {"type": "string"},
+                "choices": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "text", "finish_reason"],
+                    "properties": {"index": {"type": "integer"}, "text": {"type": "string"},
+                                   "finish_reason": {"type": "string", "nullable": True}}}},
+                "usage": _ref("Usage"), "cato": _ref("CatoSummary"),
+            },
+        },
+        "ChatCompletion": {
+            "type": "object", "required": ["id", "object", "created", "model", "choices"],
+            "properties": {
+                "id": {"type": "string"},
+                "object": {"type": "string", "enum": ["chat.completion"]},
+                "created": {"type": "integer"}, "model": {"type": "string"},
+                "choices": {"type": "array", "items": {
+                    "type": "object", "required": ["index", "message", "finish_reason"],
+                    "properties": {
+                        "index": {"type": "integer"},
+                        "message": {"type": "object", "required": ["role", "content"],
+                                    "properties": {"role": {"type": "string"},
+                                                   "content": {"type": "string",
+                                                               "nullable": True}}},
+                        "finish_reason": {"type": "string", "nullable": True}}}},
+                "usage": _ref("Usage"), "cato": _ref("CatoSummary"),
+            },
+        },
+        "TaskResult": {
+            "type": "object",
+            "required": ["id", "object", "task", "output", "user_facing_output", "nodes", "cato"],
+            "properties": {
+                "id": {"type": "string"}, "object": {"type": "string", "enum": ["task.result"]},
+                "task": {"type": "string"}, "output": {"type": "string"},
+                "user_facing_output": {"type": "string"},
+                "nodes": {"type": "object", "additionalProperties": {
+                    "type": "object", "required": ["kind", "ms"],
+                    "properties": {"kind": {"type": "string"}, "ms": {"type": "number"}}}},
+                "cato": _ref("CatoSummary"),
+            },
+        },
+        "ModelList": {
+            "type": "object", "required": ["object", "data"],
+            "properties": {
+                "object": {"type": "string", "enum": ["list"]},
+                "data": {"type": "array", "items": {
+                    "type": "object", "required": ["id", "object", "created", "owned_by"],
+                    "properties": {"id": {"type": "string"},
+                                   "object": {"type": "string", "enum": ["model"]},
+                                   "created": {"type": "integer"},
+                                   "owned_by": {"type": "string"}}}},
+            },
+        },
+        "ServerSentEvent": {
+            "type": "object", "required": ["data"],
+            "description": "One server-sent event, `data: <JSON>`: the engine's OpenAI chunks "
+                           "(for a task, `task.chunk`s and a last `task.result`) and the `cato` "
+                           "summary chunk, or an `{\"error\": ...}` event if the engine fails "
+                           "after the first token; the last event is always `data: [DONE]`.",
+            "properties": {"data": {"type": "string"}},
+        },
+        "Health": {"type": "object", "required": ["status"],
+                   "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+        "Ready": {"type": "object", "required": ["status"],
+                  "properties": {"status": {"type": "string", "enum": ["ready", "starting"]},
+                                 "replicas": {"type": "integer", "minimum": 0}}},
+    }
+
+
+def _parameters(tasks: list[str], pipelines: list[str]) -> dict[str, Any]:
+    task_header: dict[str, Any] = {"type": "string"}
+    if tasks:
+        task_header["enum"] = list(tasks)
+    task_path: dict[str, Any] = {"type": "string"}
+    if pipelines:
+        task_path["enum"] = list(pipelines)
+    slo = {"type": "number", "minimum": 0, "exclusiveMinimum": True}
+    return {
+        "TaskHeader": {
+            "name": "x-cato-task", "in": "header", "required": False, "schema": task_header,
+            "description": "The task type of the request (overrides `model`); unknown: 404."},
+        "SloTtftHeader": {
+            "name": "x-slo-ttft-ms", "in": "header", "required": False, "schema": slo,
+            "description": "Per-request TTFT SLA in ms, in (0, `limits.max_sla_ms`]; only for "
+                           "tasks whose SLA is on TTFT (else a 400 naming it)."},
+        "SloE2eHeader": {
+            "name": "x-slo-e2e-ms", "in": "header", "required": False, "schema": slo,
+            "description": "Per-request end-to-end SLA in ms, in (0, `limits.max_sla_ms`]; only "
+                           "for tasks whose SLA is on E2E (else a 400 naming it)."},
+        "TaskPath": {
+            "name": "task", "in": "path", "required": True, "schema": task_path,
+            "description": "The multi-step task to run; unknown: 404."},
+    }
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    return {str(s): {"$ref": f"#/components/responses/E{s}"} for s in statuses}
+
+
+def _ok(description: str, schema: str, *, streamed: bool) -> dict[str, Any]:
+    content: dict[str, Any] = {"application/json": {"schema": _ref(schema)}}
+    if streamed:
+        content["text/event-stream"] = {"schema": _ref("ServerSentEvent")}
+    return {"description": description, "content": content}
+
+
+def openapi_schema(tasks: list[str], models: list[str], pipelines: list[str]) -> dict[str, Any]:
+    """The OpenAPI 3.0.3 document of the client API for these task types (``model`` values and
+    ``x-cato-task``), served models (``model`` values) and multi-step tasks (``{task}``)."""
+    llm_params = [{"$ref": f"#/components/parameters/{p}"}
+                  for p in ("TaskHeader", "SloTtftHeader", "SloE2eHeader")]
+    security: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}]
+    all_errors = tuple(ERROR_STATUSES)
+
+    def llm_op(op_id: str, summary: str, request: str, result: str) -> dict[str, Any]:
+        return {
+            "operationId": op_id, "summary": summary, "tags": ["inference"],
+            "parameters": llm_params, "security": security,
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref(request)}}},
+            "responses": {"200": _ok("The completion, or its stream when `stream` is true.",
+                                     result, streamed=True), **_errors(*all_errors)},
+        }
+
+    paths: dict[str, Any] = {
+        "/v1/completions": {"post": llm_op(
+            "createCompletion", "Text completion (OpenAI-compatible)",
+            "CompletionRequest", "Completion")},
+        "/v1/chat/completions": {"post": llm_op(
+            "createChatCompletion", "Chat completion (OpenAI-compatible)",
+            "ChatCompletionRequest", "ChatCompletion")},
+        "/v1/models": {"get": {
+            "operationId": "listModels", "summary": "Task types and served models",
+            "tags": ["inference"], "security": security,
+            "responses": {"200": _ok("Task types and models, usable as `model`.", "ModelList",
+                                     streamed=False), **_errors(401, 403, 429, 503)}}},
+        "/v1/tasks/{task}": {"post": {
+            "operationId": "runTask", "summary": "Run a whole multi-step task",
+            "tags": ["tasks"], "security": security,
+            "parameters": [{"$ref": "#/components/parameters/TaskPath"},
+                           {"$ref": "#/components/parameters/SloTtftHeader"},
+                           {"$ref": "#/components/parameters/SloE2eHeader"}],
+            "requestBody": {"required": True,
+                            "content": {"application/json": {"schema": _ref("TaskRequest")}}},
+            "responses": {"200": _ok("The task's result, or its stream when `stream` is true.",
+                                     "TaskResult", streamed=True), **_errors(*all_errors)}}},
+        "/health": {"get": {
+            "operationId": "health", "summary": "The process answers", "tags": ["operations"],
+            "responses": {"200": {"description": "Alive.",
+                                  "content": {"application/json": {"schema": _ref("Health")}}}}}},
+        "/ready": {"get": {
+            "operationId": "ready", "summary": "Engines up and profile loaded",
+            "tags": ["operations"],
+            "responses": {
+                "200": {"description": "Ready to serve.",
+                        "content": {"application/json": {"schema": _ref("Ready")}}},
+                "503": {"description": "Still starting.",
+                        "content": {"application/json": {"schema": _ref("Ready")}}}}}},
+    }
+    responses = {
+        f"E{s}": {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
+        for s, d in ERROR_STATUSES.items()
+    }
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {"title": TITLE, "version": "1",
+                 "description": "OpenAI-compatible, SLA-aware gateway over LLM engines."},
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(tasks, models),
+            "parameters": _parameters(tasks, pipelines),
+            "responses": responses,
+            "securitySchemes": {"bearerAuth": {
+                "type": "http", "scheme": "bearer",
+                "description": "Optional: only where the gateway is configured with API keys."}},
+        },
+    }
