@@ -688,3 +688,60 @@ def bench_capacity_cmd(
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps([asdict(p) for p in points], indent=1))
+
+
+@bench_app.command("reliability")
+def bench_reliability_cmd(
+    scale: float = typer.Option(1.0, min=0.1, max=20.0,
+                                help="Stretch each scenario's duration (1: 20 s)."),
+    soak_s: float = typer.Option(120.0, "--soak", min=0.0,
+                                 help="Seconds of the soak scenario (0: skip it)."),
+    only: str = typer.Option("", help="Comma-separated scenario names (default: all)."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("docs/results/reliability"), help="Folder for the results."),
+    doc: Optional[Path] = typer.Option(Path("docs/RELIABILITY.md"),
+                                       help="Markdown file whose generated table is replaced "
+                                            "(between its reliability markers)."),
+) -> None:
+    """Faults, 10x overload and a soak against real engines and a real gateway: accepted,
+    answered, lost, duplicated, 5xx and /health latency per scenario."""
+    from dataclasses import asdict
+
+    from cato.benchmarks.reliability import (markdown_table, memory_table, run_scenario,
+                                             scenarios, soak)
+    suite = scenarios(scale) + ([soak(soak_s)] if soak_s > 0 else [])
+    known = [s.name for s in suite]
+    wanted = [n.strip() for n in only.split(",") if n.strip()]
+    bad = [n for n in wanted if n not in known]
+    if bad:
+        _fail(f"--only: unknown scenario {bad[0]!r}; known: {', '.join(known)}")
+    if wanted:
+        suite = [s for s in suite if s.name in wanted]
+    out.mkdir(parents=True, exist_ok=True)
+    outcomes = []
+    for i, sc in enumerate(suite, 1):
+        console.print(f"[{i}/{len(suite)}] {sc.name}: {sc.injected} "
+                      f"({sc.rate:g} req/s for {sc.duration_s:g} s)")
+        o = run_scenario(sc, out / "runs", seed=seed)
+        console.print(f"    accepted {o.accepted}, answered {o.answered}, lost {o.lost}, "
+                      f"duplicated {o.duplicated}, shed {o.shed}, 5xx {o.http_5xx}, "
+                      f"P99 /health {o.health_p99_ms:g} ms")
+        outcomes.append(o)
+    table = markdown_table(outcomes)
+    mem = memory_table(outcomes)
+    (out / "reliability.json").write_text(json.dumps([asdict(o) for o in outcomes], indent=1))
+    (out / "reliability.md").write_text(table + "\n\n" + mem + "\n")
+    console.print(table)
+    console.print(mem)
+    if doc is not None and doc.exists():
+        text = doc.read_text()
+        begin, end = "<!-- reliability:begin -->", "<!-- reliability:end -->"
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
+            doc.write_text(f"{head}{begin}\n{table}\n\n{mem}\n{end}{tail}")
+            console.print(f"updated {doc}")
+    lost = sum(o.lost for o in outcomes) + sum(o.duplicated for o in outcomes)
+    if lost:
+        console.print(f"[red]{lost} requests lost or duplicated[/red]")
+        raise typer.Exit(1)

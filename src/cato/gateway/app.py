@@ -145,13 +145,15 @@ class Api:
         gw, planner = self.gw, self.gw.planner
         assert planner is not None
         who = gw.auth.client(request.headers.get("authorization"))
+        # the request log names the key (and the task) of refused requests too: 400, 403, 429
+        request.state.log = {"key": who.name if who else None, "task": None}
         body = await read_json(request, gw.config.limits.max_body_bytes)
         req = parse_llm_request(kind, body, request.headers, gw.config, planner.task_names())
-        gw.auth.authorize(who, req.task)
-        gw.auth.admit(who)
-        request.state.log = {"key": who.name if who else None, "task": req.task}
+        request.state.log["task"] = req.task
         if gw.config.logging.prompts:
             request.state.log["prompt"] = body.get("prompt", body.get("messages"))
+        gw.auth.authorize(who, req.task)
+        gw.auth.admit(who)
         planned = planner.direct[req.task]
         sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
         sla_s = planned.task.sla_s if sla is None else sla
@@ -159,7 +161,7 @@ class Api:
                                  now_s=arrival, prompt_tokens=req.prompt_tokens,
                                  max_tokens=req.max_tokens, sla_s=sla)
         endpoint = "/v1/completions" if kind == "completions" else "/v1/chat/completions"
-        stats = CallStats(collect=not req.stream)
+        stats = CallStats(collect=not req.stream, replayable=not req.stream)
         agen = gw.invoke(call, endpoint, req.body, stats)
         rid = ("cmpl-" if kind == "completions" else "chatcmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
@@ -260,10 +262,10 @@ class Api:
         self._check_ready()
         who = self.gw.auth.client(request.headers.get("authorization"))
         task = request.path_params["task"]
+        request.state.log = {"key": who.name if who else None, "task": task}
         if self.gw.planner is not None and task in self.gw.planner.pipelines:
             self.gw.auth.authorize(who, task)
         self.gw.auth.admit(who)
-        request.state.log = {"key": who.name if who else None, "task": task}
         return await self._counted(lambda: run_pipeline(self.gw, request, task))
 
     # ---- read-only views -------------------------------------------------------------------------

@@ -229,10 +229,13 @@ class Timeouts(_Strict):
     """SLA-tied cancellation: a call still waiting for its first token (TTFT-critical) or its
     end (the rest) ``sla_factor`` x its SLA allotment after the task arrived, and at least
     ``min_s``, is cancelled at the engine and answered 504 (or an error event). ``null``
-    turns it off; ``engine_timeout_s`` still bounds every call."""
+    turns it off; ``engine_timeout_s`` still bounds every call. ``stall_s``: an engine that
+    sends nothing for this long (hung, mid-stream or before its answer) fails the call (retried
+    if no output reached the client, else an error event)."""
 
     sla_factor: float | None = Field(10.0, ge=1)
     min_s: float = Field(10.0, gt=0)
+    stall_s: float = Field(60.0, gt=0)
 
 
 class Admission(_Strict):

@@ -86,6 +86,9 @@ class CallControl:
             raise CallAborted(self.kind, self.reason)
 
     def set_timer(self, handle: asyncio.TimerHandle | None) -> None:
+        """Arm (or, with None, disarm) the timeout; a timer armed before is cancelled."""
+        if self._timer is not None:
+            self._timer.cancel()
         self._timer = handle
 
     def done(self) -> None:

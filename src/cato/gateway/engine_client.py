@@ -91,8 +91,9 @@ class EngineEvent:
 
 class EngineClient:
     def __init__(self, *, timeout_s: float = 600.0, connect_timeout_s: float = 5.0,
-                 max_connections: int = 4096) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s)
+                 stall_s: float | None = None, max_connections: int = 4096) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=connect_timeout_s,
+                                              sock_read=stall_s)
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
 
@@ -179,7 +180,8 @@ class EngineClient:
             raise EngineError(f"engine {base_url} is unreachable: {e}", unreachable=True) \
                 from None
         except asyncio.TimeoutError:
-            raise EngineError(f"engine {base_url} timed out") from None
+            raise EngineError(f"engine {base_url} timed out (sent nothing for "
+                              f"{self._timeout.sock_read or self._timeout.total:g} s)") from None
         except aiohttp.ClientError as e:
             if control is not None:
                 control.raise_if_aborted()

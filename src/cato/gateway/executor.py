@@ -124,7 +124,7 @@ async def run_pipeline(gw: Gateway, request: Request, task_name: str) -> Respons
     max_tokens = _int_field(body, "max_tokens", 1, gw.config.limits.max_tokens)
     planned = planner.pipelines[task_name]
     sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
-    run = _PipelineRun(gw, task_name, text, max_tokens, sla, arrival)
+    run = _PipelineRun(gw, task_name, text, max_tokens, sla, arrival, stream)
     events = run.events()
     head: list[dict[str, Any]] = []
     try:
@@ -166,9 +166,10 @@ async def _sse_stream(head: list[dict[str, Any]],
 
 class _PipelineRun:
     def __init__(self, gw: Gateway, task: str, text: str, max_tokens: int | None,
-                 sla_s: float | None, arrival: float) -> None:
+                 sla_s: float | None, arrival: float, stream: bool = False) -> None:
         assert gw.planner is not None
         self.gw = gw
+        self.stream = stream
         self.planned = gw.planner.pipelines[task]
         self.text = text
         self.max_tokens = max_tokens
@@ -243,7 +244,8 @@ class _PipelineRun:
                                     max_tokens=self.max_tokens if user_facing else None,
                                     sla_s=self.sla, task_id=self.task_id)
         body = {"prompt": prompt, "max_tokens": call.expected_output_tokens, "temperature": 0.0}
-        stats = CallStats()
+        # a step whose tokens are not streamed to the client can be retried at any point
+        stats = CallStats(replayable=not (user_facing and self.stream))
         async with contextlib.aclosing(gw.invoke(call, "/v1/completions", body, stats)) as evs:
             async for ev in evs:
                 t = ev.text()

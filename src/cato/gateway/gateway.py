@@ -72,6 +72,13 @@ class CallStats:
     usage: dict[str, Any] | None = None
     finish_reason: str | None = None
     collect: bool = True    # parse every event for text/usage (False: forward-only streaming)
+    replayable: bool = False    # nothing reaches the client until the end: retry at any point
+
+    def restart(self) -> None:
+        """Forget a failed attempt's output (a replayable call is tried again)."""
+        self.first_token_s = self.last_token_s = None
+        self.text.clear()
+        self.usage = self.finish_reason = None
 
 
 class Gateway:
@@ -94,7 +101,8 @@ class Gateway:
         self._next_index: dict[str, int] = {}
         self.ready = False
         self.started_s = clock()
-        self.client = EngineClient(timeout_s=config.engine_timeout_s)
+        self.client = EngineClient(timeout_s=config.engine_timeout_s,
+                                   stall_s=config.timeouts.stall_s)
         self.estimator = LatencyEstimator({m.name: _unprofiled(m).coeffs()
                                           for m in config.models})
         policy = make_routing_policy(config.routing.policy, self.estimator,
@@ -350,7 +358,8 @@ class Gateway:
         cancelled far past its SLA) and :class:`EngineError` after (the stream had begun).
         Events are held until the first one that carries text, so a failure before it is
         retried on another replica (``retries.max_attempts``) and nothing reaches the client
-        twice."""
+        twice. A ``replayable`` call (its client sees nothing until the end: not streamed) is
+        retried after a failure at any point, its partial output dropped."""
         ctl = CallControl(call.call_id)
         self.controls[call.call_id] = ctl
         self._arm_timeout(call, ctl)
@@ -392,9 +401,12 @@ class Gateway:
                         yield self._seen(h, stats)
                     return
                 except CallAborted as e:
-                    if e.kind == "ejected" and stats.first_token_s is None and not last:
+                    ctl.replica = None      # an ejection now must not abort what follows
+                    fresh = stats.first_token_s is None or stats.replayable
+                    if e.kind == "ejected" and fresh and not last:
                         avoid.add(rid)
                         ctl.reset_attempt()
+                        stats.restart()
                         self.metrics.retries.labels(call.model, "ejected").inc()
                         continue
                     self.metrics.aborts.labels(call.task, e.kind).inc()
@@ -402,14 +414,16 @@ class Gateway:
                         raise self._abort_error(call, e) from None
                     raise
                 except EngineError as e:
+                    ctl.replica = None      # this call's own failure may eject the replica
                     self.metrics.engine_errors.labels(rid).inc()
                     if e.retryable:
                         self.health.call_failed(rid, str(e), unreachable=e.unreachable)
-                    if stats.first_token_s is not None:
+                    if stats.first_token_s is not None and not stats.replayable:
                         raise
                     if e.retryable and not last and not ctl.aborted:
                         avoid.add(rid)
                         ctl.reset_attempt()
+                        stats.restart()
                         self.metrics.retries.labels(call.model, "engine_error").inc()
                         log.info("call %d failed on %s before any output (%s); retrying "
                                  "elsewhere", call.call_id, rid, e)

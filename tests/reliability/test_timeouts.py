@@ -1,0 +1,91 @@
+"""SLA-tied cancellation through real processes: a call far past its SLA is cancelled at the
+engine (its slot there is freed) and answered 504 / an error event; a TTFT-critical stream whose
+first token came in time is never cut by it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from conftest import SMALL_INDEX_ROOT, RunningGateway, launch_gateway, start_engines
+
+pytestmark = pytest.mark.reliability
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
+    tmp = tmp_path_factory.mktemp("timeouts")
+    engines = start_engines(1, tmp, time_dilation=5.0)
+    config = {"models": [{"name": "m", "replicas": [{"url": engines[0].url}]}],
+              "profile_at_startup": False, "code_index_root": SMALL_INDEX_ROOT,
+              "timeouts": {"sla_factor": 2, "min_s": 1.5}}
+    g = launch_gateway(tmp, config, engines)
+    yield g
+    g.close()
+
+
+def _running(engine_url: str) -> float:
+    for line in httpx.get(engine_url + "/metrics").text.splitlines():
+        if line.startswith("vllm:num_requests_running"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("no vllm:num_requests_running")
+
+
+def test_call_far_past_its_sla_is_cancelled_at_the_engine(gw: RunningGateway) -> None:
+    t0 = time.monotonic()
+    r = httpx.post(gw.url + "/v1/completions", timeout=30,
+                   headers={"x-slo-e2e-ms": "200"},
+                   json={"model": "translation", "prompt": "def f(): pass", "max_tokens": 400})
+    took = time.monotonic() - t0
+    assert r.status_code == 504, r.text
+    assert r.json()["error"]["code"] == "sla_timeout"
+    assert "timeouts.sla_factor" in r.json()["error"]["message"]
+    assert 1.4 < took < 5.0
+    deadline = time.monotonic() + 5
+    while _running(gw.engines[0].url) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(gw.engines[0].url) == 0          # the engine stopped working on it
+
+
+def test_streamed_call_past_its_sla_ends_with_an_error_event(gw: RunningGateway) -> None:
+    events = []
+    with httpx.stream("POST", gw.url + "/v1/completions", timeout=30,
+                      headers={"x-slo-e2e-ms": "200"},
+                      json={"model": "translation", "prompt": "x", "max_tokens": 400,
+                            "stream": True}) as r:
+        # an E2E call's first token may come in time: the stream starts, then is cut
+        assert r.status_code in (200, 504)
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+    if r.status_code == 200:
+        assert events[-1] == "[DONE]"
+        err = json.loads(events[-2])["error"]
+        assert err["code"] == "sla_timeout"
+
+
+def test_ttft_stream_on_time_is_not_cut_by_the_timeout(gw: RunningGateway) -> None:
+    """Generation's SLA is on the first token: once it came, the SLA timer is off, and a
+    stream running well past sla_factor x SLA finishes."""
+    t0 = time.monotonic()
+    tokens = 0
+    last = ""
+    with httpx.stream("POST", gw.url + "/v1/completions", timeout=60,
+                      json={"model": "generation", "prompt": "def f():", "max_tokens": 150,
+                            "stream": True}) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                last = line[6:]
+                if last != "[DONE]":
+                    ev = json.loads(last)
+                    assert "error" not in ev, ev
+                    if ev.get("choices") and ev["choices"][0].get("text"):
+                        tokens += 1
+    assert time.monotonic() - t0 > 2.0        # longer than max(min_s, 2 x 0.5 s)
+    assert tokens == 150 and last == "[DONE]"
