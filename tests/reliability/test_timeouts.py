@@ -89,3 +89,39 @@ def test_ttft_stream_on_time_is_not_cut_by_the_timeout(gw: RunningGateway) -> No
                         tokens += 1
     assert time.monotonic() - t0 > 2.0        # longer than max(min_s, 2 x 0.5 s)
     assert tokens == 150 and last == "[DONE]"
+
+
+def test_admission_control_refuses_infeasible_work_and_reports_it_apart(
+        tmp_path: Path) -> None:
+    """With `admission.enabled`, a request that no replica can serve within its SLA is refused
+    at arrival (429 `sla_unattainable`), counted as `refused`, not as a violation."""
+    import asyncio
+    engines = start_engines(1, tmp_path, time_dilation=10.0)
+    config = {"models": [{"name": "m", "concurrency": 2,
+                          "replicas": [{"url": engines[0].url}]}],
+              "profile_at_startup": False, "code_index_root": SMALL_INDEX_ROOT,
+              "admission": {"enabled": True}}
+    g = launch_gateway(tmp_path, config, engines)
+    try:
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=60) as c:
+                return list(await asyncio.gather(*(
+                    c.post(g.url + "/v1/completions",
+                           json={"model": "generation", "prompt": "def f():",
+                                 "max_tokens": 64}) for _ in range(12))))
+        rs = asyncio.run(burst())
+        codes = [r.status_code for r in rs]
+        refused = [r for r in rs if r.status_code == 429]
+        assert codes.count(200) >= 1 and refused, codes
+        for r in refused:
+            assert r.json()["error"]["code"] == "sla_unattainable"
+            assert int(r.headers["retry-after"]) >= 1
+        metrics = httpx.get(g.url + "/metrics").text
+        line = next(x for x in metrics.splitlines() if x.startswith(
+            'cato_requests_total{outcome="refused",task="generation"}'))
+        assert float(line.rsplit(" ", 1)[1]) == len(refused)
+        viol = sum(float(x.rsplit(" ", 1)[1]) for x in metrics.splitlines()
+                   if x.startswith('cato_sla_violations_total{task="generation"}'))
+        assert viol <= codes.count(200)            # refusals are not violations
+    finally:
+        g.close()

@@ -59,6 +59,7 @@ class _Tracked:
     in_flight: bool = False
     violation_counted: bool = False
     routed: tuple[str, float, Estimate] | None = None   # (replica, at, estimate) of routing
+    avoid: frozenset[str] = frozenset()   # a retry: replicas that failed it
 
 
 class Dispatcher:
@@ -188,7 +189,7 @@ class Dispatcher:
             raise ValueError(f"call {call.call_id} submitted twice")
         if call.model not in self._window:
             return SubmitResult([], None, True, f"no replica serves model {call.model!r}")
-        self._calls[call.call_id] = _Tracked(call)
+        self._calls[call.call_id] = _Tracked(call, avoid=avoid)
         if not avoid:
             self._window[call.model].requests += 1
         return self._place(call, now_s, avoid, bounded=not avoid)
@@ -306,8 +307,18 @@ class Dispatcher:
                 key = self.policy.queue_key(head, demoted, now_s)
                 heapq.heappush(q, QueueEntry(key, head, demoted, True))
                 continue
+            avoid = self._calls[head.call_id].avoid
             if self.policy.late_binding:
-                decision = self.policy.route(head, self.pool, now_s, list(free.values()))
+                cands = list(free.values())
+                if avoid:
+                    others = [r for r in cands if r.replica_id not in avoid]
+                    # wait for another replica unless every ready one is to be avoided
+                    if others or any(r.replica_id not in avoid
+                                     for r in self.pool.ready(model)):
+                        cands = others
+                decision = self.policy.route(head, self.pool, now_s, cands) if cands else None
+            elif avoid:
+                decision = self._route_avoiding(head, now_s, avoid)
             else:
                 decision = self.policy.route(head, self.pool, now_s)
             if decision is None:
