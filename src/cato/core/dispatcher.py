@@ -113,13 +113,7 @@ class Dispatcher:
         r = self.pool.get(replica_id)
         if r.phase is ReplicaPhase.DRAINING or r.phase is ReplicaPhase.STOPPED:
             return []
-        r.phase = ReplicaPhase.DRAINING
-        self._touch(r, now_s)
-        out: list[Dispatch] = []
-        for e in r.drain_queue():
-            self._touch(r, now_s)
-            out.extend(self._place(e.call, now_s, bounded=False).dispatches)
-        return out
+        return self._unroute(r, ReplicaPhase.DRAINING, now_s)
 
     def eject(self, replica_id: str, now_s: float) -> list[Dispatch]:
         """Stop routing to a READY replica that failed its health checks; its queued calls are
@@ -128,7 +122,12 @@ class Dispatcher:
         r = self.pool.get(replica_id)
         if r.phase is not ReplicaPhase.READY:
             return []
-        r.phase = ReplicaPhase.EJECTED
+        return self._unroute(r, ReplicaPhase.EJECTED, now_s)
+
+    def _unroute(self, r: ReplicaState, phase: ReplicaPhase, now_s: float) -> list[Dispatch]:
+        """Put ``r`` in a phase that gets no work and route its queued calls again (past the
+        queue bounds: they were accepted)."""
+        r.phase = phase
         self._touch(r, now_s)
         out: list[Dispatch] = []
         for e in r.drain_queue():

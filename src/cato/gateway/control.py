@@ -25,13 +25,15 @@ from cato.gateway.engine_client import AbortKind, CallAborted
 
 
 class CallControl:
-    __slots__ = ("call_id", "replica", "kind", "reason", "_waiter", "_resp", "_timer")
+    __slots__ = ("call_id", "replica", "kind", "reason", "visible", "_waiter", "_resp",
+                 "_timer")
 
     def __init__(self, call_id: int) -> None:
         self.call_id = call_id
         self.replica: str | None = None      # where the current attempt runs
         self.kind: AbortKind | None = None
         self.reason: str | None = None
+        self.visible = False                 # output of this call has reached its client
         self._waiter: asyncio.Future[Any] | None = None
         self._resp: Any = None               # an aiohttp.ClientResponse while streaming
         self._timer: asyncio.TimerHandle | None = None
@@ -57,6 +59,7 @@ class CallControl:
         if self.kind == "ejected":
             self.kind = self.reason = None
         self.replica = None
+        self.visible = False
         self._resp = None
         self._waiter = None
 

@@ -451,6 +451,7 @@ class Gateway:
     def _first_token(self, call: LlmCall, ctl: CallControl, stats: CallStats) -> None:
         stats.first_token_s = self.clock()
         self.scheduler.first_token(call.call_id)
+        ctl.visible = not stats.replayable
         if call.ttft_critical:
             ctl.set_timer(None)    # its SLA is met or missed now; engine_timeout_s bounds the rest
 
@@ -548,11 +549,13 @@ class Gateway:
         return int(min(60, max(1, round(wait))))
 
     # ---- aborting work from outside --------------------------------------------------------------
-    def abort_attempts_on(self, rid: str, reason: str) -> int:
-        """Abort every call in flight on replica ``rid`` (it was ejected)."""
+    def abort_attempts_on(self, rid: str, reason: str, *, streaming_too: bool = True) -> int:
+        """Abort the calls in flight on replica ``rid`` (it was ejected): those whose client has
+        seen no output yet are retried elsewhere; those streaming end with an error, unless
+        ``streaming_too`` is False (they go on, bounded by ``timeouts.stall_s``)."""
         n = 0
         for ctl in list(self.controls.values()):
-            if ctl.replica == rid:
+            if ctl.replica == rid and (streaming_too or not ctl.visible):
                 ctl.abort_attempt(reason)
                 n += 1
         return n

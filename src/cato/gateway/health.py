@@ -10,7 +10,9 @@ stream), or at once when its engine is unreachable. Ejecting:
   (:meth:`~cato.core.dispatcher.Dispatcher.eject`);
 * its in-flight calls are aborted (:class:`~cato.gateway.control.CallControl`): those with no
   output yet are retried on another replica, those already streaming end with a clear error,
-  so a hung engine holds no client.
+  so a hung engine holds no client. After passive ejection (the engine answers its probes but
+  failed calls) streams in progress go on: they are likely fine, and ``timeouts.stall_s`` ends
+  any that stop.
 
 An EJECTED replica is **re-admitted** after ``healthy_after`` good probes in a row, and not
 before a back-off (``interval_s x healthy_after``, doubling with each ejection of that replica,
@@ -136,7 +138,8 @@ class HealthMonitor:
         if unreachable:
             self.eject(rid, f"engine unreachable: {message[:200]}")
         elif h.call_errors >= self.cfg.eject_after_errors:
-            self.eject(rid, f"{h.call_errors} failed calls in a row (last: {message[:200]})")
+            self.eject(rid, f"{h.call_errors} failed calls in a row (last: {message[:200]})",
+                       streaming_too=False)
 
     def call_succeeded(self, rid: str) -> None:
         h = self.state.get(rid)
@@ -144,13 +147,17 @@ class HealthMonitor:
             h.call_errors = 0
 
     # ---- actions ---------------------------------------------------------------------------------
-    def eject(self, rid: str, reason: str) -> None:
+    def eject(self, rid: str, reason: str, *, streaming_too: bool = True) -> None:
+        """Stop routing to ``rid`` and abort its calls (``streaming_too``: also those already
+        streaming to their clients; False when the engine answers its probes but failed
+        calls: its other streams are likely fine, and a stall still ends them)."""
         h = self.of(rid)
         h.ejections += 1
         h.ejected_at = time.monotonic()
         h.probe_successes = 0
         self.gw.scheduler.eject(rid)
-        n = self.gw.abort_attempts_on(rid, f"replica {rid} was ejected: {reason}")
+        n = self.gw.abort_attempts_on(rid, f"replica {rid} was ejected: {reason}",
+                                      streaming_too=streaming_too)
         self.gw.metrics.ejections.labels(rid).inc()
         self.events.append(HealthEvent(time.time(), rid, "ejected", reason))
         log.warning("ejected replica %s (%s); %d calls in flight there aborted", rid, reason, n)
