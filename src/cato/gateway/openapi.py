@@ -10,18 +10,24 @@ body (``limits.max_body_bytes``, else 413), and that only the SLA header matchin
 kind (TTFT or E2E) is accepted. Fields the gateway does not know are allowed, as OpenAI clients
 send them, and forwarded to the engine.
 
-Every error is OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+Bodies must be standard JSON (no ``NaN`` or ``Infinity``, no number that overflows a float)
+nesting at most :data:`~cato.gateway.requests.MAX_JSON_DEPTH` levels, else a 400
+(``invalid_json``). Every error is OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from cato.gateway.requests import MAX_JSON_DEPTH
+
 OPENAPI_VERSION = "3.0.3"
 TITLE = "CATO gateway"
 
 ERROR_STATUSES: dict[int, str] = {
-    400: "Bad request: the message and `param` name the offending field or header.",
+    400: "Bad request: the message and `param` name the offending field or header; "
+         "`invalid_json` for a body that is not a standard JSON object nesting at most "
+         f"{MAX_JSON_DEPTH} levels (no NaN or Infinity).",
     401: "Missing or invalid API key.",
     403: "The API key may not use this operation.",
     404: "Unknown model, task or path.",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 from starlette.requests import Request
 
@@ -16,9 +16,43 @@ from cato.text import chat_prompt_text, count_tokens
 
 TASK_HEADER = "x-cato-task"
 SLO_HEADERS = {SlaKind.TTFT: "x-slo-ttft-ms", SlaKind.E2E: "x-slo-e2e-ms"}
+#: Deepest nesting of arrays and objects a body may have (OpenAI bodies, tool schemas included,
+#: nest a few levels; anything deeper is refused here, not by whichever parser meets it next).
+MAX_JSON_DEPTH = 64
+
+
+def _no_constant(name: str) -> NoReturn:
+    """``NaN``, ``Infinity``, ``-Infinity``: Python's json reads them, JSON has no such tokens
+    (and an engine would get them forwarded)."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return v
+
+
+def _nests_deeper(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether arrays and objects nest more than ``limit`` levels in ``value`` (itself level
+    1), found without recursion."""
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        children = v.values() if isinstance(v, dict) else v
+        for c in children:
+            if isinstance(c, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((c, depth + 1))
+    return False
 
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
+    """The body as a JSON object: 413 above ``max_bytes``; 400 for anything that is not
+    standard JSON (``NaN``, numbers that overflow a float, integers of more than 4300 digits),
+    nests deeper than :data:`MAX_JSON_DEPTH` or is not an object."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
         raise ApiError(413, f"request body of {declared} bytes exceeds the limit of {max_bytes}",
@@ -30,9 +64,15 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
             raise ApiError(413, f"request body exceeds the limit of {max_bytes} bytes",
                            code="request_too_large")
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+        too_deep = isinstance(body, dict) and _nests_deeper(body, MAX_JSON_DEPTH)
     except (ValueError, UnicodeDecodeError) as e:
         raise bad_request(f"request body is not valid JSON: {e}", code="invalid_json") from None
+    except RecursionError:   # nesting deeper than the parser recurses
+        too_deep = True
+    if too_deep:
+        raise bad_request(f"request body nests deeper than {MAX_JSON_DEPTH} levels",
+                          code="invalid_json")
     if not isinstance(body, dict):
         raise bad_request("request body must be a JSON object", code="invalid_json")
     return body
@@ -48,6 +88,17 @@ def _int_field(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     if not lo <= v <= hi:
         raise bad_request(f"'{name}' must be between {lo} and {hi}, got {v}", param=name)
     return v
+
+
+def _check_parts(parts: list[Any], where: str) -> None:
+    """A message's content parts: objects, with a string ``text`` where they have one."""
+    for j, p in enumerate(parts):
+        if not isinstance(p, dict):
+            raise bad_request(f"{where}[{j}] must be an object (a content part), got "
+                              f"{type(p).__name__}", param=f"{where}[{j}]")
+        if not isinstance(p.get("text", ""), str):
+            raise bad_request(f"{where}[{j}].text must be a string, got "
+                              f"{type(p['text']).__name__}", param=f"{where}[{j}].text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +134,8 @@ def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
                     not isinstance(m.get("content"), (str, list)):
                 raise bad_request(f"messages[{i}] must be an object with a string 'role' and a "
                                   f"'content'", param=f"messages[{i}]")
+            if isinstance(m["content"], list):
+                _check_parts(m["content"], f"messages[{i}].content")
         text = chat_prompt_text(msgs)
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
