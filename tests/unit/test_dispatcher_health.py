@@ -112,3 +112,64 @@ def test_best_estimate_grows_with_queued_work() -> None:
         d.submit(make_call(n_in=2000, n_out=400), 0.0)
     busy = d.best_estimate_s(probe, 0.0)
     assert idle is not None and busy is not None and busy > idle * 3
+
+
+def test_health_monitor_never_ejects_the_last_ready_replica() -> None:
+    """HealthMonitor: at most `max_ejected_fraction` of a model's replicas, never the last."""
+    from cato.gateway.config import GatewayConfig, Health, ModelConfig, Replica
+    from cato.gateway.gateway import Gateway
+    cfg = GatewayConfig(models=(ModelConfig(name="m", replicas=tuple(
+        Replica(url=f"http://127.0.0.1:{9 + i}") for i in range(4))),),
+        health=Health(max_ejected_fraction=0.5, eject_after_errors=1))
+    gw = Gateway(cfg)
+    gw.apply_profile(None)
+    rids = [gw.attach_replica("m", r.url) for r in cfg.models[0].replicas]
+    for rid in rids:
+        gw.health.call_failed(rid, "HTTP 500")
+    phases = [gw.dispatcher.pool.get(r).phase for r in rids]
+    assert phases.count(ReplicaPhase.EJECTED) == 2         # half of 4
+    assert gw.health.of(rids[-1]).blocked is not None
+    one = Gateway(GatewayConfig(models=(ModelConfig(name="m", replicas=(
+        Replica(url="http://127.0.0.1:9"),)),)))
+    one.apply_profile(None)
+    rid = one.attach_replica("m", "http://127.0.0.1:9")
+    one.health.call_failed(rid, "refused", unreachable=True)
+    assert one.dispatcher.pool.get(rid).phase is ReplicaPhase.READY
+    assert "last ready replica" in (one.health.of(rid).blocked or "")
+
+
+def test_engine_without_health_endpoint_is_probed_at_its_model_list() -> None:
+    """llama-cpp-python's server has no /health: a 404 there switches the probe to /v1/models
+    (a real HTTP server on loopback), so it is not ejected; a dead one still is."""
+    import asyncio
+
+    from aiohttp import web
+
+    from cato.gateway.config import GatewayConfig, Health, ModelConfig, Replica
+    from cato.gateway.gateway import Gateway
+
+    async def main() -> tuple[ReplicaPhase, ReplicaPhase, set[str]]:
+        app = web.Application()
+        app.router.add_get("/v1/models", lambda r: web.json_response({"data": []}))
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        urls = [f"http://127.0.0.1:{port}", "http://127.0.0.1:9", f"http://127.0.0.1:{port}"]
+        cfg = GatewayConfig(models=(ModelConfig(name="m", replicas=tuple(
+            Replica(url=u) for u in urls)),), health=Health(unhealthy_after=2, timeout_s=1))
+        gw = Gateway(cfg)
+        gw.apply_profile(None)
+        rids = [gw.attach_replica("m", u) for u in urls]
+        for _ in range(3):
+            await gw.health.probe_all()
+        out = (gw.dispatcher.pool.get(rids[0]).phase, gw.dispatcher.pool.get(rids[1]).phase,
+               set(gw.health._fallback))
+        await gw.client.aclose()
+        await runner.cleanup()
+        return out
+
+    live, dead, fallback = asyncio.run(main())
+    assert live is ReplicaPhase.READY and dead is ReplicaPhase.EJECTED
+    assert "m-0" in fallback and "m-1" not in fallback

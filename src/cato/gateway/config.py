@@ -157,6 +157,7 @@ class ModelConfig(_Strict):
     concurrency: int | None = Field(None, ge=1, le=4096)
     accepts_priority: bool = False
     api_key: str | None = None
+    health_path: str | None = None      # default: health.path
     replicas: tuple[Replica, ...] = ()
     emulated: Emulated | None = None
     autoscale: Autoscale | None = None
@@ -196,7 +197,11 @@ class Health(_Strict):
     elsewhere. Passive: ``eject_after_errors`` failed calls in a row (5xx, broken stream) eject
     it too, an unreachable engine at once. It is re-admitted after ``healthy_after`` good probes
     and a back-off that doubles with each ejection (up to ``max_backoff_s``). A replica the
-    gateway started itself that stays ejected ``replace_after_s`` is stopped and replaced."""
+    gateway started itself that stays ejected ``replace_after_s`` is stopped and replaced.
+    At most ``max_ejected_fraction`` of a model's replicas are ejected at once, and never its
+    last ready one (a false alarm must not take a model down; calls to a dead engine fail fast
+    anyway). ``path``: engines without ``/health`` (llama-cpp-python's server) are probed at
+    ``/v1/models`` once ``path`` answers 404; a model's ``health_path`` overrides ``path``."""
 
     enabled: bool = True
     path: str = "/health"
@@ -207,6 +212,7 @@ class Health(_Strict):
     eject_after_errors: int = Field(3, ge=1)
     max_backoff_s: float = Field(60.0, gt=0)
     replace_after_s: float | None = Field(30.0, gt=0)
+    max_ejected_fraction: float = Field(0.5, ge=0, le=1)
 
     @field_validator("path")
     @classmethod

@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("cato.health")
 
+#: probed instead of ``health.path`` on engines that answer it 404 (every OpenAI server has it)
+FALLBACK_PATH = "/v1/models"
+
 
 @dataclass(slots=True)
 class ReplicaHealth:
@@ -48,6 +51,7 @@ class ReplicaHealth:
     ejections: int = 0
     ejected_at: float | None = None
     last_problem: str | None = None
+    blocked: str | None = None   # why the last ejection was held back (logged once)
 
     def view(self, now: float) -> dict[str, Any]:
         return {"ejections": self.ejections, "last_problem": self.last_problem,
@@ -69,6 +73,7 @@ class HealthMonitor:
         self.cfg = cfg
         self.state: dict[str, ReplicaHealth] = {}
         self.events: deque[HealthEvent] = deque(maxlen=500)
+        self._fallback: set[str] = set()      # replicas probed at FALLBACK_PATH
 
     def of(self, rid: str) -> ReplicaHealth:
         h = self.state.get(rid)
@@ -78,6 +83,7 @@ class HealthMonitor:
 
     def forget(self, rid: str) -> None:
         self.state.pop(rid, None)
+        self._fallback.discard(rid)
 
     # ---- active probes ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -88,17 +94,27 @@ class HealthMonitor:
             except Exception:    # one bad round must not stop health checking
                 log.exception("health probe round failed")
 
+    def _path(self, rid: str, model: str) -> str:
+        if rid in self._fallback:
+            return FALLBACK_PATH
+        return self.gw.config.model(model).health_path or self.cfg.path
+
     async def probe_all(self) -> None:
-        targets = [(r.replica_id, self.gw.replicas[r.replica_id].url)
+        targets = [(r.replica_id, self.gw.replicas[r.replica_id].url + self._path(r.replica_id,
+                                                                               r.model))
                    for r in self.gw.dispatcher.pool
                    if r.phase in (ReplicaPhase.READY, ReplicaPhase.EJECTED)
                    and r.replica_id in self.gw.replicas and self.gw.replicas[r.replica_id].url]
         if not targets:
             return
-        codes = await asyncio.gather(*(self.gw.client.probe(url + self.cfg.path,
-                                                            self.cfg.timeout_s)
+        codes = await asyncio.gather(*(self.gw.client.probe(url, self.cfg.timeout_s)
                                        for _, url in targets))
-        for (rid, _), code in zip(targets, codes):
+        for (rid, url), code in zip(targets, codes):
+            if code == 404 and rid not in self._fallback:
+                self._fallback.add(rid)      # no health endpoint: probe the model list
+                log.info("replica %s has no %s (404): probing %s instead", rid,
+                         url.rsplit("/", 1)[-1], FALLBACK_PATH)
+                continue
             self._on_probe(rid, code)
 
     def _on_probe(self, rid: str, code: int | None) -> None:
@@ -152,6 +168,13 @@ class HealthMonitor:
         streaming to their clients; False when the engine answers its probes but failed
         calls: its other streams are likely fine, and a stall still ends them)."""
         h = self.of(rid)
+        blocked = self._ejection_blocked(rid)
+        if blocked:
+            if h.blocked != blocked:
+                log.warning("replica %s failing (%s) but not ejected: %s", rid, reason, blocked)
+            h.blocked = blocked
+            return
+        h.blocked = None
         h.ejections += 1
         h.ejected_at = time.monotonic()
         h.probe_successes = 0
@@ -161,6 +184,21 @@ class HealthMonitor:
         self.gw.metrics.ejections.labels(rid).inc()
         self.events.append(HealthEvent(time.time(), rid, "ejected", reason))
         log.warning("ejected replica %s (%s); %d calls in flight there aborted", rid, reason, n)
+
+    def _ejection_blocked(self, rid: str) -> str | None:
+        """Why ``rid`` may not be ejected now: it is its model's last ready replica, or
+        ``max_ejected_fraction`` of the model's replicas are ejected already."""
+        pool = self.gw.dispatcher.pool
+        model = pool.get(rid).model
+        reps = pool.of_model(model)
+        ready = sum(r.phase is ReplicaPhase.READY for r in reps)
+        ejected = sum(r.phase is ReplicaPhase.EJECTED for r in reps)
+        if ready <= 1:
+            return f"the last ready replica of {model!r}"
+        if ejected + 1 > self.cfg.max_ejected_fraction * len(reps):
+            return (f"{ejected} of {len(reps)} replicas of {model!r} ejected already "
+                    f"(health.max_ejected_fraction = {self.cfg.max_ejected_fraction:g})")
+        return None
 
     def readmit(self, rid: str) -> None:
         h = self.of(rid)
