@@ -24,6 +24,7 @@ def _run(name: str, tmp_path: Path) -> Outcome:
     assert o.duplicated == 0
     assert o.answered == o.accepted
     assert o.health_p99_ms < 250, o
+    assert o.active_end == 0            # nothing left held in the gateway
     return o
 
 
@@ -75,6 +76,6 @@ def test_ten_times_capacity_sheds_explicitly(tmp_path: Path) -> None:
 def test_soak_memory_and_descriptors_stay_flat(tmp_path: Path) -> None:
     sc: Scenario = soak(40.0)
     o = run_scenario(sc, tmp_path)
-    assert o.lost == 0 and o.duplicated == 0 and o.ok == o.sent
+    assert o.lost == 0 and o.duplicated == 0 and o.ok == o.sent and o.active_end == 0
     assert o.rss_mb_end - o.rss_mb_start < 15, o
     assert o.fds_end - o.fds_start <= 10, o

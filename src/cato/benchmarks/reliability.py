@@ -99,6 +99,7 @@ class Outcome:
     fds_start: int
     fds_end: int
     seconds: float
+    active_end: float = 0.0          # requests the gateway still held after the run (0)
     error_codes: dict[str, int] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
@@ -231,7 +232,8 @@ def tally(sc: Scenario, records: list[RequestRecord], health: list[float],
         health_p99_ms=round(float(np.percentile(h, 99)), 2),
         health_max_ms=round(float(h.max()), 2),
         rss_mb_start=mem[0], rss_mb_end=mem[1], fds_start=mem[2], fds_end=mem[3],
-        seconds=round(seconds, 1), error_codes=codes)
+        seconds=round(seconds, 1), active_end=_metric_sum(metrics_text, "cato_active_requests"),
+        error_codes=codes)
 
 
 def _metric_sum(text: str, name: str) -> float:

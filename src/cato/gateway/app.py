@@ -401,6 +401,7 @@ class _RequestLog:
 
 def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
     api = Api(gw)
+    gw.metrics.active.set_function(lambda: api.active)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -86,6 +86,8 @@ class GatewayMetrics:
         self.cold_start = Histogram("cato_cold_start_seconds", "Replica start to ready",
                                     ["model"], buckets=(0.5, 1, 2, 5, 10, 20, 45, 90, 180, 300),
                                     registry=r)
+        self.active = Gauge("cato_active_requests", "Client requests the gateway holds now "
+                            "(queued, streaming, or between steps of a task)", registry=r)
         self.retries = Counter("cato_retries", "Calls tried again on another replica after a "
                                "failure before any output", ["model", "reason"], registry=r)
         self.aborts = Counter("cato_aborted_calls", "Calls the gateway aborted (timeout: far "
