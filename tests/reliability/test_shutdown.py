@@ -138,8 +138,7 @@ def launch(tmp: Path, drain_timeout_s: float) -> tuple[subprocess.Popen[bytes], 
     cfg = {"models": [{"name": "m", "emulated": {"replicas": 2,
                                                  "time_dilation": TIME_DILATION}}],
            "profile_at_startup": False, "code_index_root": SMALL_INDEX_ROOT,
-           # the streams here outlive the SLA-tied cancellation of its default; this test is
-           # about the drain, so only the drain bound may end them
+           # this test is about the drain: only the drain bound may end the streams
            "timeouts": {"sla_factor": None},
            "shutdown": {"drain_timeout_s": drain_timeout_s}}
     path = tmp / "cato.yaml"
@@ -148,6 +147,17 @@ def launch(tmp: Path, drain_timeout_s: float) -> tuple[subprocess.Popen[bytes], 
     proc, url = start_gateway(["--config", str(path), "--profile", str(tmp / "profile.json")],
                               timeout_s=60, log_path=log)
     return proc, url, log
+
+
+def launch_owned(tmp: Path, drain_timeout_s: float,
+                 cleanup: list[subprocess.Popen[bytes] | int]
+                 ) -> tuple[subprocess.Popen[bytes], str, Path, list[int]]:
+    """:func:`launch`, with the gateway and its engines' pids handed to ``cleanup``."""
+    proc, url, log = launch(tmp, drain_timeout_s)
+    cleanup.append(proc)
+    pids = engine_pids(url)
+    cleanup.extend(pids)
+    return proc, url, log, pids
 
 
 def engine_pids(url: str) -> list[int]:
@@ -256,10 +266,7 @@ def cleanup() -> Iterator[list[subprocess.Popen[bytes] | int]]:
 def test_sigterm_lets_running_streams_finish_then_stops_the_engines(
         tmp_path: Path, cleanup: list[subprocess.Popen[bytes] | int]) -> None:
     bound = 8.0
-    proc, url, log = launch(tmp_path, bound)
-    cleanup.append(proc)
-    pids = engine_pids(url)
-    cleanup.extend(pids)
+    proc, url, log, pids = launch_owned(tmp_path, bound, cleanup)
     assert all(proc_state(p) not in (None, "Z") for p in pids)
     tasks = ["completion", "generation", "summarization", "translation", "completion",
              "translation"]
@@ -288,10 +295,7 @@ def test_sigterm_lets_running_streams_finish_then_stops_the_engines(
 def test_streams_past_the_drain_bound_end_with_a_shutting_down_error(
         tmp_path: Path, cleanup: list[subprocess.Popen[bytes] | int]) -> None:
     bound = 3.0
-    proc, url, log = launch(tmp_path, bound)
-    cleanup.append(proc)
-    pids = engine_pids(url)
-    cleanup.extend(pids)
+    proc, url, log, pids = launch_owned(tmp_path, bound, cleanup)
     tasks = ["translation", "summarization", "generation", "completion"]
     max_tokens = 480   # about 15 s: far past the bound
 

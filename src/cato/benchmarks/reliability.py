@@ -24,6 +24,7 @@ memory and open file descriptors at the start and the end (the soak).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -296,10 +297,8 @@ class Rig:
             stop(self.gw)
         for e in self.engines:
             if e.proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):   # a frozen engine must stop
                     os.kill(e.proc.pid, signal.SIGCONT)
-                except ProcessLookupError:
-                    pass
             e.stop()
 
     def action(self, spec: str) -> Callable[[], Any]:

@@ -404,10 +404,7 @@ class Gateway:
                     ctl.replica = None      # an ejection now must not abort what follows
                     fresh = stats.first_token_s is None or stats.replayable
                     if e.kind == "ejected" and fresh and not last:
-                        avoid.add(rid)
-                        ctl.reset_attempt()
-                        stats.restart()
-                        self.metrics.retries.labels(call.model, "ejected").inc()
+                        self._retry(call, rid, e, avoid, ctl, stats, "ejected")
                         continue
                     self.metrics.aborts.labels(call.task, e.kind).inc()
                     if stats.first_token_s is None:
@@ -421,12 +418,7 @@ class Gateway:
                     if stats.first_token_s is not None and not stats.replayable:
                         raise
                     if e.retryable and not last and not ctl.aborted:
-                        avoid.add(rid)
-                        ctl.reset_attempt()
-                        stats.restart()
-                        self.metrics.retries.labels(call.model, "engine_error").inc()
-                        log.info("call %d failed on %s before any output (%s); retrying "
-                                 "elsewhere", call.call_id, rid, e)
+                        self._retry(call, rid, e, avoid, ctl, stats, "engine_error")
                         continue
                     self.metrics.observe_failure(call.task, "error")
                     if e.status is not None and 400 <= e.status < 500:
@@ -442,6 +434,16 @@ class Gateway:
         finally:
             ctl.done()
             self.controls.pop(call.call_id, None)
+
+    def _retry(self, call: LlmCall, rid: str, e: EngineError, avoid: set[str],
+               ctl: CallControl, stats: CallStats, reason: str) -> None:
+        """Forget a failed attempt on ``rid`` so the next one goes elsewhere."""
+        avoid.add(rid)
+        ctl.reset_attempt()
+        stats.restart()
+        self.metrics.retries.labels(call.model, reason).inc()
+        log.info("call %d failed on %s before its client saw output (%s); retrying elsewhere",
+                 call.call_id, rid, e)
 
     def _seen(self, ev: EngineEvent, stats: CallStats) -> EngineEvent:
         if stats.collect:

@@ -97,22 +97,22 @@ class LiveScheduler:
                                                   concurrency_limit=concurrency_limit), now)
 
     def mark_ready(self, replica_id: str) -> None:
-        now = self.clock()
-        self._perform(self.dispatcher.mark_ready(replica_id, now), now)
+        self._replica_op(self.dispatcher.mark_ready, replica_id)
 
     def drain(self, replica_id: str) -> None:
         """Stop routing to the replica; its queued calls are routed again now."""
-        now = self.clock()
-        self._perform(self.dispatcher.drain(replica_id, now), now)
+        self._replica_op(self.dispatcher.drain, replica_id)
 
     def eject(self, replica_id: str) -> None:
         """Stop routing to an unhealthy replica; its queued calls are routed again now."""
-        now = self.clock()
-        self._perform(self.dispatcher.eject(replica_id, now), now)
+        self._replica_op(self.dispatcher.eject, replica_id)
 
     def readmit(self, replica_id: str) -> None:
+        self._replica_op(self.dispatcher.readmit, replica_id)
+
+    def _replica_op(self, op: Callable[[str, float], list[Dispatch]], replica_id: str) -> None:
         now = self.clock()
-        self._perform(self.dispatcher.readmit(replica_id, now), now)
+        self._perform(op(replica_id, now), now)
 
     def remove(self, replica_id: str) -> None:
         """Forget a drained replica. Calls still in flight there (a hung engine past the
