@@ -29,7 +29,6 @@ from cato.benchmarks.live_load import (VLLM_KEYS, LiveRequest, LiveRun, attainme
 from cato.cli import app
 from cato.core.metrics import summarize, summary_row
 from cato.core.records import RequestRecord
-from cato.sim import arrivals as arr
 from cato.sim.scenarios import build_stream_for, scenario
 
 FIRST_S = 0.300   # the test server's first token comes this long after the request
@@ -169,10 +168,6 @@ def test_on_off_arrivals_have_the_stated_duty_cycle() -> None:
 
 
 def test_azure_replay_is_time_scaled_to_the_rate() -> None:
-    try:
-        arr.default_azure_trace_path()
-    except FileNotFoundError as exc:     # depends on the checkout having ../shared/data
-        pytest.skip(f"Azure trace not available: {exc}")
     _, stream = scenario_stream("mixA-poisson", 5.0, 0, arrival="azure", duration_s=5000.0)
     t = np.array([a.arrival_s for a in stream])
     assert len(t) > 5000

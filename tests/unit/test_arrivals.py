@@ -12,10 +12,7 @@ from cato.sim import arrivals as A
 
 
 def _trace_path() -> Path:
-    try:
-        return A.default_azure_trace_path()
-    except FileNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        pytest.skip(f"Azure trace not available: {exc}")
+    return A.default_azure_trace_path()
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -285,6 +282,7 @@ def test_default_trace_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     found = _trace_path()
     assert found.name == A.AZURE_CODE_TRACE_FILE and found.is_file()
     assert found.parent.name == "azure-llm-inference-2023"
+    assert (found.parent / "LICENSE").is_file(), "the trace ships with its licence"
     monkeypatch.setenv(A.AZURE_TRACE_ENV, str(found.parent))
     assert A.default_azure_trace_path() == found
     monkeypatch.setenv(A.AZURE_TRACE_ENV, str(found))

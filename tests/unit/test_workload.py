@@ -221,10 +221,7 @@ def test_trace_stream_mapping_and_clipping() -> None:
 
 
 def test_trace_stream_real_trace_is_deterministic() -> None:
-    try:
-        path = A.default_azure_trace_path()
-    except FileNotFoundError as exc:  # pragma: no cover - depends on the checkout
-        pytest.skip(str(exc))
+    path = A.default_azure_trace_path()
     tr = A.load_azure_code_trace(path).time_scaled(speedup=1.0, duration_s=300.0)
     a = W.build_trace_stream(tr, TASKS, rng(1))
     b = W.build_trace_stream(tr, TASKS, rng(1))

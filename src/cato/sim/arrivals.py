@@ -40,8 +40,8 @@ import numpy.typing as npt
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
-#: Folder of the Azure trace, relative to a directory that holds ``shared/``.
-AZURE_TRACE_DIR = Path("shared") / "data" / "azure-llm-inference-2023"
+#: The Azure trace's folder inside the package (CC-BY 4.0; its LICENSE and README sit beside it).
+AZURE_TRACE_DIR = Path(__file__).resolve().parent.parent / "data" / "azure-llm-inference-2023"
 #: File name of the code-service trace.
 AZURE_CODE_TRACE_FILE = "AzureLLMInferenceTrace_code.csv"
 #: Environment variable naming the trace CSV (or the folder holding it); overrides the search.
@@ -590,11 +590,10 @@ def load_azure_code_trace(path: str | os.PathLike[str] | None = None) -> AzureTr
 def default_azure_trace_path() -> Path:
     """Locate ``AzureLLMInferenceTrace_code.csv``.
 
-    Order: the environment variable ``CATO_AZURE_TRACE`` (a CSV file, or a folder holding it)
-    if set; otherwise the first ``shared/data/azure-llm-inference-2023/`` folder holding the
-    file found walking upward from the current working directory, then upward from this
-    module's location (so ``<repo>/../shared/...`` is found). Raises FileNotFoundError listing
-    every place looked at.
+    The environment variable ``CATO_AZURE_TRACE`` (a CSV file, or a folder holding it) if set;
+    otherwise the copy shipped with the package (:data:`AZURE_TRACE_DIR`, the first 30 minutes
+    of the code service, with its licence and attribution). FileNotFoundError names what was
+    looked at.
     """
     env = os.environ.get(AZURE_TRACE_ENV)
     if env:
@@ -606,21 +605,12 @@ def default_azure_trace_path() -> Path:
             f"{AZURE_TRACE_ENV}={env!r} does not name {AZURE_CODE_TRACE_FILE} "
             f"or a folder holding it (looked at {cand})"
         )
-    looked: list[str] = []
-    seen: set[Path] = set()
-    for origin in (Path.cwd(), Path(__file__).resolve().parent):
-        for d in (origin, *origin.parents):
-            if d in seen:
-                continue
-            seen.add(d)
-            cand = d / AZURE_TRACE_DIR / AZURE_CODE_TRACE_FILE
-            looked.append(str(cand))
-            if cand.is_file():
-                return cand
+    cand = AZURE_TRACE_DIR / AZURE_CODE_TRACE_FILE
+    if cand.is_file():
+        return cand
     raise FileNotFoundError(
-        f"could not find {AZURE_CODE_TRACE_FILE}: set {AZURE_TRACE_ENV} to its path, or place it "
-        f"under a {AZURE_TRACE_DIR} folder above the working directory or the package; "
-        f"looked at: " + ", ".join(looked)
+        f"the packaged {AZURE_CODE_TRACE_FILE} is missing (looked at {cand}): reinstall cato, "
+        f"or set {AZURE_TRACE_ENV} to the trace's path"
     )
 
 
