@@ -47,7 +47,7 @@ def start_gateway(args: list[str], timeout_s: float = 120.0,
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     gw = start_process([sys.executable, "-m", "cato", "serve", "--port", str(port), *args], url,
-                       log_path=log_path)
+                       log_path=log_path, role="gateway")
     try:
         wait_ready([gw], timeout_s, path="/ready")
     except RuntimeError as e:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import subprocess
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol, Sequence
 
 import pytest
 import yaml
 
 import cato
 from cato.demo import start_gateway, stop
+from cato.exits import EngineExited
 from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port, start_process,
                                    wait_ready)
 
@@ -41,13 +42,34 @@ class RunningGateway:
             e.stop()
 
 
-def launch_gateway(tmp: Path, config: dict[str, Any],
-                   engines: list[EngineProcess]) -> RunningGateway:
+class Exits(Protocol):
+    def exited(self, when: str = "") -> EngineExited | None: ...
+
+
+def raise_if_exited(engines: Sequence[Exits], cause: BaseException | None = None,
+                    when: str = "") -> None:
+    """If one of ``engines`` (processes a test started) is gone, raise why: ``engine X exited
+    with signal SIGSEGV`` and its last lines, rather than the symptom a client saw."""
+    for e in engines:
+        exited = e.exited(when)
+        if exited is not None:
+            raise exited from cause
+
+
+def launch_gateway(tmp: Path, config: dict[str, Any], engines: list[EngineProcess],
+                   watch: Sequence[Exits] = ()) -> RunningGateway:
+    """``cato serve`` over ``config``; if it does not start and one of ``engines`` or ``watch``
+    (engines the test started) has exited, the error names that engine's exit."""
     cfg_path = tmp / "cato.yaml"
     cfg_path.write_text(yaml.safe_dump(config))
     log = tmp / "gateway.log"
-    proc, url = start_gateway(["--config", str(cfg_path), "--profile", str(tmp / "profile.json")],
-                              timeout_s=120, log_path=log)
+    try:
+        proc, url = start_gateway(["--config", str(cfg_path),
+                                   "--profile", str(tmp / "profile.json")],
+                                  timeout_s=120, log_path=log)
+    except RuntimeError as exc:
+        raise_if_exited([*engines, *watch], exc, when="while the gateway started")
+        raise
     return RunningGateway(proc, url, engines, log)
 
 

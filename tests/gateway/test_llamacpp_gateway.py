@@ -13,7 +13,8 @@ import httpx
 import openai
 import pytest
 
-from conftest import SMALL_INDEX_ROOT, RunningGateway, launch_gateway  # type: ignore[import-not-found]
+from conftest import (SMALL_INDEX_ROOT, RunningGateway,  # type: ignore[import-not-found]
+                      launch_gateway, raise_if_exited)
 from cato.workloads.llamacpp import (free_port, gguf_path, llamacpp_available, start_llamacpp,
                                      wait_ready)
 from cato.workloads.prompts import SUMMARIZATION_HEADER, PromptSource
@@ -40,15 +41,24 @@ def llama_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningG
             "code_index_root": SMALL_INDEX_ROOT, "engine_timeout_s": 120,
             "limits": {"max_prompt_tokens": 1500},
         }
-        gw = launch_gateway(tmp, config, [])
+        gw = launch_gateway(tmp, config, [], watch=servers)
     except BaseException:
         for s in servers:
             s.stop()
         raise
+    gw.servers = servers    # type: ignore[attr-defined]
     yield gw
     gw.close()
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(autouse=True)
+def servers_alive(llama_gateway: RunningGateway) -> Iterator[None]:
+    """After each test: a llama.cpp server that died is named with its signal and last lines
+    (a crash must not pass as the client's payload error)."""
+    yield
+    raise_if_exited(llama_gateway.servers, when="during the test")  # type: ignore[attr-defined]
 
 
 def test_real_engine_serves_humaneval_and_stdlib_prompts(llama_gateway: RunningGateway) -> None:

@@ -17,6 +17,9 @@ reproducible request by request. The kinds (:data:`FAULT_KINDS`):
 * ``hang`` — nothing is ever sent; the connection stays open until the client leaves.
 * ``hang-mid`` — the first ``mid_tokens`` tokens stream normally, then nothing more is sent;
   the connection stays open until the client leaves.
+* ``crash`` — the response's headers are sent, then the whole engine process dies of SIGSEGV,
+  as a natively built llama.cpp does on a CPU it was not built for: what the gateway must name
+  as a crash (``engine ... exited with signal SIGSEGV``), not as a broken payload.
 
 A non-streamed request has no partial body to send, so for it ``close-mid`` behaves like
 ``close-before`` and ``hang-mid`` like ``hang``. A request the engine rejects (400, 404) is
@@ -38,9 +41,9 @@ from typing import Any, Final, Literal
 __all__ = ["DEFAULT_MID_TOKENS", "FAULT_KINDS", "FaultKind", "FaultPlan", "FaultSpecError",
            "parse_fault_spec", "parse_fault_specs"]
 
-FaultKind = Literal["error", "garbage", "close-before", "close-mid", "hang", "hang-mid"]
+FaultKind = Literal["error", "garbage", "close-before", "close-mid", "hang", "hang-mid", "crash"]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = ("error", "garbage", "close-before", "close-mid", "hang",
-                                             "hang-mid")
+                                             "hang-mid", "crash")
 """Every fault kind, in the order a draw walks them."""
 
 DEFAULT_MID_TOKENS: Final = 3

@@ -24,7 +24,7 @@ It speaks the subset of vLLM's OpenAI API that the gateway and benchmark clients
 * A client that disconnects cancels its request in the engine.
 * Fault injection (:mod:`cato.engine.faults`), off by default: ``--fault KIND[:PROB]``
   (repeatable; kinds ``error``, ``garbage``, ``close-before``, ``close-mid``, ``hang``,
-  ``hang-mid``; PROB defaults to 1) makes each valid generation request draw at most one fault
+  ``hang-mid``, ``crash``; PROB defaults to 1) makes each valid generation request draw at most one fault
   from a RNG seeded with ``--seed``; ``--fault-mid-tokens N`` (default 3) is how many tokens the
   ``*-mid`` kinds stream first. ``--fault-control`` adds ``GET /fault`` (the plan as JSON) and
   ``POST /fault`` (``{"faults": {"hang": 1.0}, "down": false}`` replaces it; 400 on bad input),
@@ -41,7 +41,10 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
+import signal
 import socket
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -483,6 +486,24 @@ class _CutResponse(Response):
             await send({"type": "http.response.body", "body": "".join(parts).encode(), "more_body": True})
 
 
+class _CrashResponse(Response):
+    """Fault ``crash``: send the headers, then the process dies of SIGSEGV (its last words on
+    stderr, as a crashing engine's log would end)."""
+
+    def __init__(self, stream: bool) -> None:
+        super().__init__()
+        self._stream = stream
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = _SSE_HEADERS if self._stream else [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": b"data: " if self._stream else b"{",
+                    "more_body": True})
+        print("cato engine: injected fault 'crash': segmentation fault", file=sys.stderr,
+              flush=True)
+        os.kill(os.getpid(), signal.SIGSEGV)
+
+
 def _engine_down() -> ApiError:
     return ApiError(503, "The engine is down (injected fault 'down').", None, "engine_down",
                     etype="server_error")
@@ -549,6 +570,8 @@ class _App:
                 return Response(f"data: {_GARBAGE}\n\n", media_type="text/event-stream",
                                 headers={"Cache-Control": "no-cache", "Connection": "close"})
             return Response(_GARBAGE, media_type="application/json", headers={"Connection": "close"})
+        if fault == "crash":
+            return _CrashResponse(job.stream)
         if fault in ("close-mid", "hang-mid") and job.stream:
             try:
                 req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=True)

@@ -36,6 +36,7 @@ from starlette.types import Scope as Scope_
 
 from cato.core.calls import LlmCall
 from cato.core.task import SlaKind
+from cato.exits import EngineExited
 from cato.gateway.auth import Scope
 from cato.gateway.engine_client import EngineError, EngineEvent, sse_passthrough
 from cato.gateway.errors import ApiError, overloaded, unavailable
@@ -408,6 +409,10 @@ def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
         if start:
             try:
                 await gw.start()
+            except EngineExited as e:   # the cause in one place, not a traceback of symptoms
+                log.error("start-up failed: %s", e)
+                await gw.aclose()
+                raise
             except BaseException:
                 await gw.aclose()    # a failed start leaves no engine behind
                 raise

@@ -81,6 +81,15 @@ class Emulated(_Strict):
     time_dilation: float = Field(1.0, gt=0, le=1000)
     seed: int = 0
     max_num_seqs: int | None = Field(None, ge=1, le=4096)   # batch cap (default: the preset's)
+    faults: tuple[str, ...] = ()
+    """Chaos drills: ``cato engine --fault`` specs (``hang:0.1``, ``crash``) for these engines."""
+
+    @field_validator("faults")
+    @classmethod
+    def _faults(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        from cato.engine.faults import parse_fault_specs
+        parse_fault_specs(v)     # FaultSpecError (a ValueError) names the bad spec
+        return v
 
 
 

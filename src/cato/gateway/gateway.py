@@ -31,6 +31,7 @@ from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.replica import ReplicaPhase
 from cato.core.routing import make_routing_policy
+from cato.exits import EngineExited
 from cato.gateway.auth import Authenticator
 from cato.gateway.config import GatewayConfig, ModelConfig, public_host
 from cato.gateway.control import CallControl
@@ -120,6 +121,7 @@ class Gateway:
         self.controls: dict[int, CallControl] = {}      # calls in the gateway now
         self.queued_by_task: dict[str, int] = {}
         self.draining = False
+        self._reported_exits: set[str] = set()   # engine urls whose exit was logged
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def engine_urls(self) -> dict[str, list[str]]:
@@ -142,7 +144,8 @@ class Gateway:
                 argv = emulated_engine_argv(port, model=m.name, preset=m.emulated.preset,
                                             time_dilation=m.emulated.time_dilation,
                                             seed=m.emulated.seed + i,
-                                            max_num_seqs=m.emulated.max_num_seqs)
+                                            max_num_seqs=m.emulated.max_num_seqs,
+                                            faults=m.emulated.faults)
                 self.processes.append(start_process(argv, f"http://127.0.0.1:{port}",
                                                     self.engine_log_dir, model=m.name))
         wait_ready(self.processes, timeout_s=60.0)
@@ -153,7 +156,8 @@ class Gateway:
         """What a profile was measured against: models, coefficient sets, emulated settings and
         configured engine urls (emulated engines' ports change from run to run, so they are not
         part of it)."""
-        items = [(m.name, m.coefficients, m.emulated.model_dump() if m.emulated else None,
+        items = [(m.name, m.coefficients,
+                  m.emulated.model_dump(exclude={"faults"}) if m.emulated else None,
                   [r.url for r in m.replicas]) for m in self.config.models]
         return hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -223,6 +227,33 @@ class Gateway:
         p = next((p for p in self.processes if h is not None and p.url == h.url), None)
         return None if p is None else p.proc.pid
 
+    def owned_processes(self) -> list[EngineProcess]:
+        """Engine processes this gateway started on this machine (start-up and provisioned)."""
+        procs = list(self.processes)
+        procs += [r.process for p in self.provisioners.values() for r in p.owned.values()
+                  if r.process is not None]
+        procs += [r.process for reps in self._startup.values() for r in reps
+                  if r.process is not None]
+        return procs
+
+    def exited_engine(self, url: str, when: str = "", *,
+                      report: bool = True) -> EngineExited | None:
+        """Why the engine at ``url`` is gone, if it is a process this gateway started and has
+        exited (a crash is named by its signal, with its log's last lines); else None. The
+        first time, it is logged (``report``; off when the caller raises it)."""
+        for p in self.owned_processes():
+            if p.url == url:
+                exited = p.exited(when)
+                if exited is not None and report and p.url not in self._reported_exits:
+                    self._reported_exits.add(p.url)
+                    log.error("%s", exited)
+                return exited
+        return None
+
+    def exited_replica(self, replica_id: str) -> EngineExited | None:
+        h = self.replicas.get(replica_id)
+        return None if h is None or not h.url else self.exited_engine(h.url)
+
     def where_of(self, replica_id: str) -> str | None:
         """Where a provider placed a replica ("local", or a Ray node's IP and id)."""
         for prov in self.provisioners.values():
@@ -252,7 +283,8 @@ class Gateway:
         return emulated_engine_argv("{port}", model=m.name, preset=m.emulated.preset,
                                     time_dilation=m.emulated.time_dilation,
                                     seed=m.emulated.seed, host=host,
-                                    max_num_seqs=m.emulated.max_num_seqs)
+                                    max_num_seqs=m.emulated.max_num_seqs,
+                                    faults=m.emulated.faults)
 
     def _make_providers(self) -> None:
         local = {m.name: self._command(m) for m in self.config.models
@@ -413,10 +445,13 @@ class Gateway:
                 except EngineError as e:
                     ctl.replica = None      # this call's own failure may eject the replica
                     self.metrics.engine_errors.labels(rid).inc()
+                    exited = self.exited_replica(rid)
+                    if exited is not None:  # say why (a crash), not how it showed (a cut)
+                        e = EngineError(exited.headline, unreachable=True)
                     if e.retryable:
                         self.health.call_failed(rid, str(e), unreachable=e.unreachable)
                     if stats.first_token_s is not None and not stats.replayable:
-                        raise
+                        raise e from None
                     if e.retryable and not last and not ctl.aborted:
                         self._retry(call, rid, e, avoid, ctl, stats, "engine_error")
                         continue

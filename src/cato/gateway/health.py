@@ -135,6 +135,9 @@ class HealthMonitor:
         h.last_problem = "health probe: " + ("no answer within "
                                              f"{self.cfg.timeout_s:g} s" if code is None
                                              else f"HTTP {code}")
+        exited = self.gw.exited_replica(rid)
+        if exited is not None:
+            h.last_problem = exited.headline
         if phase is ReplicaPhase.READY and h.probe_failures >= self.cfg.unhealthy_after:
             self.eject(rid, f"{h.probe_failures} failed health probes ({h.last_problem})")
 

@@ -102,7 +102,14 @@ async def _probe_node(gw: Gateway, urls: list[str], model: str, n_in: int, n_out
     api_key = gw.config.model(model).api_key
     ttfts, e2es = [], []
     for i in range(k):
-        ttft, e2e = await probe(gw, urls[i % len(urls)], model, n_in, n_out, api_key)
+        url = urls[i % len(urls)]
+        try:
+            ttft, e2e = await probe(gw, url, model, n_in, n_out, api_key)
+        except EngineError as e:
+            exited = gw.exited_engine(url, when="during a profiling probe", report=False)
+            if exited is not None:
+                raise exited from e
+            raise
         ttfts.append(ttft)
         e2es.append(e2e)
         m_ttft = isolated_ttft_ms(base, n_in) / 1000.0

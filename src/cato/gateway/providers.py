@@ -25,6 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
+from cato.exits import describe_exit
 from cato.gateway.launcher import EngineProcess, free_port, start_process
 
 
@@ -114,7 +115,7 @@ class LocalProcessProvider(ReplicaProvider):
     async def exit_reason(self, replica: ProvidedReplica) -> str | None:
         assert replica.process is not None
         code = replica.process.proc.poll()
-        return None if code is None else f"process exited with code {code}"
+        return None if code is None else f"engine exited with {describe_exit(code)}"
 
     async def log_tail(self, replica: ProvidedReplica, n: int = 500) -> str:
         return "" if replica.process is None else replica.process.log_tail(n)

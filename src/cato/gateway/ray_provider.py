@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from cato.gateway.config import RayCluster, RayResources
+from cato.exits import describe_exit
 from cato.gateway.launcher import EngineProcess, free_port, start_process
 from cato.gateway.providers import ProvidedReplica, ReplicaProvider
 
@@ -134,7 +135,7 @@ class RayProvider(ReplicaProvider):
             return f"actor on {replica.where} did not answer in {CALL_TIMEOUT_S:.0f} s"
         except Exception as e:   # RayActorError: the actor (or its node) died
             return f"actor on {replica.where} died ({type(e).__name__})"
-        return None if code is None else f"process exited with code {code}"
+        return None if code is None else f"engine exited with {describe_exit(code)}"
 
     async def log_tail(self, replica: ProvidedReplica, n: int = 500) -> str:
         actor: Any = replica.actor

@@ -26,6 +26,7 @@ from typing import IO, cast
 
 import httpx
 
+from cato.exits import EngineExited
 from cato.workloads import default_cache_dir
 
 DEFAULT_MODEL_ALIAS = "gemma-3-270m"
@@ -167,6 +168,14 @@ class LlamaCppProcess(subprocess.Popen[bytes]):
             self._drain.join(timeout=2.0)
         return "\n".join(list(self._tail)[-lines:])
 
+    def exited(self, when: str = "") -> EngineExited | None:
+        """None while the server runs; else why it is gone (``exited with signal SIGSEGV``)
+        with its last lines of output."""
+        if self.poll() is None:
+            return None
+        return EngineExited(f"llama.cpp ({self.url})", cast(int, self.returncode),
+                            self.output_tail(), when=when)
+
     def stop(self, timeout: float = 10.0) -> int:
         """Terminate the server (kill it after ``timeout`` seconds); its exit code."""
         if self.poll() is None:
@@ -220,10 +229,9 @@ def _models_url(url: str) -> str:
 
 def _died(process: subprocess.Popen[bytes], url: str) -> LlamaCppError:
     tail = process.output_tail() if isinstance(process, LlamaCppProcess) else ""
-    return LlamaCppError(
-        f"llama.cpp server for {url} exited with code {process.returncode} before it was ready;"
-        f" last output:\n{tail}"
-    )
+    exited = EngineExited(f"llama.cpp ({url})", cast(int, process.returncode), tail,
+                          when="before it was ready")
+    return LlamaCppError(str(exited))
 
 
 def wait_ready(
