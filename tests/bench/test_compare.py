@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cato.benchmarks.compare import (CompareSettings, busy_seconds, cost_fields, gateway_config,
                                      live_models, match_preset, ratio_table, report_markdown,
                                      run_compare, scenario_sla_scale, write_report)
 from cato.core.coefficients import preset, slowed
+from cato.core.metrics import discard_warmup
 from cato.core.records import RequestRecord
 from cato.gateway.config import parse_config
 from cato.gateway.profile import ModelProfile
@@ -96,21 +98,60 @@ def test_report_has_ratios_per_seed() -> None:
 
 @pytest.mark.timeout(240)
 def test_live_compare_of_two_gateway_policies(tmp_path: Path) -> None:
+    """Both systems serve the same stream, request for request; each summary is computed from
+    that system's own records (warm-up cut as the protocol says); and the report's per-seed
+    ratios are the ratios of those values (attainment, goodput, P95 TTFT)."""
     settings = CompareSettings(scenario="paper", rate=2.0, seeds=[0], duration_s=12.0,
                                systems=["cato", "round-robin"], time_dilation=2.0,
                                out_dir=tmp_path, progress=False)
     result = run_compare(settings, log=lambda s: None)
     runs = {r["system"]: r for r in result["runs"]}
     assert set(runs) == {"cato", "round-robin"}
+    assert all(r["seed"] == 0 for r in runs.values())
     # the identical stream: same requests, each system answered all of them
     assert runs["cato"]["num_requests"] == runs["round-robin"]["num_requests"] > 10
     for r in runs.values():
         assert r["num_completed"] == r["num_arrived"]
         assert r["mean_replicas"] == pytest.approx(12.0)
         assert 0.0 < r["utilization"] <= 1.0
+    records = {name: [RequestRecord.from_json(json.loads(line)) for line in
+                      (tmp_path / "runs" / "seed0" / f"{name}.records.jsonl").read_text()
+                      .splitlines()]
+               for name in runs}
+    asked = {name: sorted((r.id, r.task, r.n_in, r.n_out, r.sla_kind, r.sla_s) for r in recs)
+             for name, recs in records.items()}
+    assert asked["cato"] == asked["round-robin"]              # request for request
+    assert len(asked["cato"]) == runs["cato"]["num_requests"]
+    # each summary from its own records: attainment, goodput, P95 TTFT of generation
+    mine: dict[str, dict[str, float]] = {}
+    for name, recs in records.items():
+        assert all(r.status == "ok" and r.replica is not None for r in recs)
+        kept, cut = discard_warmup(recs)                      # live_summary's defaults
+        met = sum(r.met for r in kept)
+        run = runs[name]
+        assert (run["num_arrived"], run["num_met"]) == (len(kept), met)
+        assert run["warmup_cut_s"] == pytest.approx(cut)
+        ttft_ms = [1000 * r.ttft_s for r in kept if r.task == "generation" and r.ttft_s is not None]
+        mine[name] = {"attainment": met / len(kept),
+                      "request_goodput": met / run["duration_s"],
+                      "tasks.generation.p95_ttft_ms": float(np.percentile(ttft_ms, 95))}
+        assert run["attainment"] == pytest.approx(mine[name]["attainment"])
+        assert run["request_goodput"] == pytest.approx(mine[name]["request_goodput"])
+        assert run["tasks"]["generation"]["p95_ttft_ms"] == pytest.approx(
+            mine[name]["tasks.generation.p95_ttft_ms"])
+    # the report's per-seed ratios: cato's value over round-robin's, metric by metric
+    table = ratio_table(result, "round-robin")
+    for path, ours in mine["cato"].items():
+        base = mine["round-robin"][path]
+        assert table["cato"][path] == ([pytest.approx(ours / base)] if base else []), path
+        assert table["round-robin"][path] == ([1.0] if base else []), path
     paths = write_report(result, tmp_path, baselines=["round-robin"])
     assert json.loads(paths[0].read_text())["settings"]["systems"] == ["cato", "round-robin"]
-    assert "Ratios to **round-robin**" in paths[1].read_text()
+    md = paths[1].read_text()
+    ratio_rows = md.split("Ratios to **round-robin**")[1]
+    for x in table["cato"]["attainment"]:       # the first column of cato's ratio row
+        cell = f"{x:.3f} ± 0.000" if abs(x) < 10 else f"{x:.0f} ± 0"
+        assert f"| cato | {cell} |" in ratio_rows, ratio_rows
     assert paths[2].stat().st_size > 10_000
 
 

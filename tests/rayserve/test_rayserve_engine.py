@@ -1,6 +1,6 @@
 """A Ray Serve replica's own logic without Ray: engine options and command, the SLA account,
-the variants' settings, and the OpenAI proxy's errors. Tests marked ``slow`` start a real
-emulated engine (a subprocess, no Ray)."""
+the variants' settings, and the OpenAI proxy's errors. Two tests start a real emulated engine
+(a subprocess, no Ray; a few seconds each) and run by default."""
 
 from __future__ import annotations
 
@@ -173,7 +173,6 @@ def test_proxy_errors_are_openai_errors() -> None:
 
 
 # ------------------------------------------------------------------------------ a real engine
-@pytest.mark.slow
 def test_proxy_over_a_real_engine(tmp_path: Path) -> None:
     # the emulated engine from a command template (as `vllm serve ...` would be), with a short
     # context so that the engine itself rejects a request the proxy lets through
@@ -225,7 +224,6 @@ def test_proxy_over_a_real_engine(tmp_path: Path) -> None:
     assert t.calls_total == 3 and not t.ongoing
 
 
-@pytest.mark.slow
 def test_engine_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     """A replica killed without running its destructor leaves no engine behind."""
     script = ("import sys, time\n"

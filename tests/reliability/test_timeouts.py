@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import httpx
 import pytest
@@ -52,6 +52,15 @@ def test_call_far_past_its_sla_is_cancelled_at_the_engine(gw: RunningGateway) ->
     assert _running(gw.engines[0].url) == 0          # the engine stopped working on it
 
 
+def _sla_timeout(err: dict[str, Any], type_: str) -> None:
+    """An OpenAI-style error for a call cut by ``timeouts``: its code, its type, and a message
+    naming the setting and what did not come in time (an E2E call's end, 1.5 s = min_s)."""
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert (err["code"], err["type"], err["param"]) == ("sla_timeout", type_, None), err
+    assert "no end 1.5 s after arrival" in err["message"], err
+    assert "timeouts.sla_factor" in err["message"], err
+
+
 def test_streamed_call_past_its_sla_ends_with_an_error_event(gw: RunningGateway) -> None:
     events = []
     with httpx.stream("POST", gw.url + "/v1/completions", timeout=30,
@@ -63,10 +72,68 @@ def test_streamed_call_past_its_sla_ends_with_an_error_event(gw: RunningGateway)
         for line in r.iter_lines():
             if line.startswith("data: "):
                 events.append(line[6:])
-    if r.status_code == 200:
+        if r.status_code == 504:   # cut before its first token: a plain JSON error, no stream
+            assert r.headers["content-type"].startswith("application/json"), r.headers
+            assert events == []
+            body = json.loads(r.read())
+            assert set(body) == {"error"}, body
+            _sla_timeout(body["error"], "timeout_error")
+    if r.status_code == 200:       # cut after it: an error event, then [DONE]
+        assert r.headers["content-type"].startswith("text/event-stream"), r.headers
         assert events[-1] == "[DONE]"
-        err = json.loads(events[-2])["error"]
-        assert err["code"] == "sla_timeout"
+        assert set(json.loads(events[-2])) == {"error"}
+        _sla_timeout(json.loads(events[-2])["error"], "engine_error")
+        chunks = [json.loads(e) for e in events[:-2]]
+        assert all("error" not in c for c in chunks), chunks
+        text = sum(1 for c in chunks if c.get("choices") and c["choices"][0].get("text"))
+        assert 1 <= text < 400, text             # some tokens came, not the whole answer
+        assert not any(c.get("cato") for c in chunks)   # no summary chunk: the call did not end
+    deadline = time.monotonic() + 5
+    while _running(gw.engines[0].url) > 0 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _running(gw.engines[0].url) == 0      # either way, the engine stopped working on it
+
+
+def test_streamed_call_queued_past_its_sla_is_a_504(tmp_path: Path) -> None:
+    """A stream cut before its first token (here: queued behind a call holding the replica's
+    only slot) is answered 504 with a JSON error, not a stream; the call never reached the
+    engine, and the gateway keeps serving."""
+    engines = start_engines(1, tmp_path, time_dilation=5.0)
+    config = {"models": [{"name": "m", "concurrency": 1, "replicas": [{"url": engines[0].url}]}],
+              "profile_at_startup": False, "code_index_root": SMALL_INDEX_ROOT,
+              "timeouts": {"sla_factor": 2, "min_s": 1.5}}
+    g = launch_gateway(tmp_path, config, engines)
+    try:
+        with httpx.Client(base_url=g.url, timeout=30) as c:
+            # the blocker: a TTFT task (its timer stops at its first token) holding the slot
+            with c.stream("POST", "/v1/completions",
+                          json={"model": "generation", "prompt": "def f():", "max_tokens": 400,
+                                "stream": True}) as blocker:
+                assert blocker.status_code == 200
+                lines = blocker.iter_lines()
+                assert next(ln for ln in lines if ln.startswith("data: ")) != "data: [DONE]"
+                assert _running(engines[0].url) == 1
+                t0 = time.monotonic()
+                with c.stream("POST", "/v1/completions", headers={"x-slo-e2e-ms": "200"},
+                              json={"model": "translation", "prompt": "x", "max_tokens": 400,
+                                    "stream": True}) as r:
+                    body = json.loads(r.read())
+                took = time.monotonic() - t0
+                assert r.status_code == 504, body
+                assert r.headers["content-type"].startswith("application/json"), r.headers
+                assert set(body) == {"error"}, body
+                _sla_timeout(body["error"], "timeout_error")
+                assert 1.4 < took < 5.0, took                # cut at min_s, not served late
+                assert _running(engines[0].url) == 1         # only the blocker ever ran
+            deadline = time.monotonic() + 5
+            while _running(engines[0].url) > 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert _running(engines[0].url) == 0             # the blocker's client left
+            ok = c.post("/v1/completions", json={"model": "completion", "prompt": "x",
+                                                  "max_tokens": 3})
+            assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] == 3
+    finally:
+        g.close()
 
 
 def test_ttft_stream_on_time_is_not_cut_by_the_timeout(gw: RunningGateway) -> None:

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from cato.core.catalog import TASK_NAMES
 from cato.gateway.auth import (ADMIN, METRICS, UNAUTHENTICATED, ApiKey, AuthConfig,
-                               Authenticator, Principal, RateLimit, Secret)
+                               Authenticator, KeyCounters, Principal, RateLimit, Secret)
 from cato.gateway.errors import ApiError
 
 KEY_A = "sk-alpha-0123456789abcdef"
@@ -399,10 +399,20 @@ def bearer(key: str) -> str:
 
 
 def test_everything_open_without_any_key() -> None:
+    """No key configured: no client authentication, every task and both operations scopes open
+    to any header, no rate limit, and nothing counted as refused."""
     a = auth()
-    for scope in ("admin", "metrics"):
-        a.admin(None, scope)
-        a.admin("Bearer junk", scope)
+    assert not a.enabled
+    for header in (None, "Basic x", "Bearer junk", bearer(ADMIN_KEY), bearer(KEY_A)):
+        assert a.client(header) is None                 # no principal, no 401
+        for scope in ("admin", "metrics"):
+            a.admin(header, scope)                      # no 401/403
+    for task in TASK_NAMES:
+        a.authorize(None, task)                         # no 403
+    for _ in range(1000):
+        a.admit(None)                                   # no 429
+    assert a.counters() == {UNAUTHENTICATED: KeyCounters(), ADMIN: KeyCounters(),
+                            METRICS: KeyCounters()}
 
 
 @pytest.mark.parametrize("clients", [True, False])
@@ -414,7 +424,8 @@ def test_operations_rules(clients: bool, admin_keys: bool, metrics_keys: bool) -
     if not (clients or admin_keys or metrics_keys):
         for scope in ("admin", "metrics"):
             for header in (None, bearer(ADMIN_KEY), bearer(KEY_A)):
-                a.admin(header, scope)
+                a.admin(header, scope)                  # open: no 401/403
+        assert a.counters()[ADMIN] == a.counters()[METRICS] == KeyCounters()
         return
     # admin: only an admin key
     if admin_keys:

@@ -89,23 +89,45 @@ def test_humaneval_not_streamed(client: OpenAI) -> None:
 
 
 def test_humaneval_streamed_measures_ttft(client: OpenAI) -> None:
+    """The stream is token by token: TTFT is the first of many chunks spread over the decode,
+    E2E holds the decode of the tokens after the first, and the chunks are the plain answer's
+    tokens (same text, same finish, one chunk per token at most)."""
+    messages = _humaneval_messages(1)
     t0 = time.perf_counter()
     stream = client.chat.completions.create(
-        model=DEFAULT_MODEL_ALIAS, messages=_humaneval_messages(1), max_tokens=MAX_TOKENS,
+        model=DEFAULT_MODEL_ALIAS, messages=messages, max_tokens=MAX_TOKENS,
         temperature=0.0, stream=True,
     )
-    ttft: float | None = None
+    arrivals: list[float] = []   # seconds after the request, one per chunk with text
     pieces: list[str] = []
+    finish: str | None = None
     for chunk in stream:
+        if chunk.choices and chunk.choices[0].finish_reason:
+            finish = chunk.choices[0].finish_reason
         delta = chunk.choices[0].delta.content if chunk.choices else None
         if delta:
-            ttft = ttft if ttft is not None else time.perf_counter() - t0
+            arrivals.append(time.perf_counter() - t0)
             pieces.append(delta)
     e2e = time.perf_counter() - t0
-    assert ttft is not None, "no token was streamed"
-    assert len(pieces) >= 2 and "".join(pieces).strip()
-    assert 0 < ttft < e2e
-    print(f"\nstreamed: TTFT {ttft:.3f} s, E2E {e2e:.3f} s, {len(pieces)} chunks")
+    assert len(pieces) >= 2 and "".join(pieces).strip(), pieces
+    ttft, decode = arrivals[0], arrivals[-1] - arrivals[0]
+    assert arrivals == sorted(arrivals) and arrivals[0] < arrivals[-1]
+    assert ttft + decode <= e2e                  # the later tokens' decode is in E2E, not TTFT
+    # streamed as generated, not buffered: the chunks after the first are spread over their
+    # decode (a token costs well over a millisecond on CPU; a buffered reply arrives in one read)
+    assert decode >= 0.001 * (len(pieces) - 1), (decode, len(pieces))
+    # the same request, not streamed (greedy): the same answer, and a chunk per token at most
+    plain = client.chat.completions.create(
+        model=DEFAULT_MODEL_ALIAS, messages=messages, max_tokens=MAX_TOKENS, temperature=0.0,
+    )
+    assert plain.usage is not None
+    assert "".join(pieces) == plain.choices[0].message.content
+    assert finish == plain.choices[0].finish_reason
+    assert len(pieces) <= plain.usage.completion_tokens <= MAX_TOKENS
+    if finish == "length":
+        assert plain.usage.completion_tokens == MAX_TOKENS
+    print(f"\nstreamed: TTFT {ttft:.3f} s, E2E {e2e:.3f} s, {len(pieces)} chunks, "
+          f"{plain.usage.completion_tokens} tokens")
 
 
 def test_raw_completion_of_a_cut_function(client: OpenAI) -> None:
