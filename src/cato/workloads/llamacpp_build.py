@@ -215,7 +215,7 @@ def build(spec: BuildSpec, root: Path, python: str = sys.executable) -> Path:
     started = time.monotonic()
     print(
         f"building llama-cpp-python {spec.version} ({spec.kind}: {env['CMAKE_ARGS']}); "
-        f"about 10 minutes on 2 cores, once per build key",
+        f"about 4 minutes on 2 cores, once per build key",
         flush=True,
     )
     with tempfile.TemporaryDirectory(prefix="cato-llamacpp-", dir=root) as tmp:
