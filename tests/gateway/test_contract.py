@@ -54,9 +54,11 @@ def _simulate(policy: str, rate: float, seed: int) -> tuple[list[tuple[Any, ...]
         log(now, res.dispatches)
         return res
 
-    def rec_first(cid: int, now: float) -> None:
+    def rec_first(cid: int, now: float) -> Any:
         events.append(("first", now, cid))
-        first(cid, now)
+        out = first(cid, now)
+        log(now, out)
+        return out
 
     def rec_finish(cid: int, now: float) -> Any:
         events.append(("finish", now, cid))
@@ -147,4 +149,21 @@ def test_gateway_decides_like_the_simulator(policy: str) -> None:
     # the trace exercised queueing: some calls waited in the gateway before release
     submitted_at = {e[2].call_id: e[1] for e in events if e[0] == "submit"}
     assert sum(t > submitted_at[c] for t, c, _, _ in live) > 10
+    assert gw.dispatcher.num_tracked() == 0
+
+
+def test_first_token_releases_match_under_a_prefill_budget(monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    """With room for 64 calls, CATO+'s prefill budget binds before the concurrency limit, so
+    calls are released when a first token brings a replica back under it: both drivers must
+    perform those releases identically."""
+    monkeypatch.setattr(f"{__name__}.CONCURRENCY", 64)
+    events, sim_decisions = _simulate("cato-plus", rate=150.0, seed=3)
+    gw = asyncio.run(_replay("cato-plus", events))
+    live = list(gw.scheduler.decisions)
+    assert [d[1:] for d in live] == [d[1:] for d in sim_decisions]
+    # releases at an instant with a first token and no finish or submit
+    first_times = {t for kind, t, _ in events if kind == "first"}
+    other_times = {t for kind, t, _ in events if kind != "first"}
+    assert sum(d[0] in first_times - other_times for d in sim_decisions) > 20
     assert gw.dispatcher.num_tracked() == 0

@@ -53,7 +53,7 @@ def test_every_call_is_in_exactly_one_place(policy: str, ops: list, conc: int) -
             cid = sorted(in_flight)[o[1] % len(in_flight)]
             if kind == "first":
                 if cid not in started:
-                    d.on_first_token(cid, now)
+                    apply(d.on_first_token(cid, now))   # a prefill budget may release more
                     started.add(cid)
                 continue
             rid = in_flight.pop(cid)

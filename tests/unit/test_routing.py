@@ -135,3 +135,68 @@ def test_unknown_policy_and_bad_params_are_clear() -> None:
         make_routing_policy("pow2", est, np.random.default_rng(), max_ongoing_requests=0)
     assert {"cato", "round_robin", "pow2", "least_outstanding", "edf", "oracle"} <= set(
         routing_policy_names())
+
+
+# ---- pinning Algorithm 1 (each of these fails when its rule is changed) -------------------------
+def _release_order(d, first, n: int, now: float) -> list[int]:
+    """Finish ``first`` and each released call in turn on a concurrency-1 replica: the order
+    in which the gateway queue releases ``n`` calls."""
+    order = []
+    cur = first
+    for _ in range(n):
+        nxt = d.on_finish(cur.call_id, now)
+        assert len(nxt) == 1
+        cur = nxt[0].call
+        order.append(cur.call_id)
+        d.on_first_token(cur.call_id, now)
+    return order
+
+
+def test_queue_order_is_priority_then_deadline_where_deadline_order_disagrees() -> None:
+    d = make_dispatcher("cato", replicas=1, concurrency=1)
+    blocker = make_call(n_out=200, deadline=100.0)          # ~2.1 s on the only slot
+    d.submit(blocker, 0.0)
+    d.on_first_token(blocker.call_id, 0.0)
+    fine = make_call(n_out=10, deadline=10.0)               # meets: priority 2, deadline 10
+    at_risk = make_call(n_out=1500, deadline=12.0)          # ~16 s alone: priority 1, deadline 12
+    lost = make_call(n_out=10, now=10.5, deadline=10.4)     # late already: priority 0, 10.4
+    got = [d.submit(fine, 0.0).decision, d.submit(at_risk, 0.0).decision,
+           d.submit(lost, 10.5).decision]
+    assert [x.priority for x in got] == [2, 1, 0]
+    # (priority, deadline): lost, at_risk, fine; (deadline, priority) would give fine first
+    assert _release_order(d, blocker, 3, 11.0) == [lost.call_id, at_risk.call_id, fine.call_id]
+
+
+def test_priority2_takes_the_shortest_queue_not_the_shortest_wait() -> None:
+    d = make_dispatcher("cato", replicas=2, concurrency=1)
+    a, b, c = make_call(n_out=5), make_call(n_out=100), make_call(n_out=5)
+    assert [d.submit(x, 0.0).decision.replica_id for x in (a, b, c)] == ["r0", "r1", "r0"]
+    for x in (a, b):
+        d.on_first_token(x.call_id, 0.0)
+    probe = make_call(n_out=10, deadline=100.0)
+    r0, r1 = d.pool.get("r0"), d.pool.get("r1")
+    assert (r0.outstanding, r1.outstanding) == (2, 1)
+    e0 = d.policy._estimate(probe, r0, 2, 0.0)
+    e1 = d.policy._estimate(probe, r1, 2, 0.0)
+    # both meet the slack; r0 has the longer queue but the shorter wait (and completion)
+    assert max(e0.completion_s, e1.completion_s) < 100.0
+    assert e0.wait_s < e1.wait_s and e0.completion_s < e1.completion_s
+    dec = d.policy.route(probe, d.pool, 0.0)
+    assert (dec.replica_id, dec.priority) == ("r1", 2)
+
+
+def test_slack_zero_is_already_violated_priority0() -> None:
+    d = _busy_cato()
+    dec = d.policy.route(make_call(deadline=2.0, now=2.0), d.pool, 2.0)   # slack exactly 0
+    assert (dec.priority, dec.predicted_violation) == (0, True)
+    dec = d.policy.route(make_call(deadline=2.0 + 1e-9, now=2.0), d.pool, 2.0)
+    assert dec.priority == 1                                  # slack > 0 but no replica meets
+
+
+def test_completion_exactly_at_the_deadline_meets_the_slack() -> None:
+    d = make_dispatcher("cato", replicas=1, concurrency=4)
+    probe = make_call(n_in=300, n_out=40)
+    est = d.policy._estimate(probe, d.pool.get("r0"), 2, 0.0).completion_s
+    exact = make_call(n_in=300, n_out=40, deadline=est)       # slack == expected completion
+    dec = d.policy.route(exact, d.pool, 0.0)
+    assert (dec.priority, dec.predicted_violation) == (2, False)

@@ -58,9 +58,10 @@ def bench_routing(policy: str, num_replicas: int, *, num_decisions: int = 2000,
     for r in list(d.pool):
         for _ in range(int(rng.integers(0, concurrency))):
             c = call(now + 5.0)
-            res = d.submit(c, now)
-            for x in res.dispatches:
-                d.on_first_token(x.call.call_id, now - float(rng.random()))
+            pending = list(d.submit(c, now).dispatches)
+            while pending:      # a first token may release more (CATO+'s prefill budget)
+                x = pending.pop()
+                pending += d.on_first_token(x.call.call_id, now - float(rng.random()))
         # route() may have placed some elsewhere; fine: the load is random anyway
     samples = np.empty(num_decisions, dtype=np.int64)
     gc.collect()

@@ -6,7 +6,8 @@ One object per driver (simulator or live gateway) holds every replica's gateway 
 queue (late binding, or while no replica of the model is ready), and releases calls to engines
 up to each replica's concurrency limit. The driver performs the returned :class:`Dispatch`
 actions and reports engine progress back (:meth:`on_first_token`, :meth:`on_finish`,
-:meth:`on_failure`).
+:meth:`on_failure`), each of which may release queued calls (a freed slot, or a first token
+that brings a replica back under its prefill budget).
 
 Invariants (checked by property tests): every submitted call is, at any time, in exactly one of
 {a gateway queue, in flight on one replica, finished/failed/rejected}; a replica never holds more
@@ -368,15 +369,25 @@ class Dispatcher:
         r = self.pool.get(tr.replica_id)
         return tr, r, r.in_flight[call_id]
 
-    def on_first_token(self, call_id: int, now_s: float) -> None:
+    def on_first_token(self, call_id: int, now_s: float) -> list[Dispatch]:
+        """The call's first token arrived: its prompt is no longer pending prefill, so a
+        replica held back by its prefill budget may take queued calls again; they are
+        released now (the driver performs the returned dispatches)."""
         tr, r, f = self._in_flight(call_id)
-        if f.first_token_s is None:
+        first = f.first_token_s is None
+        if first:
             r.pending_prefill_tokens -= tr.call.num_prompt_tokens
         f.first_token_s = now_s
         if self.learn and "pred_ttft_s" in f.extra:
             self.estimator.observe(r.model, "ttft", f.extra["pred_ttft_s"], now_s - f.dispatched_s)
         if tr.call.ttft_critical:
             self._count_observed(tr, now_s)
+        if not first or r.prefill_budget_tokens is None:
+            return []   # nothing that gates a release changed
+        self._touch(r, now_s)
+        out = self._pump_replica(r, now_s)
+        out.extend(self._pump_model(r.model, now_s))
+        return out
 
     def on_finish(self, call_id: int, now_s: float) -> list[Dispatch]:
         """The call's last token arrived: free its slot, release queued work."""

@@ -16,7 +16,11 @@ For a call ``x`` placed on replica ``r`` behind ``q`` queued calls of higher ran
 
 Learning. Observed latencies feed :meth:`LatencyEstimator.observe`; a per-(model, ttft|e2e)
 multiplicative correction is the exponential moving average of log(observed / predicted),
-clipped to [1/4, 4]. With ``learning_rate=0`` estimates are pure model.
+clipped to [1/4, 4]. The dispatcher fits it on calls released to replicas, against
+:meth:`LatencyEstimator.estimate`, so it corrects estimates on a replica (:meth:`estimate`,
+:meth:`floor`) and nothing else: :meth:`isolated` stays the profile's idle-replica service time
+(the routers' "can an idle replica still make it" test). With ``learning_rate=0`` estimates are
+pure model.
 
 Bounds. O(1) per estimate while the replica has a free slot (context sums and pending prefill
 are kept incrementally by the dispatcher), O(in_flight log in_flight) when it is full.
@@ -57,6 +61,7 @@ class LatencyEstimator:
         self._log_corr: dict[tuple[str, str], float] = {}
         self._corr: dict[tuple[str, str], float] = {}
         self._isolated_cache: dict[tuple[str, int, int], tuple[float, float]] = {}
+        self._empty: dict[str, ReplicaState] = {}
 
     def models(self) -> list[str]:
         return list(self._coeffs)
@@ -70,6 +75,7 @@ class LatencyEstimator:
     def set_coeffs(self, model: str, coeffs: ReplicaCoefficients) -> None:
         """Replace a model's coefficient set (a new profile); learned corrections restart."""
         self._coeffs[model] = coeffs
+        self._empty.pop(model, None)
         self._isolated_cache = {k: v for k, v in self._isolated_cache.items() if k[0] != model}
         for kind in ("ttft", "e2e"):
             self._log_corr.pop((model, kind), None)
@@ -92,6 +98,9 @@ class LatencyEstimator:
 
     # ---- isolated service ------------------------------------------------------------------------
     def isolated(self, call: LlmCall, *, clairvoyant: bool = False) -> Estimate:
+        """The call's service time alone on an idle replica, by the latency model (the
+        protocol's calibration table): no learned correction, which is fitted on latencies
+        under load."""
         n_out = self._n_out(call, clairvoyant)
         key = (call.model, call.num_prompt_tokens, n_out)
         cached = self._isolated_cache.get(key)
@@ -102,8 +111,17 @@ class LatencyEstimator:
             if len(self._isolated_cache) < 1_000_000:
                 self._isolated_cache[key] = cached
         ttft, dec = cached
-        return Estimate(0.0, ttft * self.correction(call.model, "ttft"),
-                        (ttft + dec) * self.correction(call.model, "e2e"))
+        return Estimate(0.0, ttft, ttft + dec)
+
+    def floor(self, call: LlmCall, *, clairvoyant: bool = False) -> Estimate:
+        """:meth:`estimate` on an idle replica of the call's model (learned correction
+        included): no wait, no prefill ahead, a batch of one. Estimates on loaded replicas are
+        not below it (more wait, more prefill, larger batches), so a router may skip searching
+        for a replica that meets a slack this exceeds. O(1)."""
+        r = self._empty.get(call.model)
+        if r is None:
+            r = self._empty[call.model] = ReplicaState("", call.model, 1, 0.0)
+        return self.estimate(call, r, 0.0, clairvoyant=clairvoyant)
 
     @staticmethod
     def _n_out(call: LlmCall, clairvoyant: bool) -> int:

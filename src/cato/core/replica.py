@@ -4,13 +4,18 @@ The dispatcher owns these objects; policies and the estimator read them. Queue o
 ``key`` each entry was queued with (policy-defined; CATO uses ``(priority, deadline_s, seq)``).
 An optional prefill budget holds calls in the gateway queue while the engine still has that many
 prompt tokens waiting for their first token, so the queue (and its order) stays in the gateway.
+
+The queue is a :class:`GatewayQueue`: a sorted array with prefix sums of prompt tokens, so a
+router asks "how many calls, holding how many prompt tokens, would be served before key k"
+in O(log n) (:meth:`GatewayQueue.rank`) instead of scanning the queue for every candidate.
 """
 
 from __future__ import annotations
 
-import heapq
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
+from typing import Iterator
 
 from cato.core.calls import InFlight, LlmCall
 
@@ -32,13 +37,90 @@ class QueueEntry:
     queued_s: float = field(default=0.0, compare=False)
 
 
+class GatewayQueue:
+    """A replica's gateway queue: entries in ascending ``key`` (keys are unique: policies end
+    them with the call's ``seq``), with prefix sums of their prompt tokens.
+
+    Layout: ``_entries[_head:]`` is the queue in order, ``_keys`` the same keys (for
+    :func:`bisect.bisect_left`), ``_cum[i]`` the prompt tokens of ``_entries[:i]`` (popped ones
+    included; ``len(_cum) == len(_entries) + 1``).
+
+    Bounds, n = entries queued: :meth:`rank` O(log n) (one binary search, two prefix-sum
+    reads); :meth:`pop` (the head) O(1) amortised (the popped prefix is compacted once it is
+    half the array); :meth:`push` O(log n) to find the place plus O(entries after it) to
+    shift the arrays and their prefix sums: O(1) for the usual case of a call whose key is
+    behind the queue (later deadline), O(n) at worst. ``len``, ``tokens`` and ``bool`` are O(1).
+    """
+
+    __slots__ = ("_entries", "_keys", "_cum", "_head")
+
+    def __init__(self) -> None:
+        self._entries: list[QueueEntry] = []
+        self._keys: list[tuple[float, ...]] = []
+        self._cum: list[int] = [0]
+        self._head = 0
+
+    def __len__(self) -> int:
+        return len(self._entries) - self._head
+
+    def __bool__(self) -> bool:
+        return len(self._entries) > self._head
+
+    def __iter__(self) -> Iterator[QueueEntry]:
+        """Entries in queue order (the first to be served first)."""
+        return iter(self._entries[self._head:])
+
+    @property
+    def tokens(self) -> int:
+        """Prompt tokens of every queued entry."""
+        return self._cum[-1] - self._cum[self._head]
+
+    def rank(self, key: tuple[float, ...]) -> tuple[int, int]:
+        """Entries with a key below ``key`` (served before it) and their prompt tokens."""
+        i = bisect_left(self._keys, key, self._head)
+        return i - self._head, self._cum[i] - self._cum[self._head]
+
+    def push(self, entry: QueueEntry) -> None:
+        i = bisect_left(self._keys, entry.key, self._head)
+        t = entry.call.num_prompt_tokens
+        self._entries.insert(i, entry)
+        self._keys.insert(i, entry.key)
+        cum = self._cum
+        cum.insert(i + 1, cum[i] + t)
+        for j in range(i + 2, len(cum)):
+            cum[j] += t
+
+    def peek(self) -> QueueEntry:
+        if not self:
+            raise IndexError("peek at an empty queue")
+        return self._entries[self._head]
+
+    def pop(self) -> QueueEntry:
+        """Remove and return the entry with the smallest key."""
+        if not self:
+            raise IndexError("pop from an empty queue")
+        e = self._entries[self._head]
+        self._head += 1
+        if self._head >= 32 and 2 * self._head >= len(self._entries):
+            h = self._head
+            del self._entries[:h], self._keys[:h], self._cum[:h]
+            self._head = 0
+        return e
+
+    def clear(self) -> list[QueueEntry]:
+        """Remove every entry; return them in queue order."""
+        out = self._entries[self._head:]
+        self._entries, self._keys, self._cum, self._head = [], [], [0], 0
+        return out
+
+
 class ReplicaState:
     """Mutable gateway view of a replica. ``concurrency_limit`` bounds calls released to the
-    engine at once; the rest wait in :attr:`queue` (a binary heap on ``key``)."""
+    engine at once; the rest wait in :attr:`queue` (a :class:`GatewayQueue`, sorted on ``key``)."""
 
     __slots__ = (
         "replica_id", "model", "concurrency_limit", "phase", "queue", "in_flight",
-        "idle_since_s", "queued_prompt_tokens", "started_s", "ready_s",
+        "idle_since_s", "started_s", "ready_s",
         "prefill_budget_tokens", "pending_prefill_tokens", "ctx_expected_sum", "ctx_true_sum",
     )
 
@@ -50,10 +132,9 @@ class ReplicaState:
         self.model = model
         self.concurrency_limit = concurrency_limit
         self.phase = phase
-        self.queue: list[QueueEntry] = []
+        self.queue = GatewayQueue()
         self.in_flight: dict[int, InFlight] = {}
         self.idle_since_s: float | None = now_s
-        self.queued_prompt_tokens = 0
         self.started_s = now_s
         self.ready_s: float | None = now_s if phase is ReplicaPhase.READY else None
         self.prefill_budget_tokens: int | None = None
@@ -71,6 +152,11 @@ class ReplicaState:
     @property
     def num_queued(self) -> int:
         return len(self.queue)
+
+    @property
+    def queued_prompt_tokens(self) -> int:
+        """Prompt tokens of the calls in the gateway queue."""
+        return self.queue.tokens
 
     @property
     def num_in_flight(self) -> int:
@@ -96,17 +182,12 @@ class ReplicaState:
 
     # ---- write side (dispatcher only) ----------------------------------------------------------
     def push(self, entry: QueueEntry) -> None:
-        heapq.heappush(self.queue, entry)
-        self.queued_prompt_tokens += entry.call.num_prompt_tokens
+        self.queue.push(entry)
         self.idle_since_s = None
 
     def pop(self) -> QueueEntry:
-        entry = heapq.heappop(self.queue)
-        self.queued_prompt_tokens -= entry.call.num_prompt_tokens
-        return entry
+        return self.queue.pop()
 
     def drain_queue(self) -> list[QueueEntry]:
-        entries = sorted(self.queue)
-        self.queue.clear()
-        self.queued_prompt_tokens = 0
-        return entries
+        """Empty the queue; its entries in queue order."""
+        return self.queue.clear()

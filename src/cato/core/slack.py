@@ -4,15 +4,23 @@ Algorithm (the brief's Profiler): for a task with SLA ``S``, take the baseline l
 node that the SLA covers (for an E2E-critical task every node, its full latency; for a
 TTFT-critical task the user-facing LLM node's TTFT and the full latency of every node before it).
 Compute the earliest baseline finish ``EF(n) = base(n) + max(EF(d) for d in deps)``; the critical
-path is the longest such chain, of length ``L = EF(terminal)``. Every node gets the allotment
-``base(n) * S / L`` and the deadline offset ``EF(n) * S / L`` from the task's arrival, so the
-allotments along the critical path sum to exactly ``S``. Nodes with baselines 5 s, 15 s, 5 s in a
-chain and ``S = 50 s`` get 10 s, 30 s, 10 s and deadlines +10 s, +40 s, +50 s.
+path is the longest such chain, of length ``L = EF(terminal)``. Then, backwards, the latest
+baseline finish that does not delay the terminal: ``LF(terminal) = L``,
+``LF(n) = min(LF(s) - base(s) for covered successors s)`` (the earliest of its successors'
+latest starts). Every node gets the allotment ``base(n) * S / L`` and the deadline offset
+``LF(n) * S / L`` from the task's arrival, so the allotments along the critical path sum to
+exactly ``S``. On the critical path ``LF = EF`` (no float); a node off it gets its float too:
+its deadline is the latest finish that still lets the critical path meet ``S``, not its
+earliest finish. Nodes with baselines 5 s, 15 s, 5 s in a chain and ``S = 50 s`` get 10 s,
+30 s, 10 s and deadlines +10 s, +40 s, +50 s.
 
-Invariants: offsets are non-decreasing along every edge; the terminal's offset equals ``S``.
-Failure mode: ``L > S`` means the baselines alone exceed the SLA: :class:`InfeasibleSlaError`
-names the task, the path and by how much. Nodes a TTFT SLA does not cover (after the user-facing
-node) get offsets on the same scale, so they are still ordered sensibly.
+Invariants: ``EF(n) <= LF(n)``; offsets are non-decreasing along every edge and
+``LF(d) + base(s) <= LF(s)`` for every covered edge ``d -> s``; the terminal's offset equals
+``S``. Failure mode: ``L > S`` means the baselines alone exceed the SLA:
+:class:`InfeasibleSlaError` names the task, the path and by how much. Nodes a TTFT SLA does not
+cover (after the user-facing node) get offsets on the same scale, forwards from their
+predecessors' deadlines (``base(n) + max(offset of deps)``, in baseline units), so they are
+still ordered sensibly. O(nodes + edges).
 """
 
 from __future__ import annotations
@@ -49,6 +57,7 @@ class TaskPlan:
     earliest_finish_s: Mapping[str, float]
     baseline_s: Mapping[str, float]
     covered: frozenset[str]
+    latest_finish_s: Mapping[str, float]
 
     @property
     def scale(self) -> float:
@@ -59,10 +68,11 @@ class TaskPlan:
         return self.baseline_s[node] * s / self.critical_path_baseline_s
 
     def deadline_offsets(self, sla_s: float | None = None) -> dict[str, float]:
-        """Per-node deadline offsets from the task's arrival for an SLA (default: profiled)."""
+        """Per-node deadline offsets from the task's arrival for an SLA (default: profiled):
+        each node's latest finish, scaled."""
         s = self.sla_s if sla_s is None else sla_s
         k = s / self.critical_path_baseline_s
-        return {n: ef * k for n, ef in self.earliest_finish_s.items()}
+        return {n: lf * k for n, lf in self.latest_finish_s.items()}
 
     def check_feasible(self, sla_s: float) -> None:
         if self.critical_path_baseline_s > sla_s:
@@ -110,6 +120,18 @@ def plan_task(task: TaskType, baselines: Mapping[str, NodeBaseline]) -> TaskPlan
     length = ef[end]
     if length <= 0:
         raise TaskValidationError(f"task {task.name!r}: critical path baseline must be positive")
+    # covered nodes: latest finish, backwards from the terminal (``length``)
+    succ = task.successors()
+    lf: dict[str, float] = {}
+    for n in reversed(task.nodes):
+        if n.name in covered:
+            nxt = [x for x in succ[n.name] if x in covered]
+            lf[n.name] = min((lf[x] - base[x] for x in nxt), default=length)
+    # uncovered nodes (after a TTFT task's user-facing node): forwards from their
+    # predecessors' deadlines, so offsets still grow along every edge
+    for n in task.nodes:
+        if n.name not in covered:
+            lf[n.name] = base[n.name] + max((lf[d] for d in n.deps), default=0.0)
     plan = TaskPlan(
         task=task.name,
         sla_s=task.sla_s,
@@ -119,6 +141,7 @@ def plan_task(task: TaskType, baselines: Mapping[str, NodeBaseline]) -> TaskPlan
         earliest_finish_s=ef,
         baseline_s=base,
         covered=covered,
+        latest_finish_s=lf,
     )
     plan.check_feasible(task.sla_s)
     return plan

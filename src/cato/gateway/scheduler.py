@@ -72,7 +72,9 @@ class LiveScheduler:
             fut.cancel()
 
     def first_token(self, call_id: int) -> None:
-        self.dispatcher.on_first_token(call_id, self.clock())
+        now = self.clock()
+        if self._tracked(call_id):
+            self._perform(self.dispatcher.on_first_token(call_id, now), now)
 
     def finish(self, call_id: int) -> None:
         now = self.clock()

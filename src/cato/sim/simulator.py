@@ -243,7 +243,7 @@ class Simulator:
                 self._on_finished(rid, ev.call_id, ev.at_s)
 
     def _on_first_token(self, call_id: int, t: float) -> None:
-        self.dispatcher.on_first_token(call_id, t)
+        self._perform(self.dispatcher.on_first_token(call_id, t), t)
         run, node = self._calls[call_id]
         if node == run.task.user_facing_node and run.first_token_s is None:
             run.first_token_s = t

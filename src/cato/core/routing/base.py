@@ -104,11 +104,7 @@ def make_routing_policy(name: str, estimator: LatencyEstimator, rng: np.random.G
 
 
 def count_ahead(replica: ReplicaState, key: tuple[float, ...]) -> tuple[int, int]:
-    """Number of queued calls (and their prompt tokens) that would be served before ``key``."""
-    n = 0
-    tokens = 0
-    for e in replica.queue:
-        if e.key < key:
-            n += 1
-            tokens += e.call.num_prompt_tokens
-    return n, tokens
+    """Number of queued calls (and their prompt tokens) that would be served before ``key``.
+
+    O(log queue length): a binary search in the replica's sorted queue and two prefix sums."""
+    return replica.queue.rank(key)

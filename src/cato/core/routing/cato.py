@@ -8,18 +8,27 @@ user-facing node of a TTFT-critical task, the last token otherwise).
 * ``slack <= 0`` (already violated): priority 0, the replica with the shortest expected wait;
 * no replica meets the slack: priority 1, the replica with the shortest expected wait;
 * otherwise: priority 2, the replica with the shortest queue (outstanding calls) among those
-  whose expected completion is within the slack.
+  whose expected completion is within the slack (``<=``: a completion exactly at the deadline
+  meets it).
+
+"Shortest expected wait" is the brief's wait: the work ahead of the call (the slot wait, the
+prefill already running or queued ahead, the in-flight decodes), so replicas are ranked by the
+predicted completion itself (first token for a TTFT-critical node, last token otherwise; ties:
+the shorter slot wait, then visiting order), never by the slot wait alone, which is zero on
+every replica with a free slot however much prefill it is running.
 
 Each replica's gateway queue is ordered by ``(priority, deadline, arrival order)``; the
 dispatcher releases calls to the engine up to the concurrency limit.
 
 Bounds: replicas are visited in ascending queue length (the pool's bucket index), so the
-priority-2 case stops at the first replica that meets the slack; a call that cannot meet its
-slack even on an idle replica skips that search; the shortest-wait search stops at the first
-replica with zero wait. Each estimate is O(1) while the replica has a free slot. At most
-``max_candidates`` replicas (the shortest queues; default 32, ``None`` = all) are visited, so a
-decision is O(max_candidates) whatever the pool size; with fewer replicas than that the rule is
-exactly the brief's.
+priority-2 case stops at the first replica that meets the slack; a call whose estimate on an
+idle replica (:meth:`~cato.core.estimator.LatencyEstimator.floor`) exceeds its slack skips that
+search; the shortest-wait search stops at an idle replica (none predicts sooner). Each
+estimate is O(log queue length) while the replica has a free slot (the queue ahead is a rank
+query, :func:`~cato.core.routing.base.count_ahead`). At most ``max_candidates`` replicas (the
+shortest queues; default 32, ``None`` = all) are visited, so a decision is
+O(max_candidates * log queue length) whatever the pool size; with fewer replicas than that
+the rule is exactly the brief's.
 
 Invariant: the decision never names a replica that is not routable.
 """
@@ -67,16 +76,18 @@ class CatoPolicy(RoutingPolicy):
     def _shortest_wait(self, call: LlmCall, replicas: Sequence[ReplicaState] | None,
                        pool: ReplicaPool, priority: int, now_s: float
                        ) -> tuple[ReplicaState, Estimate] | None:
+        """The visited replica with the soonest predicted completion of ``call`` (first token
+        if TTFT-critical, else last), ties broken by the slot wait, then visiting order."""
         best: tuple[ReplicaState, Estimate] | None = None
+        best_rank = (0.0, 0.0)
+        ttft = call.ttft_critical
         for r in self._visit(call, pool, replicas):
             est = self._estimate(call, r, priority, now_s)
-            if best is None or est.wait_s < best[1].wait_s or (
-                est.wait_s == best[1].wait_s
-                and est.for_deadline(call.ttft_critical) < best[1].for_deadline(call.ttft_critical)
-            ):
-                best = (r, est)
-            if best[1].wait_s <= 0.0:
-                break   # no wait beats zero; replicas come in ascending queue length
+            rank = (est.for_deadline(ttft), est.wait_s)
+            if best is None or rank < best_rank:
+                best, best_rank = (r, est), rank
+            if r.is_idle:
+                break   # nothing queued or running: no replica predicts sooner
         return best
 
     def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
@@ -87,22 +98,20 @@ class CatoPolicy(RoutingPolicy):
             if found is None:
                 return None
             return RoutingDecision(found[0].replica_id, 0, found[1], True)
-        service = self.estimator.isolated(call, clairvoyant=self.clairvoyant).for_deadline(
-            call.ttft_critical)
-        return self._route_by_slack(call, pool, now_s, candidates, slack, service)
+        return self._route_by_slack(call, pool, now_s, candidates, slack)
 
     def _route_by_slack(self, call: LlmCall, pool: ReplicaPool, now_s: float,
-                        candidates: Sequence[ReplicaState] | None, slack: float,
-                        service: float) -> RoutingDecision | None:
-        """Priorities 2 and 1 of Algorithm 1 for a call with positive ``slack`` whose isolated
-        service time is ``service``."""
-        if service <= slack:
+                        candidates: Sequence[ReplicaState] | None,
+                        slack: float) -> RoutingDecision | None:
+        """Priorities 2 and 1 of Algorithm 1 for a call with positive ``slack``."""
+        ttft = call.ttft_critical
+        if self.estimator.floor(call, clairvoyant=self.clairvoyant).for_deadline(ttft) <= slack:
             # ascending queue length: the first replica that meets the slack is the answer
             for r in self._visit(call, pool, candidates):
                 est = self._estimate(call, r, 2, now_s)
-                if est.for_deadline(call.ttft_critical) <= slack:
+                if est.for_deadline(ttft) <= slack:
                     return RoutingDecision(r.replica_id, 2, est, False)
-        # (an estimate on a replica is never below the isolated service: no replica can meet)
+        # (else not even an idle replica meets it, and a loaded one estimates no less)
         found = self._shortest_wait(call, candidates, pool, 1, now_s)
         if found is None:
             return None
@@ -117,13 +126,15 @@ class CatoPlusPolicy(CatoPolicy):
     those calls are usually lost anyway (a single-node task past its deadline cannot meet its
     SLA), and serving them first pushes salvageable calls past theirs: a cascade. CATO+ marks a
     call *hopeless* when even an idle replica could not finish it in time
-    (``slack < isolated service``) and gives it the lowest priority (3): it still runs (no work
+    (``slack < isolated service``, the profile's idle-replica latency, without the correction
+    learned under load) and gives it the lowest priority (3): it still runs (no work
     is dropped), after everything that can still make its deadline; a queued call that becomes
     hopeless while it waits is demoted the same way when it reaches the head of its queue (the
     classic cure for EDF's domino effect in overload). Second, the gateway releases a call to an
     engine only while the engine holds fewer than two steps' worth of prompt tokens awaiting
     their first token (``2 * max_num_batched_tokens``): decode batches stay full, but the queue
-    forms in the gateway, in slack order, instead of in the engine's FCFS prefill queue.
+    forms in the gateway, in slack order, instead of in the engine's FCFS prefill queue; a
+    first token that brings the engine back under the budget releases the next calls at once.
     Calls that can make it on
     some replica are placed as in Algorithm 1 (priority 2, shortest queue that meets the slack);
     at-risk calls (priority 1) go to the shortest expected wait.
@@ -154,4 +165,4 @@ class CatoPlusPolicy(CatoPolicy):
             if found is None:
                 return None
             return RoutingDecision(found[0].replica_id, 3, found[1], True)
-        return self._route_by_slack(call, pool, now_s, candidates, slack, service)
+        return self._route_by_slack(call, pool, now_s, candidates, slack)

@@ -3,7 +3,9 @@
 A policy is called every ``interval_s`` with a :class:`ScalingContext` (the gateway's signals
 since its last call) and returns a :class:`ScalingDecision`. :func:`apply_bounds` clamps any
 decision to ``[min_replicas, max_replicas]`` and to the cluster's free capacity: policies need
-not repeat those checks (Ray Serve's wrapper idea).
+not repeat those checks (Ray Serve's wrapper idea). Additions count every provisioned replica
+(ready + starting) against ``max_replicas``; removals never leave fewer than ``min_replicas``
+READY ones (a starting replica does not stand in for a ready one it would replace).
 """
 
 from __future__ import annotations
@@ -74,14 +76,14 @@ class ScalingPolicy(ABC):
 
 def apply_bounds(ctx: ScalingContext, d: ScalingDecision) -> ScalingDecision:
     """Clamp to [min, max] replicas and to the cluster's free capacity; never both add and
-    remove."""
+    remove. Additions are bounded by ready + starting replicas, removals by ready ones."""
     current = ctx.num_provisioned
     add = max(0, min(d.add, ctx.max_replicas - current))
     if ctx.cluster_free is not None:
         add = min(add, max(0, ctx.cluster_free))
     if add > 0:
         return replace(d, add=add, remove=())
-    removable = max(0, current - ctx.min_replicas)
+    removable = max(0, ctx.num_ready - ctx.min_replicas)
     remove = d.remove[:removable]
     if not remove and d.add > 0 and add == 0:
         return replace(d, add=0, remove=(), reason=d.reason + " (at max replicas)")

@@ -11,10 +11,11 @@ from cato.core.scaling.base import (
 
 
 def _idle_victims(ctx: ScalingContext, idle_timeout_s: float, keep: int) -> tuple[str, ...]:
-    """Replicas idle for at least ``idle_timeout_s``, longest-idle first, leaving ``keep``."""
+    """Replicas idle for at least ``idle_timeout_s``, longest-idle first, leaving ``keep``
+    READY ones (replicas still starting serve nothing yet: they do not count)."""
     old = sorted((since, rid) for rid, since in ctx.idle_replicas
                  if ctx.now_s - since >= idle_timeout_s)
-    removable = max(0, ctx.num_provisioned - keep)
+    removable = max(0, ctx.num_ready - keep)
     return tuple(rid for _, rid in old[:removable])
 
 
@@ -38,7 +39,8 @@ class CatoScaling(ScalingPolicy):
     windows, and if ``v`` is larger than the number of idle replicas ``i``, add
     ``ceil(replicas_per_violation * (v - i))`` replicas (bounded by ``max_scale_up_step`` and the
     wrapper's bounds), then reset the streak. Otherwise replicas idle for ``idle_timeout_s`` are
-    drained and removed (never below ``min_replicas``; never while the window exceeds).
+    drained and removed (never below ``min_replicas`` READY ones, whatever is starting; never
+    while the window exceeds).
     Replicas still starting count as idle capacity, so one surge does not launch twice.
 
     ``scale_up_by="fraction"`` (CATO+) adds replicas in proportion to the violating *share*
@@ -116,10 +118,10 @@ class CatoScaling(ScalingPolicy):
                                    reason=f"idle for >= {self.idle_timeout_s:.0f} s")
         q = self.quiet_windows_to_shrink
         if q is not None and self.quiet >= q and ctx.ready_by_load \
-                and ctx.num_provisioned > ctx.min_replicas:
+                and ctx.num_ready > ctx.min_replicas:
             self.quiet = 0
             k = max(1, math.floor(self.shrink_fraction * ctx.num_ready))
-            k = min(k, ctx.num_provisioned - ctx.min_replicas)
+            k = min(k, ctx.num_ready - ctx.min_replicas)
             return ScalingDecision(remove=ctx.ready_by_load[:k],
                                    reason=f"no violation in {q} windows: shrink by {k}")
         return NOOP
