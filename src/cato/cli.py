@@ -213,6 +213,149 @@ def _plots(name: str, rows: list[dict[str, Any]], results: dict[str, Any], out: 
         console.print(f"wrote {p}")
 
 
+def _targets(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--targets must be comma-separated attainments in (0, 1], got {text!r}")
+    if not vals or any(not 0.0 < v <= 1.0 for v in vals):
+        _fail(f"--targets must be attainments in (0, 1], got {text!r}")
+    return sorted(set(vals))
+
+
+@app.command()
+def capacity(
+    scenario: str = typer.Option("paper", "--scenario", "-s", help="Named scenario (see `cato scenarios`)."),
+    policies: Optional[str] = typer.Option(None, help="Comma-separated policy labels; 'ray-sweep' expands into the protocol's Ray-like sweep (default: every policy of the scenario plus ray-sweep)."),
+    seeds: int = typer.Option(5, help="Number of independent seeds (seed, seed+1, ...); at least 5."),
+    seed: int = typer.Option(0, help="First seed."),
+    targets: str = typer.Option("0.9,0.95,0.99", help="Comma-separated attainment targets."),
+    duration: Optional[float] = typer.Option(None, help="Override the scenario's duration (s), for quick looks."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write the capacities, the best tuned baseline and the curves as JSON."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write attainment-vs-rate PNGs with the capacities marked into this folder."),
+) -> None:
+    """SLO capacity of each policy (the largest rate holding each attainment target; bisection
+    over seeds, bootstrap 95 % interval) and CATO's ratio to the best tuned baseline."""
+    from dataclasses import replace
+
+    from rich.markup import escape
+
+    from cato.sim.capacity import SearchSettings, measure_capacity, report_json
+    from cato.sim.scenarios import RAY_SWEEP, resolve_policies, scenario as get_scenario
+
+    try:
+        sc = get_scenario(scenario)
+    except ValueError as exc:
+        _fail(str(exc))
+    settings = SearchSettings()
+    if seeds < settings.min_seeds:
+        _fail(f"--seeds must be >= {settings.min_seeds} (the protocol's minimum for a "
+              f"capacity), got {seeds}")
+    if duration is not None:
+        if duration <= 0:
+            _fail(f"--duration must be > 0, got {duration}")
+        sc = replace(sc, duration_s=duration)
+    target_list = _targets(targets)
+    names = [p.strip() for p in policies.split(",") if p.strip()] if policies \
+        else [*sc.policies, RAY_SWEEP]
+    try:
+        specs = resolve_policies(sc, names)
+    except ValueError as exc:
+        _fail(str(exc))
+    if not specs:
+        _fail("--policies names no policy")
+    seed_list = list(range(seed, seed + seeds))
+    knee = sc.knee_rps or max(sc.rates_rps)
+    err.print(f"{sc.name}: {len(specs)} policy configurations, seeds {seed_list}, targets "
+              f"{', '.join(f'{t:g}' for t in target_list)}, knee {knee:g} req/s")
+    with _progress() as prog:
+        guess = len(specs) * len(seed_list) * (len(settings.curve_factors) + 8)
+        task = prog.add_task("simulating", total=guess)
+        done = [0]
+
+        def on_run(label: str, rate: float, s: int) -> None:
+            done[0] += 1
+            prog.update(task, advance=1, total=max(guess, done[0] + 1),
+                        description=escape(f"{label} @ {rate:.4g} req/s, seed {s}"))
+
+        try:
+            rep = measure_capacity(sc, specs, seed_list, target_list, settings=settings,
+                                   on_run=on_run)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        prog.update(task, total=done[0], completed=done[0], description=f"{done[0]} runs")
+    doc = report_json(rep)
+    _capacity_table(doc)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=1))
+        console.print(f"wrote {json_path}")
+    if plots_dir is not None:
+        _capacity_plots(doc, plots_dir)
+
+
+def _fmt_rps(x: Any) -> str:
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _capacity_table(doc: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    knee = doc["knee_rps"]
+    censored = {(d["policy"], d["target"]): d["censored"] for d in doc["details"]}
+    for best in doc["best_tuned_baseline"] or [None]:
+        target = best["target"] if best else None
+        rows = [r for r in doc["results"] if target is None or r["target"] == target]
+        t = Table(title=f"{doc['scenario']}: SLO capacity"
+                        + (f" at {target:g} attainment" if target is not None else "")
+                        + f" (knee {knee:g} req/s, {len(doc['seeds'])} seeds)")
+        for col in ("policy", "target", "capacity req/s", "95 % CI", "x knee", "note"):
+            t.add_column(col)
+        for r in sorted(rows, key=lambda r: (r["target"], -(r["slo_capacity_rps"] or 0))):
+            c = censored.get((r["policy"], r["target"]))
+            note = {"below": "misses the target at every rate", "above": "holds it at every "
+                    "rate tried (lower bound)"}.get(c or "", "")
+            if best and r["policy"] == best["policy"]:
+                note = "best tuned baseline " + note
+            cap = r["slo_capacity_rps"]
+            t.add_row(escape(r["policy"]), f"{r['target']:g}", _fmt_rps(cap),
+                      f"{_fmt_rps(r['ci_low_rps'])}-{_fmt_rps(r['ci_high_rps'])}",
+                      "-" if cap is None else f"{cap / knee:.2f}", note.strip())
+        console.print(t)
+        if best:
+            console.print(escape(f"best tuned baseline at {best['target']:g}: "
+                                 f"{best['policy']} {json.dumps(best['config'])}"))
+            for pol, q in best["ratios"].items():
+                console.print(f"  {escape(pol)} / best baseline: {_fmt_rps(q['ratio'])} "
+                              f"(95 % CI {_fmt_rps(q['ci_low'])}-{_fmt_rps(q['ci_high'])})")
+
+
+def _capacity_plots(doc: dict[str, Any], out: Path) -> None:
+    from cato.report import plots
+    from cato.sim.scenarios import RAY_SWEEP
+
+    name = doc["scenario"]
+    for target in doc["targets"]:
+        caps = {r["policy"]: (r["slo_capacity_rps"] or 0.0, r["ci_low_rps"] or 0.0,
+                              r["ci_high_rps"] or 0.0)
+                for r in doc["results"] if r["target"] == target}
+        sweep = sorted((p for p in caps if p.startswith(RAY_SWEEP)), key=lambda p: -caps[p][0])
+        main = [c for c in doc["curves"] if not c["policy"].startswith(RAY_SWEEP)
+                or (sweep and c["policy"] == sweep[0])]
+        paths = [plots.plot_capacity_curves(
+            main, caps, out / f"{name}_capacity_{target:g}.png", target=target,
+            knee_rps=doc["knee_rps"], title=f"{name}: attainment vs rate, capacity at {target:g}")]
+        if len(sweep) > 1:
+            top = set(sweep[:8])
+            paths.append(plots.plot_capacity_curves(
+                [c for c in doc["curves"] if c["policy"] in top], caps,
+                out / f"{name}_ray_sweep_{target:g}.png", target=target, knee_rps=doc["knee_rps"],
+                title=f"{name}: Ray-like sweep (best {len(top)} of {len(sweep)}) at {target:g}"))
+        for p in paths:
+            console.print(f"wrote {p}")
+
+
 @app.command("policies")
 def list_policies() -> None:
     """List routing and scaling policies."""

@@ -18,6 +18,7 @@ from cato.core.metrics import aggregate_seeds
 
 __all__ = [
     "plot_attainment_vs_rate",
+    "plot_capacity_curves",
     "plot_goodput_vs_rate",
     "plot_p95_per_task",
     "plot_replicas_over_time",
@@ -208,4 +209,52 @@ def plot_replicas_over_time(
         handles, labels = handles + h2, labels + l2
     if handles:
         ax.legend(handles, labels, loc="upper left")
+    return _save(fig, path)
+
+
+def plot_capacity_curves(
+    curves: Sequence[Mapping[str, Any]],
+    capacities: Mapping[str, tuple[float, float, float]],
+    path: str | Path,
+    *,
+    title: str,
+    target: float,
+    knee_rps: float | None = None,
+) -> Path:
+    """Attainment vs rate with each policy's SLO capacity marked.
+
+    ``curves``: one mapping per policy with ``policy``, ``rates_rps``, ``mean_attainment`` and
+    optionally ``min_attainment``/``max_attainment`` (the ``curves`` of ``cato capacity --json``);
+    a line per policy (mean over seeds, shaded min-max band). ``capacities`` maps a policy to
+    ``(capacity, ci_low, ci_high)`` in req/s: a marker on the dashed ``target`` line with the
+    interval as a horizontal error bar. With ``knee_rps`` a top axis shows the fraction of it."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.0, 5.0))
+    for c in sorted(curves, key=lambda c: str(c["policy"])):
+        label = str(c["policy"])
+        xs = np.asarray(c["rates_rps"], dtype=np.float64)
+        order = np.argsort(xs)
+        xs = xs[order]
+        ys = np.asarray(c["mean_attainment"], dtype=np.float64)[order]
+        (line,) = ax.plot(xs, ys, marker=".", markersize=3, label=label)
+        if "min_attainment" in c and "max_attainment" in c:
+            lo = np.asarray(c["min_attainment"], dtype=np.float64)[order]
+            hi = np.asarray(c["max_attainment"], dtype=np.float64)[order]
+            ax.fill_between(xs, lo, hi, color=line.get_color(), alpha=0.12)
+        if label in capacities:
+            cap, ci_lo, ci_hi = capacities[label]
+            ax.errorbar([cap], [target], xerr=[[max(0.0, cap - ci_lo)], [max(0.0, ci_hi - cap)]],
+                        fmt="o", color=line.get_color(), capsize=4, markersize=6)
+    ax.axhline(target, color="black", linestyle="--", linewidth=1,
+               label=f"target {target:g}")
+    ax.set_xlabel("offered rate (req/s)")
+    ax.set_ylabel("SLA attainment (mean over seeds)")
+    ax.set_ylim(0.0, 1.05)
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    if knee_rps:
+        k = float(knee_rps)
+        top = ax.secondary_xaxis("top", functions=(lambda x: x / k, lambda f: f * k))
+        top.set_xlabel("fraction of the knee")
+    ax.legend(fontsize=7, loc="lower left")
     return _save(fig, path)

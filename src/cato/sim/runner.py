@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from cato.core.metrics import summarize, summary_row
-from cato.sim.scenarios import Scenario, build_config, build_stream_for
+from cato.sim.scenarios import PolicySpec, Scenario, build_config, build_stream_for
 from cato.sim.simulator import SimResult, Simulator
 from cato.sim.workload import TaskArrival
 
@@ -39,18 +39,30 @@ def run_cell(cell: Cell, *, stream: Sequence[TaskArrival] | None = None,
     except KeyError:
         raise ValueError(f"scenario {sc.name!r} has no policy {cell.policy!r}; known: "
                          f"{', '.join(sorted(sc.policies))}") from None
+    return run_spec(sc, spec, cell.rate_rps, cell.seed, overrides=cell.overrides,
+                    label=cell.label, stream=stream, on_progress=on_progress)
+
+
+def run_spec(sc: Scenario, spec: PolicySpec, rate_rps: float, seed: int, *,
+             overrides: Mapping[str, Any] | None = None, label: str | None = None,
+             stream: Sequence[TaskArrival] | None = None,
+             on_progress: Callable[[int, int], None] | None = None
+             ) -> tuple[dict[str, Any], SimResult]:
+    """Run one (scenario, policy spec, rate, seed) cell: the spec need not be one of the
+    scenario's named policies (a point of a parameter sweep). ``label`` names the row's policy
+    (default: the spec's label)."""
     if stream is None:
-        stream = build_stream_for(sc, cell.rate_rps, cell.seed)
-    cfg = build_config(sc, spec, overrides=cell.overrides)
+        stream = build_stream_for(sc, rate_rps, seed)
+    cfg = build_config(sc, spec, overrides=overrides)
     t0 = time.perf_counter()
-    result = Simulator(cfg, stream, seed=cell.seed, on_progress=on_progress).run()
+    result = Simulator(cfg, stream, seed=seed, on_progress=on_progress).run()
     wall = time.perf_counter() - t0
     summary = summarize(result.records, duration_s=result.duration_s,
                         busy_replica_s=result.busy_replica_s,
                         provisioned_replica_s=result.provisioned_replica_s)
-    row = summary_row(summary, policy=cell.label, scenario=sc.name, rate_rps=cell.rate_rps,
-                      seed=cell.seed)
-    row["load_fraction_of_knee"] = (cell.rate_rps / sc.knee_rps) if sc.knee_rps else None
+    row = summary_row(summary, policy=label or spec.label, scenario=sc.name, rate_rps=rate_rps,
+                      seed=seed)
+    row["load_fraction_of_knee"] = (rate_rps / sc.knee_rps) if sc.knee_rps else None
     row["num_scale_events"] = len(result.scale_events)
     row["mean_replicas"] = result.provisioned_replica_s / max(1e-9, result.end_s - (
         result.records[0].arrival_s if result.records else 0.0))

@@ -14,7 +14,7 @@ are reported as a fraction of it beside the absolute rate.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -55,6 +55,7 @@ def fixed_policies(engine_concurrency: int) -> dict[str, PolicySpec]:
         "ray-tuned": PolicySpec("ray-tuned", "pow2",
                                 routing_params=dict(max_ongoing_requests=engine_concurrency)),
         "edf": PolicySpec("edf", "edf"),
+        "llmd": PolicySpec("llmd", "llmd"),
         "oracle": PolicySpec("oracle", "oracle"),
     }
 
@@ -75,9 +76,80 @@ def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[st
                                 dict(cato_scaling)),
         "round_robin+ray": PolicySpec("round_robin+ray", "round_robin", "ray",
                                       scaling_params=dict(target_ongoing_requests=tuned_target)),
+        "llmd+ray": PolicySpec("llmd+ray", "llmd", "ray",
+                               scaling_params=dict(target_ongoing_requests=tuned_target)),
         "oracle+cato": PolicySpec("oracle+cato", "oracle", "cato",
                                   scaling_params=dict(cato_scaling)),
     }
+
+
+#: The protocol's Ray-like sweep (BENCHMARK_PROTOCOL.md section 4). ``None`` = unbounded.
+RAY_SWEEP_MAX_ONGOING: tuple[int | None, ...] = (1, 2, 4, 8, 16, 32, None)
+RAY_SWEEP_TARGET_ONGOING: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
+RAY_SWEEP_UPSCALE_DELAY_S: tuple[float, ...] = (10.0, 30.0)
+RAY_SWEEP_DOWNSCALE_DELAY_S: tuple[float, ...] = (60.0, 120.0, 600.0)
+#: ``max_ongoing_requests`` standing for "unbounded": more than any run ever has in flight, so
+#: the gateway never holds a call back and every replica's engine queues it instead.
+UNBOUNDED_ONGOING = 1_000_000_000
+#: The name that expands into the Ray-like sweep (:func:`ray_sweep`).
+RAY_SWEEP = "ray-sweep"
+
+
+def ray_sweep(sc: Scenario) -> dict[str, PolicySpec]:
+    """The protocol's Ray-like sweep for ``sc``: power-of-two routing with every
+    ``max_ongoing_requests`` of :data:`RAY_SWEEP_MAX_ONGOING` and, when the scenario autoscales
+    (its policies scale with ``ray``), Ray's autoscaler with every ``target_ongoing_requests``,
+    upscale delay and downscale delay of the sweep (7 x 5 x 2 x 3 = 210 configurations).
+
+    Labels name the configuration, e.g. ``ray-sweep[max_ongoing=8]`` or
+    ``ray-sweep[max_ongoing=8,target=4,up=10s,down=600s]``. The other autoscaler parameters
+    stay at Ray's timing (metrics every 10 s, 30 s look-back)."""
+    autoscaled = any(p.scaling == "ray" for p in sc.policies.values())
+    out: dict[str, PolicySpec] = {}
+    for m in RAY_SWEEP_MAX_ONGOING:
+        routing = dict(max_ongoing_requests=UNBOUNDED_ONGOING if m is None else m)
+        mo = "unbounded" if m is None else str(m)
+        if not autoscaled:
+            label = f"{RAY_SWEEP}[max_ongoing={mo}]"
+            out[label] = PolicySpec(label, "pow2", routing_params=routing)
+            continue
+        for t in RAY_SWEEP_TARGET_ONGOING:
+            for up in RAY_SWEEP_UPSCALE_DELAY_S:
+                for down in RAY_SWEEP_DOWNSCALE_DELAY_S:
+                    label = f"{RAY_SWEEP}[max_ongoing={mo},target={t:g},up={up:g}s,down={down:g}s]"
+                    out[label] = PolicySpec(label, "pow2", "ray", routing, dict(
+                        target_ongoing_requests=t, upscale_delay_s=up, downscale_delay_s=down))
+    return out
+
+
+def is_baseline(spec: PolicySpec) -> bool:
+    """Whether ``spec`` is a baseline CATO's ratio may be taken against: neither CATO's
+    routing or scaling nor a clairvoyant oracle (an upper bound, not a baseline)."""
+    return spec.routing not in ("cato", "cato-plus", "oracle") and spec.scaling != "cato"
+
+
+def resolve_policies(sc: Scenario, names: Sequence[str]) -> list[PolicySpec]:
+    """The specs of ``names`` in order: the scenario's policy labels, and :data:`RAY_SWEEP`
+    expanded by :func:`ray_sweep`. Unknown names raise a ValueError naming them."""
+    out: dict[str, PolicySpec] = {}
+    for name in names:
+        if name == RAY_SWEEP:
+            out.update(ray_sweep(sc))
+        elif name in sc.policies:
+            out[name] = sc.policies[name]
+        else:
+            raise ValueError(f"unknown policy {name!r} for scenario {sc.name!r}; known: "
+                             f"{', '.join([*sc.policies, RAY_SWEEP])}")
+    return list(out.values())
+
+
+def describe_config(spec: PolicySpec) -> dict[str, Any]:
+    """A policy's configuration as JSON: routing and scaling policies and their parameters
+    (``max_ongoing_requests`` of :data:`UNBOUNDED_ONGOING` written as ``"unbounded"``)."""
+    routing = {k: ("unbounded" if k == "max_ongoing_requests" and v == UNBOUNDED_ONGOING else v)
+               for k, v in sorted(spec.routing_params.items())}
+    return {"routing": spec.routing, "routing_params": routing, "scaling": spec.scaling,
+            "scaling_params": dict(sorted(spec.scaling_params.items()))}
 
 
 AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato", "round_robin+ray",

@@ -9,6 +9,7 @@ from cato.core.routing.base import (
 )
 from cato.core.routing import baselines as _baselines  # noqa: F401
 from cato.core.routing import cato as _cato  # noqa: F401
+from cato.core.routing import llmd as _llmd  # noqa: F401
 from cato.core.routing import oracle as _oracle  # noqa: F401
 
 __all__ = [
