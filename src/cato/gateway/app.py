@@ -43,7 +43,7 @@ from cato.gateway.errors import ApiError, overloaded, unavailable
 from cato.gateway.executor import run_pipeline
 from cato.gateway.gateway import CallStats, Gateway
 from cato.gateway.sse import SseResponse
-from cato.gateway.requests import LlmRequest, parse_llm_request, read_json, sla_override
+from cato.gateway.requests import LlmRequest, parse_llm_request, read_json, feasible_sla_override
 
 log = logging.getLogger("cato.gateway")
 
@@ -156,7 +156,8 @@ class Api:
         gw.auth.authorize(who, req.task)
         gw.auth.admit(who)
         planned = planner.direct[req.task]
-        sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
+        sla = feasible_sla_override(request.headers, planned.task.sla_kind,
+                                    gw.config.limits.max_sla_ms, planned.plan)
         sla_s = planned.task.sla_s if sla is None else sla
         call = planner.make_call(planned, planned.task.user_facing_node, arrival_s=arrival,
                                  now_s=arrival, prompt_tokens=req.prompt_tokens,
@@ -348,6 +349,8 @@ class Api:
                               ("pipeline", self.gw.planner.pipelines)):
                 plans[kind] = {name: {"sla_s": pt.task.sla_s, "sla_kind": pt.task.sla_kind.value,
                                       "critical_path": list(pt.plan.critical_path),
+                                      "critical_path_baseline_s":
+                                          pt.plan.critical_path_baseline_s,
                                       "deadline_offsets_s": dict(pt.offsets)}
                                for name, pt in cat.items()}
         return JSONResponse({"path": str(self.gw.profile_path),

@@ -29,7 +29,7 @@ from starlette.responses import JSONResponse, Response
 from cato.core.task import NodeKind, SlaKind
 from cato.gateway.engine_client import EngineError
 from cato.gateway.errors import ApiError, bad_request, not_found
-from cato.gateway.requests import _int_field, read_json, sla_override
+from cato.gateway.requests import _int_field, read_json, feasible_sla_override
 from cato.gateway.sse import SseResponse
 from cato.text import count_tokens
 from cato.workloads.code_index import CodeIndex
@@ -123,7 +123,8 @@ async def run_pipeline(gw: Gateway, request: Request, task_name: str) -> Respons
         raise bad_request("'stream' must be a boolean", param="stream")
     max_tokens = _int_field(body, "max_tokens", 1, gw.config.limits.max_tokens)
     planned = planner.pipelines[task_name]
-    sla = sla_override(request.headers, planned.task.sla_kind, gw.config.limits.max_sla_ms)
+    sla = feasible_sla_override(request.headers, planned.task.sla_kind,
+                                gw.config.limits.max_sla_ms, planned.plan)
     run = _PipelineRun(gw, task_name, text, max_tokens, sla, arrival, stream)
     events = run.events()
     head: list[dict[str, Any]] = []

@@ -241,11 +241,13 @@ def _parameters(tasks: list[str], pipelines: list[str]) -> dict[str, Any]:
         "SloTtftHeader": {
             "name": "x-slo-ttft-ms", "in": "header", "required": False, "schema": slo,
             "description": "Per-request TTFT SLA in ms, in (0, `limits.max_sla_ms`]; only for "
-                           "tasks whose SLA is on TTFT (else a 400 naming it)."},
+                           "tasks whose SLA is on TTFT (else a 400 naming it); below the task's "
+                           "critical path on an idle replica: 400 `slo_infeasible`."},
         "SloE2eHeader": {
             "name": "x-slo-e2e-ms", "in": "header", "required": False, "schema": slo,
             "description": "Per-request end-to-end SLA in ms, in (0, `limits.max_sla_ms`]; only "
-                           "for tasks whose SLA is on E2E (else a 400 naming it)."},
+                           "for tasks whose SLA is on E2E (else a 400 naming it); below the task's "
+                           "critical path on an idle replica: 400 `slo_infeasible`."},
         "TaskPath": {
             "name": "task", "in": "path", "required": True, "schema": task_path,
             "description": "The multi-step task to run; unknown: 404."},

@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from starlette.requests import Request
 
+from cato.core.slack import InfeasibleSlaError, TaskPlan
 from cato.core.task import SlaKind
 from cato.gateway.config import GatewayConfig
 from cato.gateway.errors import ApiError, bad_request, not_found
@@ -203,3 +204,25 @@ def sla_override(headers: Any, kind: SlaKind, max_ms: float) -> float | None:
         raise bad_request(f"header {mine} must be in (0, {max_ms:g}] ms, got {raw!r:.40}",
                           param=mine)
     return ms / 1000.0
+
+
+def feasible_sla_override(headers: Any, kind: SlaKind, max_ms: float,
+                          plan: TaskPlan) -> float | None:
+    """:func:`sla_override`, refused with 400 ``slo_infeasible`` when the asked SLA is below the
+    task's critical path on an idle replica (its profiled baselines): such a request would be
+    late whatever the load, so it is better told at once, with the least it may ask for, than
+    served and counted as a miss that was never possible."""
+    sla = sla_override(headers, kind, max_ms)
+    if sla is None:
+        return None
+    try:
+        plan.check_feasible(sla)
+    except InfeasibleSlaError:
+        header = SLO_HEADERS[kind]
+        need_ms = plan.critical_path_baseline_s * 1000.0
+        raise bad_request(
+            f"header {header}: {sla * 1000.0:g} ms is below what task {plan.task!r} takes on an "
+            f"idle replica ({' -> '.join(plan.critical_path)}: {need_ms:.0f} ms at typical "
+            f"lengths); ask for at least {math.ceil(need_ms)} ms or leave the header out",
+            param=header, code="slo_infeasible") from None
+    return sla
