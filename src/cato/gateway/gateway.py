@@ -254,6 +254,19 @@ class Gateway:
         h = self.replicas.get(replica_id)
         return None if h is None or not h.url else self.exited_engine(h.url)
 
+    async def exited_after_failure(self, url: str, when: str = "", *, wait_s: float = 0.25,
+                                   report: bool = True) -> EngineExited | None:
+        """:meth:`exited_engine` for an engine whose connection just broke: a process that
+        crashes closes its sockets a moment before it is reaped, so an owned process is given
+        up to ``wait_s`` to finish dying before it is taken to be alive."""
+        owned = any(p.url == url for p in self.owned_processes())
+        deadline = self.clock() + wait_s
+        while True:
+            exited = self.exited_engine(url, when, report=report)
+            if exited is not None or not owned or self.clock() >= deadline:
+                return exited
+            await asyncio.sleep(0.01)
+
     def where_of(self, replica_id: str) -> str | None:
         """Where a provider placed a replica ("local", or a Ray node's IP and id)."""
         for prov in self.provisioners.values():
@@ -445,7 +458,9 @@ class Gateway:
                 except EngineError as e:
                     ctl.replica = None      # this call's own failure may eject the replica
                     self.metrics.engine_errors.labels(rid).inc()
-                    exited = self.exited_replica(rid)
+                    handle = self.replicas.get(rid)
+                    exited = None if handle is None or e.status is not None else \
+                        await self.exited_after_failure(handle.url)
                     if exited is not None:  # say why (a crash), not how it showed (a cut)
                         e = EngineError(exited.headline, unreachable=True)
                     if e.retryable:

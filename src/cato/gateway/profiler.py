@@ -106,7 +106,8 @@ async def _probe_node(gw: Gateway, urls: list[str], model: str, n_in: int, n_out
         try:
             ttft, e2e = await probe(gw, url, model, n_in, n_out, api_key)
         except EngineError as e:
-            exited = gw.exited_engine(url, when="during a profiling probe", report=False)
+            exited = await gw.exited_after_failure(url, "during a profiling probe",
+                                                   wait_s=2.0, report=False)
             if exited is not None:
                 raise exited from e
             raise
