@@ -80,7 +80,7 @@ def test_busy_seconds_is_the_union_of_request_spans_per_replica() -> None:
     assert c["utilization"] == pytest.approx(5.0 / 20.0)
 
 
-def test_report_has_ratios_per_seed() -> None:
+def test_report_has_ratios_of_means_with_bootstrap_intervals() -> None:
     def run(system: str, seed: int, att: float, p95: float) -> dict[str, object]:
         return {"system": system, "seed": seed, "attainment": att, "request_goodput": att * 2,
                 "tasks": {"generation": {"p95_ttft_ms": p95}}, "utilization": None}
@@ -90,10 +90,21 @@ def test_report_has_ratios_per_seed() -> None:
               "runs": [run("cato", 0, 0.9, 100.0), run("ray-serve", 0, 0.6, 400.0),
                        run("cato", 1, 0.8, 200.0), run("ray-serve", 1, 0.8, 200.0)]}
     rt = ratio_table(result, "ray-serve")
-    assert rt["cato"]["attainment"] == pytest.approx([1.5, 1.0])
-    assert rt["cato"]["tasks.generation.p95_ttft_ms"] == pytest.approx([0.25, 1.0])
+    att = rt["cato"]["attainment"]
+    assert att is not None
+    assert att["ratio"] == pytest.approx(1.7 / 1.4)           # not the mean of ratios, 1.25
+    assert att["per_seed"] == pytest.approx([1.5, 1.0]) and att["seeds"] == [0, 1]
+    assert att["lo"] <= att["ratio"] <= att["hi"] and att["n"] == 2
+    # two seeds: resamples are {0,0}, {1,1}, {0,1}: the interval spans 1.0 .. 1.5
+    assert (att["lo"], att["hi"]) == (pytest.approx(1.0), pytest.approx(1.5))
+    p95 = rt["cato"]["tasks.generation.p95_ttft_ms"]
+    assert p95 is not None and p95["ratio"] == pytest.approx(300.0 / 600.0)
+    assert rt["cato"]["utilization"] is None                  # no value anywhere
+    assert rt["ray-serve"]["attainment"] is not None
+    assert rt["ray-serve"]["attainment"]["ratio"] == 1.0
     md = report_markdown(result, ["ray-serve"])
-    assert "| cato | 1.250 ± 0.354" in md and "utilisation" not in md
+    assert "| cato | 1.214 [1.000, 1.500]" in md and "utilisation" not in md
+    assert "ratio of the means" in md
 
 
 @pytest.mark.timeout(240)
@@ -139,19 +150,28 @@ def test_live_compare_of_two_gateway_policies(tmp_path: Path) -> None:
         assert run["request_goodput"] == pytest.approx(mine[name]["request_goodput"])
         assert run["tasks"]["generation"]["p95_ttft_ms"] == pytest.approx(
             mine[name]["tasks.generation.p95_ttft_ms"])
-    # the report's per-seed ratios: cato's value over round-robin's, metric by metric
+    # the report's ratios: cato's value over round-robin's, metric by metric (one seed: the
+    # ratio of means is the seed's ratio, the interval degenerate)
     table = ratio_table(result, "round-robin")
     for path, ours in mine["cato"].items():
         base = mine["round-robin"][path]
-        assert table["cato"][path] == ([pytest.approx(ours / base)] if base else []), path
-        assert table["round-robin"][path] == ([1.0] if base else []), path
+        entry = table["cato"][path]
+        if not base:
+            assert entry is None, path
+            continue
+        assert entry is not None
+        assert entry["ratio"] == entry["lo"] == entry["hi"] == pytest.approx(ours / base), path
+        assert entry["per_seed"] == [pytest.approx(ours / base)]
     paths = write_report(result, tmp_path, baselines=["round-robin"])
-    assert json.loads(paths[0].read_text())["settings"]["systems"] == ["cato", "round-robin"]
+    doc = json.loads(paths[0].read_text())
+    assert doc["settings"]["systems"] == ["cato", "round-robin"]
+    assert doc["ratios"]["round-robin"]["cato"]["attainment"]["ratio"] == \
+        pytest.approx(table["cato"]["attainment"]["ratio"])
     md = paths[1].read_text()
     ratio_rows = md.split("Ratios to **round-robin**")[1]
-    for x in table["cato"]["attainment"]:       # the first column of cato's ratio row
-        cell = f"{x:.3f} ± 0.000" if abs(x) < 10 else f"{x:.0f} ± 0"
-        assert f"| cato | {cell} |" in ratio_rows, ratio_rows
+    x = table["cato"]["attainment"]["ratio"]
+    cell = f"{x:.3f} [{x:.3f}, {x:.3f}]" if abs(x) < 10 else f"{x:.0f} [{x:.0f}, {x:.0f}]"
+    assert f"| cato | {cell} |" in ratio_rows, ratio_rows
     assert paths[2].stat().st_size > 10_000
 
 

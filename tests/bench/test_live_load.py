@@ -176,6 +176,45 @@ def test_azure_replay_is_time_scaled_to_the_rate() -> None:
                                         "translation"}
 
 
+def test_azure_seeds_replay_different_windows_of_the_trace() -> None:
+    """Each seed its own window of the trace (disjoint while they fit), in the simulator's
+    stream and so live; the same seed the identical stream; an explicit start pins it."""
+    def times(seed: int, **kw: Any) -> list[float]:
+        _, stream = scenario_stream("paper", 3.33, seed, arrival="azure", duration_s=120.0,
+                                    **kw)
+        return [a.arrival_s for a in stream]
+
+    t0, t1, t2 = times(0), times(1), times(2)
+    assert min(len(t0), len(t1), len(t2)) > 20
+    assert t0 != t1 and t1 != t2 and t0 != t2
+    assert times(1) == t1
+    assert max(t0 + t1 + t2) < 120.0
+    sim = [a.arrival_s for a in build_stream_for(
+        replace(scenario("paper"), arrival="azure", duration_s=120.0), 3.33, 1)]
+    assert sim == t1
+    live = build_live_stream("paper", 3.33, 1, arrival="azure", duration_s=120.0)
+    assert [r.arrival_s for r in live] == t1
+    pinned = [times(k, trace_start_s=240.0) for k in (0, 1)]
+    assert pinned[0] == pinned[1] != t0
+
+
+def test_live_requests_carry_their_feasibility() -> None:
+    """By the scenario's latency model at the prompt's counted tokens, slowed with the SLAs;
+    unknown (None) for another endpoint's model."""
+    from cato.core.coefficients import isolated_ttft_ms, isolated_e2e_ms, slowed
+    sc = scenario("mixA-poisson")
+    c = sc.deployments[0].coeffs
+    for scale in (1.0, 3.0):
+        reqs = build_live_stream("mixA-poisson", 5.0, 0, duration_s=20.0, sla_scale=scale)
+        cs = slowed(c, scale) if scale != 1.0 else c
+        for r in reqs:
+            lat = (isolated_ttft_ms(cs, r.prompt_tokens) if r.sla_kind == "ttft"
+                   else isolated_e2e_ms(cs, r.prompt_tokens, r.max_tokens)) / 1000.0
+            assert r.feasible == (lat <= r.sla_s)
+    assert all(r.feasible is None for r in
+               build_live_stream("mixA-poisson", 5.0, 0, duration_s=5.0, model="other"))
+
+
 # ---- (b) the same stream for a seed -----------------------------------------------------------------
 def test_the_stream_is_identical_for_a_seed_and_is_the_simulators() -> None:
     a = build_live_stream("mixB-poisson", 5.0, 1, duration_s=20.0)
@@ -290,6 +329,27 @@ def test_summary_has_the_simulate_contract_and_vllm_names(sse: SseServer,
     assert again.overall.attainment == summary["attainment"]
     assert json.loads((tmp_path / "cato.summary.json").read_text())["num_met"] == \
         summary["num_met"]
+
+
+def test_two_systems_on_one_stream_share_the_goodput_denominator() -> None:
+    """Rates are over the stream's scheduled arrival span, not up to each system's last
+    completion: a slow system (done 60 s later) gets the same denominator."""
+    reqs = [_req(i, 0.5 * i, sla_s=1.0) for i in range(20)]          # span 9.5 s
+
+    def run(lag: float, e2e: float, wall: float) -> LiveRun:
+        recs = [RequestRecord(id=r.id, task=r.task, policy="x", arrival_s=r.arrival_s + lag,
+                              first_token_s=r.arrival_s + lag + 0.1,
+                              last_token_s=r.arrival_s + lag + e2e, n_in=3, n_out=10,
+                              sla_kind="ttft", sla_s=1.0, status="ok", met=True, replica="r")
+                for r in reqs]
+        return LiveRun(url="u", requests=reqs, timings=[], records=recs,
+                       send_lag_s=[lag] * len(reqs), duration_s=wall, started_at=0.0)
+
+    fast = live_summary(run(0.0, 0.5, 10.0), system="fast", warmup_fraction=0.0)
+    slow = live_summary(run(0.004, 60.0, 69.5), system="slow", warmup_fraction=0.0)
+    assert fast["duration"] == slow["duration"] == fast["duration_s"] == pytest.approx(9.5)
+    assert fast["request_goodput"] == slow["request_goodput"] == pytest.approx(20 / 9.5)
+    assert (fast["run_duration_s"], slow["run_duration_s"]) == (10.0, 69.5)
 
 
 def test_attainment_over_time_windows() -> None:

@@ -167,3 +167,26 @@ def test_first_token_releases_match_under_a_prefill_budget(monkeypatch: pytest.M
     other_times = {t for kind, t, _ in events if kind != "first"}
     assert sum(d[0] in first_times - other_times for d in sim_decisions) > 20
     assert gw.dispatcher.num_tracked() == 0
+
+
+def test_multi_step_deadlines_match_the_simulator() -> None:
+    """The gateway's pipelines plan every node as the simulator does, nodes after a TTFT
+    task's first token included: inside its secondary E2E bound (item 5.7)."""
+    from cato.core.catalog import multi_step_tasks
+    from cato.gateway.planner import Planner
+
+    models = {t: "m" for t in TASKS}
+    coeffs = {"m": preset("a100-llama7b")}
+    tasks = multi_step_tasks(models)
+    cfg = SimConfig(deployments=(ModelDeployment("m", coeffs["m"], 1),), tasks=tasks)
+    sim = Simulator(cfg, [], seed=0)
+    planner = Planner(models, coeffs)
+    for name, t in tasks.items():
+        live = planner.pipelines[name]
+        assert dict(live.offsets) == pytest.approx(sim.plans[name].deadline_offsets())
+        if t.e2e_bound_s is not None and t.nodes[-1].name != t.user_facing_node:
+            assert max(live.offsets.values()) == pytest.approx(t.e2e_bound_s)
+        call = planner.make_call(live, t.llm_nodes[-1].name, arrival_s=5.0, now_s=6.0,
+                                 prompt_tokens=100)
+        assert call.deadline_s == pytest.approx(5.0 + sim.plans[name].deadline_offsets()[
+            t.llm_nodes[-1].name])

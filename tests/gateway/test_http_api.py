@@ -34,6 +34,10 @@ def test_completion_not_streamed(gateway: RunningGateway) -> None:
     assert raw.headers["x-cato-replica"].startswith("m-")
     assert float(raw.headers["x-cato-ttft-ms"]) == pytest.approx(cato["ttft_ms"], abs=1e-3)
     assert raw.headers["x-cato-sla-met"] in ("true", "false")
+    # the secondary E2E bound (item 5.7): 2 s for completion, judged on the last token
+    assert cato["e2e_bound_ms"] == 2000.0
+    assert cato["secondary_met"] == (cato["e2e_ms"] <= 2000.0)
+    assert raw.headers["x-cato-secondary-met"] == str(cato["secondary_met"]).lower()
 
 
 def test_chat_streamed_with_usage(gateway: RunningGateway) -> None:
@@ -127,6 +131,7 @@ def test_multi_step_task(gateway: RunningGateway, stream: bool) -> None:
     c = res["cato"]
     assert c["e2e_ms"] >= res["nodes"]["retrieve"]["ms"] + res["nodes"]["llm"]["ms"] - 1.0
     assert c["sla_met"] == (c["e2e_ms"] <= c["sla_ms"])
+    assert c["e2e_bound_ms"] is None and c["secondary_met"] is None   # an E2E task
 
 
 def test_generation_task_validates_and_repairs_only_on_failure(gateway: RunningGateway) -> None:
@@ -138,6 +143,34 @@ def test_generation_task_validates_and_repairs_only_on_failure(gateway: RunningG
     assert nodes["validate"]["kind"] == "validate"
     # the emulated engine emits code-like fragments: whatever validation said, repair followed it
     assert nodes["repair"].get("skipped", False) == nodes["validate"]["ok"]
+    c = r.json()["cato"]   # the whole task, repair included, is judged on its 10 s bound
+    assert c["e2e_bound_ms"] == 10000.0 and c["secondary_met"] == (c["e2e_ms"] <= 10000.0)
+
+
+@pytest.mark.parametrize("path,body,headers,bound_ms", [
+    ("/v1/completions", {"model": "completion", "prompt": "x = ", "max_tokens": 11},
+     {"x-slo-tpot-ms": "100"}, 250.0 + 100.0 * 10),
+    ("/v1/completions", {"model": "completion", "prompt": "x = ", "max_tokens": 5},
+     {"x-slo-e2e-ms": "1500"}, 1500.0),
+    ("/v1/tasks/generation", {"input": "def f():\n    return 1\n", "max_tokens": 8},
+     {"x-slo-e2e-ms": "30000"}, 30000.0),
+])
+def test_secondary_bound_headers(gateway: RunningGateway, path: str, body: dict[str, Any],
+                                 headers: dict[str, str], bound_ms: float) -> None:
+    r = httpx.post(gateway.url + path, json=body, headers=headers, timeout=30)
+    assert r.status_code == 200, r.text
+    c = r.json()["cato"]
+    assert c["e2e_bound_ms"] == pytest.approx(bound_ms)
+    assert c["secondary_met"] == (c["e2e_ms"] <= c["e2e_bound_ms"])
+
+
+def test_tpot_header_on_an_e2e_task_is_refused(gateway: RunningGateway) -> None:
+    r = httpx.post(gateway.url + "/v1/completions",
+                   json={"model": "summarization", "prompt": "def f(): pass"},
+                   headers={"x-slo-tpot-ms": "20"})
+    assert r.status_code == 400
+    err = r.json()["error"]
+    assert err["param"] == "x-slo-tpot-ms" and "SLA is on E2E" in err["message"]
 
 
 def test_models_health_ready(gateway: RunningGateway) -> None:

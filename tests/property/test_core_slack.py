@@ -1,6 +1,8 @@
 """Property tests of the slack plan on random DAGs: latest-finish deadlines keep the plan's
 invariants (see :mod:`cato.core.slack`)."""
 
+from dataclasses import replace
+
 from hypothesis import given, settings, strategies as st
 
 from cato.core.slack import NodeBaseline, plan_task
@@ -49,3 +51,37 @@ def test_latest_finish_plan_invariants(dag: tuple[TaskType, dict[str, NodeBaseli
             assert off[d] <= off[n.name] + 1e-9            # ordered along every edge
             if n.name in plan.covered:                      # room for the successor's baseline
                 assert (lf[d] + b[n.name]) * k <= off[n.name] * (1 + 1e-9) + 1e-9
+
+
+@settings(max_examples=200, deadline=None)
+@given(dag=dags(), sla=st.floats(0.5, 100.0), extra=st.floats(0.01, 100.0))
+def test_secondary_bound_bounds_every_node(dag: tuple[TaskType, dict[str, NodeBaseline]],
+                                           sla: float, extra: float) -> None:
+    """With a secondary bound ``B`` (item 5.7) a TTFT task's offsets still grow along every
+    edge, none exceeds ``B``, the uncovered nodes lie in ``[SLA, B]`` and the last reaches ``B``;
+    covered nodes keep their primary deadlines."""
+    task, base = dag
+    bound = sla + extra
+    if task.sla_kind is SlaKind.TTFT:
+        task = replace(task, e2e_bound_s=task.sla_s * 2).validate()
+    plan = plan_task(task, base)
+    if task.sla_kind is not SlaKind.TTFT:
+        assert plan.effective_bound_s(sla) is None
+        return
+    off = plan.deadline_offsets(sla, bound)
+    primary = plan.deadline_offsets(sla, sla * 1e9)   # covered nodes do not depend on B
+    eps = 1e-9 * bound
+    for n in task.nodes:
+        assert off[n.name] <= bound + eps
+        if n.name in plan.covered:
+            assert abs(off[n.name] - primary[n.name]) <= eps
+            assert off[n.name] <= sla + eps
+        else:
+            assert sla - eps <= off[n.name]
+        for d in n.deps:
+            assert off[d] <= off[n.name] + eps
+    uncovered = [n for n in task.node_names if n not in plan.covered]
+    if uncovered:
+        assert abs(max(off[n] for n in uncovered) - bound) <= eps
+    uf_end = plan.user_facing_finish_offset(sla, bound)
+    assert uf_end is not None and sla - eps <= uf_end <= bound + eps

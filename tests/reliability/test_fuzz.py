@@ -46,6 +46,7 @@ TIMEOUT_S = 30.0           # per request: a hang fails the test
 TASKS = ["completion", "generation", "summarization", "translation"]
 TTFT_TASKS = {"completion", "generation"}
 SLO_TTFT, SLO_E2E, TASK_HEADER = "x-slo-ttft-ms", "x-slo-e2e-ms", "x-cato-task"
+SLO_TPOT = "x-slo-tpot-ms"
 ERROR_KEYS = {"message", "type", "param", "code"}
 
 
@@ -112,7 +113,7 @@ def test_live_schema_describes_the_client_api(http: httpx.Client) -> None:
     assert model["anyOf"][0]["enum"] == [*TASKS, "m"]
     op = doc["paths"]["/v1/completions"]["post"]
     assert {p["$ref"].rsplit("/", 1)[1] for p in op["parameters"]} == {
-        "TaskHeader", "SloTtftHeader", "SloE2eHeader"}
+        "TaskHeader", "SloTtftHeader", "SloE2eHeader", "SloTpotHeader"}
     assert set(op["responses"]) == {"200", "400", "401", "403", "404", "413", "429", "502",
                                     "503", "504"}
     assert set(op["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
@@ -468,7 +469,8 @@ def _slo_ok(raw: str) -> bool:
 
 @st.composite
 def bad_headers(draw: st.DrawFn) -> Hostile:
-    """Bad ``x-slo-*`` values, the SLA header of the other kind, unknown ``x-cato-task``."""
+    """Bad ``x-slo-*`` values, an SLA header of another kind (on a TTFT task: a bad secondary
+    bound), unknown ``x-cato-task``."""
     kind = draw(st.sampled_from(["slo", "other_slo", "task"]))
     path = draw(st.sampled_from(["/v1/completions", "/v1/chat/completions"]))
     task = draw(st.sampled_from(TASKS))
@@ -483,6 +485,15 @@ def bad_headers(draw: st.DrawFn) -> Hostile:
                                       "1,5", "", "1 000", "10 ms", str(MAX_SLA_MS * 2)]),
         st.floats().map(repr)))
     if kind == "other_slo":
+        if task in TTFT_TASKS:
+            # on a TTFT task x-slo-e2e-ms is the secondary bound, x-slo-tpot-ms sets one: only a
+            # bad value is refused
+            other = draw(st.sampled_from([SLO_E2E, SLO_TPOT]))
+            if _slo_ok(value):
+                value = "-" + value
+            return Hostile(f"bad {other} for a {mine} task", path, body, {other: value},
+                           param=other)
+        other = draw(st.sampled_from([SLO_TTFT, SLO_TPOT]))
         return Hostile(f"{other} for a {mine} task", path, body, {other: value}, param=other)
     if _slo_ok(value):
         value = "-" + value

@@ -277,6 +277,40 @@ def test_trace_time_scaling(trace: A.AzureTrace) -> None:
         trace.time_scaled(speedup=-1.0)
 
 
+def test_trace_window_loops_the_trace(trace: A.AzureTrace) -> None:
+    s = trace.time_scaled(target_rate_rps=10.0)
+    period = s.period_s
+    assert period == pytest.approx(s.span_s + 0.1)
+    w = s.window(0.0, 60.0)                      # the beginning: the plain truncation
+    d = trace.time_scaled(target_rate_rps=10.0, duration_s=60.0)
+    np.testing.assert_array_equal(w.arrival_s, d.arrival_s)
+    np.testing.assert_array_equal(w.context_tokens, d.context_tokens)
+    end = s.window(period - 30.0, 60.0)          # runs past the end: continues at the start
+    assert np.all(np.diff(end.arrival_s) >= 0) and end.arrival_s[-1] < 60.0
+    n_tail = int(np.sum(s.arrival_s >= period - 30.0))
+    n_head = int(np.sum(s.arrival_s < 30.0))
+    assert len(end) == n_tail + n_head
+    np.testing.assert_array_equal(end.generated_tokens[n_tail:], s.generated_tokens[:n_head])
+    whole = s.window(123.0, 10 * period)         # capped at one period: every row once
+    assert len(whole) == len(s) and whole.arrival_s[-1] < period
+    assert sorted(whole.context_tokens.tolist()) == sorted(s.context_tokens.tolist())
+
+
+def test_trace_window_starts_give_disjoint_windows_per_seed() -> None:
+    # 1000 s of trace, 300 s windows: 3 disjoint slots, then laps shifted by frac(lap * phi)
+    starts = [A.trace_window_start(k, 300.0, 1000.0) for k in range(7)]
+    assert starts[:3] == [0.0, 300.0, 600.0]
+    assert len({round(x, 9) for x in starts}) == 7
+    assert starts[3] == pytest.approx(0.618034 * 300.0, rel=1e-5)
+    assert A.trace_window_start(5, 300.0, 1000.0) == starts[5]           # deterministic
+    # the window is the whole trace: rotations, all different
+    rot = [A.trace_window_start(k, 2000.0, 1000.0) for k in range(5)]
+    assert rot[0] == 0.0 and len({round(x, 9) for x in rot}) == 5
+    assert all(0.0 <= x < 1000.0 for x in rot)
+    with pytest.raises(ValueError, match="window_s"):
+        A.trace_window_start(0, 0.0, 1000.0)
+
+
 def test_default_trace_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(A.AZURE_TRACE_ENV, raising=False)
     found = _trace_path()

@@ -6,11 +6,14 @@ import math
 
 import pytest
 
+from dataclasses import replace
+
 from cato.core.metrics import (
     aggregate_seeds,
     discard_warmup,
     RunSummary,
     percentile_ms,
+    ratio_of_means_ci,
     summarize,
     summary_row,
 )
@@ -200,8 +203,13 @@ def test_rejected_and_failed_counts() -> None:
 def test_inconsistent_record_raises() -> None:
     with pytest.raises(ValueError, match="met=True"):
         summarize([rec(0, 0.0, None, None, status="rejected", met=True)], duration_s=1.0)
-    with pytest.raises(ValueError):
-        summarize(FIVE, duration_s=0.0)
+    with pytest.raises(ValueError, match="arrival span"):
+        summarize(FIVE, duration_s=-1.0)
+    with pytest.raises(ValueError, match="arrival span"):
+        summarize(FIVE, duration_s=math.inf)
+    recs = [rec(i, float(i)) for i in range(100)]   # the warm-up cut is 5 s
+    with pytest.raises(ValueError, match="warm-up cut"):
+        summarize(recs, duration_s=4.0)
 
 
 def test_empty_run() -> None:
@@ -235,6 +243,8 @@ CONTRACT_TOP = CONTRACT_TASK | {
     "tasks",
     "replica_seconds",
     "replica_seconds_per_met",
+    "attainment_feasible",
+    "num_feasible",
 }
 
 
@@ -282,3 +292,107 @@ def test_aggregate_seeds() -> None:
     assert "request_goodput" not in agg  # missing
     single = aggregate_seeds([{"attainment": 0.5}], keys=("attainment",))
     assert single["attainment"]["std"] == 0.0
+
+
+# ---- the goodput denominator: the stream's arrival span ---------------------------------------
+def test_goodput_denominator_is_the_arrival_span_whatever_the_completions() -> None:
+    """Two systems on the same stream, one slow (its last completion 100 s after the last
+    arrival): the same window, so goodput differs only by what each met."""
+    fast = [rec(i, float(i), 0.1, 0.5) for i in range(10)]
+    slow = [rec(i, float(i), 0.1, 100.0, met=i % 2 == 0) for i in range(10)]
+    a = summarize(fast, warmup_fraction=0.0)
+    b = summarize(slow, warmup_fraction=0.0)
+    assert a.duration_s == b.duration_s == pytest.approx(9.0)   # first to last arrival
+    assert a.overall.request_goodput == pytest.approx(10 / 9.0)
+    assert b.overall.request_goodput == pytest.approx(5 / 9.0)
+    # the caller's stream span (as generated) wins over the records' own
+    c = summarize(slow, duration_s=9.5, warmup_fraction=0.0)
+    assert c.duration_s == pytest.approx(9.5)
+    # after the warm-up cut: 100 arrivals 0..99 s, 5 dropped -> window 99 - 5
+    recs = [rec(i, float(i)) for i in range(100)]
+    assert summarize(recs).duration_s == pytest.approx(94.0)
+
+
+def test_a_zero_arrival_span_leaves_the_rates_unknown() -> None:
+    s = summarize([rec(0, 3.0), rec(1, 3.0, met=False)])
+    assert s.duration_s == 0.0 and s.overall.attainment == 0.5
+    assert s.overall.request_goodput is None and s.overall.request_throughput is None
+    assert summarize([]).overall.request_goodput is None
+
+
+# ---- attainment among the requests feasible in isolation --------------------------------------
+def test_attainment_among_the_feasible() -> None:
+    # ids 0..5 task a/b alternating; 0, 1, 2, 3 feasible; 4, 5 not; met: 0, 1, 4
+    flags = [True, True, True, True, False, False]
+    met = [True, True, False, False, True, False]
+    recs = [replace(rec(i, float(i), task="ab"[i % 2], met=met[i]), feasible=flags[i])
+            for i in range(6)]
+    s = summarize(recs, warmup_fraction=0.0)
+    assert s.overall.num_feasible == 4
+    assert s.overall.attainment_feasible == pytest.approx(2 / 4)
+    assert s.overall.attainment == pytest.approx(3 / 6)
+    a, b = s.tasks["a"], s.tasks["b"]   # a: ids 0 (f, met), 2 (f), 4 (inf, met)
+    assert (a.num_feasible, a.attainment_feasible) == (2, pytest.approx(0.5))
+    assert (b.num_feasible, b.attainment_feasible) == (2, pytest.approx(0.5))
+    row = summary_row(s, policy="p", scenario="s", rate_rps=1.0, seed=0)
+    assert row["num_feasible"] == 4 and row["attainment_feasible"] == pytest.approx(0.5)
+    assert row["tasks"]["a"]["num_feasible"] == 2
+    # no flag at all: unknown, not zero; flags but none feasible: 0 and no attainment
+    plain = summarize([rec(i, float(i)) for i in range(3)], warmup_fraction=0.0)
+    assert plain.overall.num_feasible is None and plain.overall.attainment_feasible is None
+    none = summarize([replace(rec(i, float(i)), feasible=False) for i in range(3)],
+                     warmup_fraction=0.0)
+    assert none.overall.num_feasible == 0 and none.overall.attainment_feasible is None
+
+
+def test_records_without_the_feasible_field_load_as_unknown() -> None:
+    d = rec(0, 0.0).to_json()
+    assert d["feasible"] is None
+    del d["feasible"]                      # a record written before the field existed
+    assert RequestRecord.from_json(d).feasible is None
+    flagged = replace(rec(0, 0.0), feasible=True)
+    assert RequestRecord.from_json(flagged.to_json()) == flagged
+
+
+# ---- ratio of means with a paired bootstrap interval ------------------------------------------
+def test_ratio_of_means_is_not_the_mean_of_ratios() -> None:
+    a, b = [1.0, 3.0], [1.0, 1.0 / 3.0]
+    ci = ratio_of_means_ci(a, b)
+    assert ci.ratio == pytest.approx(4.0 / (4.0 / 3.0))      # 3, while the mean of ratios is 6
+    assert ci.n == 2 and ci.lo <= ci.ratio <= ci.hi
+
+
+def test_ratio_interval_contains_the_estimate_and_is_reproducible() -> None:
+    a = [0.91, 0.88, 0.95, 0.90, 0.86, 0.93]
+    b = [0.70, 0.75, 0.66, 0.72, 0.69, 0.74]
+    ci = ratio_of_means_ci(a, b, resamples=1000, seed=0)
+    assert ci.ratio == pytest.approx(sum(a) / sum(b))
+    assert ci.lo < ci.ratio < ci.hi
+    assert 1.1 < ci.lo and ci.hi < 1.5
+    assert ratio_of_means_ci(a, b, resamples=1000, seed=0) == ci
+    assert ratio_of_means_ci(a, b, resamples=1000, seed=1).ratio == ci.ratio
+
+
+def test_ratio_interval_is_exact_for_constant_data() -> None:
+    ci = ratio_of_means_ci([0.9] * 5, [0.6] * 5)
+    assert ci.ratio == ci.lo == ci.hi == pytest.approx(1.5)
+    one = ratio_of_means_ci([2.0], [4.0])
+    assert (one.ratio, one.lo, one.hi, one.n) == (0.5, 0.5, 0.5, 1)
+
+
+def test_ratio_degenerate_cases_raise() -> None:
+    with pytest.raises(ValueError, match="equal length"):
+        ratio_of_means_ci([1.0, 2.0], [1.0])
+    with pytest.raises(ValueError, match="no pairs"):
+        ratio_of_means_ci([], [])
+    with pytest.raises(ValueError, match="mean of b"):
+        ratio_of_means_ci([1.0, 2.0], [0.0, 0.0])
+    with pytest.raises(ValueError, match="finite"):
+        ratio_of_means_ci([1.0, math.nan], [1.0, 1.0])
+    with pytest.raises(ValueError, match="resamples"):
+        ratio_of_means_ci([1.0], [1.0], resamples=0)
+    with pytest.raises(ValueError, match="confidence"):
+        ratio_of_means_ci([1.0], [1.0], confidence=1.0)
+    # a baseline that scores 0 on some seeds widens the interval instead of failing
+    ci = ratio_of_means_ci([0.5, 0.6, 0.4], [0.0, 0.5, 0.0])
+    assert ci.ratio == pytest.approx(1.5 / 0.5) and ci.hi == math.inf

@@ -114,3 +114,20 @@ def test_comparison_table_without_baseline() -> None:
     console.print(comparison_table(_rows()))
     text = console.export_text()
     assert "Goodput /" not in text and "cato" in text
+
+
+def test_comparison_table_reports_both_bounds_when_present() -> None:
+    rows = [dict(r) for r in _rows()]
+    for r in rows:
+        r["attainment_secondary"], r["attainment_both"] = 0.75, 0.5
+        r["tasks"] = {"gen": {"attainment_secondary": 0.6, "attainment_both": 0.4},
+                      "sum": {"attainment_secondary": None, "attainment_both": None}}
+    console = Console(record=True, width=250)
+    console.print(comparison_table(rows, baseline="rr"))
+    text = console.export_text()
+    assert "Goodput / rr" in text and "Both bounds" in text
+    assert "0.750 ± 0.000" in text and "gen: E2E bound" in text and "0.400 ± 0.000" in text
+    assert "sum: E2E bound" not in text
+    plain = Console(record=True, width=250)
+    plain.print(comparison_table(_rows()))
+    assert "Both bounds" not in plain.export_text()

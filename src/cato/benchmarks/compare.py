@@ -23,6 +23,13 @@ Utilisation is measured the same way for every system, from the client's records
 busy while at least one request it serves is between its send and its last token (the replica
 is reported by ``x-cato-replica``); provisioned replica-seconds are the mean replica count
 sampled every second times the run's length.
+
+Metric hygiene (BENCHMARK_PROTOCOL.md section 3): goodput is over the stream's arrival span (the
+same denominator for every system); each seed replays an independent stream (for a trace, its
+own window of it); attainment among the requests feasible in isolation is reported beside plain
+attainment; and a system's ratio to a baseline is the ratio of its mean over the seeds to the
+baseline's (:func:`cato.core.metrics.ratio_of_means_ci`, paired bootstrap 95 % interval over
+seeds), never the mean of per-seed ratios -- which stay in the JSON as detail.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import yaml
 
 from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import PRESETS, ReplicaCoefficients, preset, slowed
+from cato.core.metrics import ratio_of_means_ci
 from cato.core.records import RequestRecord
 from cato.sim.scenarios import Scenario
 
@@ -54,6 +62,7 @@ SYSTEMS: tuple[str, ...] = (*GATEWAY_SYSTEMS, *RAY_SYSTEMS)
 #: The report's headline metrics: (summary path, label, lower is better).
 HEADLINE: tuple[tuple[str, str, bool], ...] = (
     ("attainment", "attainment", False),
+    ("attainment_feasible", "attainment (feasible)", False),
     ("request_goodput", "goodput (req/s)", False),
     ("tasks.generation.p95_ttft_ms", "P95 TTFT generation (ms)", True),
     ("tasks.completion.p95_ttft_ms", "P95 TTFT completion (ms)", True),
@@ -295,7 +304,8 @@ class CompareSettings:
     arrival: str | None = None
     autoscale: bool = False
     scaling: dict[str, Any] | None = None
-    trace_start_s: float = 0.0
+    trace_start_s: float | None = None
+    """azure: > 0 pins every seed's window there; ``None``/0: each seed its own window."""
     out_dir: Path = Path("out/compare")
     progress: bool = True
 
@@ -322,9 +332,10 @@ def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any]
     summary.update(cost_fields(run.records, sysm.samples, run.started_at, run.duration_s, fixed))
     summary["replica_samples"] = [(round(t - run.started_at, 2), n) for t, n in sysm.samples]
     write_outputs(run, summary, work)
+    goodput = summary["request_goodput"]
     log(f"  {system}: attainment {summary['attainment']:.3f}, goodput "
-        f"{summary['request_goodput']:.2f} req/s, {summary['num_completed']}/"
-        f"{summary['num_arrived']} completed")
+        f"{'-' if goodput is None else format(goodput, '.2f')} req/s, "
+        f"{summary['num_completed']}/{summary['num_arrived']} completed")
     return summary
 
 
@@ -378,21 +389,42 @@ def _ms(values: Sequence[float]) -> str:
     return fmt.format(m, sd)
 
 
-def ratio_table(result: dict[str, Any], baseline: str) -> dict[str, dict[str, list[float]]]:
-    """Per system and metric, the per-seed ratios system / ``baseline``."""
+def ratio_table(result: dict[str, Any], baseline: str, *, resamples: int = 1000,
+                seed: int = 0) -> dict[str, dict[str, dict[str, Any] | None]]:
+    """Per system and headline metric, the ratio of means system / ``baseline`` over the seeds
+    where both have the value, with its paired bootstrap 95 % interval
+    (:func:`cato.core.metrics.ratio_of_means_ci`, ``resamples``, RNG ``seed``):
+    ``{"ratio", "lo", "hi", "n", "seeds", "per_seed"}`` -- ``per_seed`` the per-seed ratios
+    (``None`` where the baseline's value is 0), detail only. ``None`` when no seed has both
+    values or the baseline's mean is 0."""
     by = {(r["system"], r["seed"]): r for r in result["runs"]}
-    out: dict[str, dict[str, list[float]]] = {}
+    out: dict[str, dict[str, dict[str, Any] | None]] = {}
     for system in result["settings"]["systems"]:
         for path, _, _ in HEADLINE:
-            xs = []
-            for seed in result["settings"]["seeds"]:
-                a, b = by.get((system, seed)), by.get((baseline, seed))
+            seeds, xa, xb = [], [], []
+            for s in result["settings"]["seeds"]:
+                a, b = by.get((system, s)), by.get((baseline, s))
                 va = _get(a, path) if a else None
                 vb = _get(b, path) if b else None
-                if va is not None and vb:
-                    xs.append(va / vb)
-            out.setdefault(system, {})[path] = xs
+                if va is not None and vb is not None:
+                    seeds.append(s)
+                    xa.append(va)
+                    xb.append(vb)
+            entry: dict[str, Any] | None = None
+            if xa and sum(xb) != 0.0:
+                ci = ratio_of_means_ci(xa, xb, resamples=resamples, seed=seed)
+                entry = {"ratio": ci.ratio, "lo": ci.lo, "hi": ci.hi, "n": ci.n, "seeds": seeds,
+                         "per_seed": [x / y if y else None for x, y in zip(xa, xb)]}
+            out.setdefault(system, {})[path] = entry
     return out
+
+
+def _ratio_cell(entry: dict[str, Any] | None) -> str:
+    if entry is None:
+        return "–"
+    fmt = "{:.3f}" if abs(entry["ratio"]) < 10 else "{:.0f}"
+    return (f"{fmt.format(entry['ratio'])} [{fmt.format(entry['lo'])}, "
+            f"{fmt.format(entry['hi'])}]")
 
 
 def report_markdown(result: dict[str, Any], baselines: Sequence[str]) -> str:
@@ -413,13 +445,14 @@ def report_markdown(result: dict[str, Any], baselines: Sequence[str]) -> str:
         if base not in st["systems"]:
             continue
         rt = ratio_table(result, base)
-        lines += ["", f"Ratios to **{base}** (per seed, mean ± std):", "",
+        lines += ["", f"Ratios to **{base}** (ratio of the means over seeds [paired bootstrap "
+                      f"95 % interval]):", "",
                   "| system | " + " | ".join(label for _, label, _ in shown) + " |",
                   "|---" * (len(shown) + 1) + "|"]
         for system in st["systems"]:
             if system == base:
                 continue
-            cells = [_ms(rt[system][p]) for p, _, _ in shown]
+            cells = [_ratio_cell(rt[system][p]) for p, _, _ in shown]
             lines.append(f"| {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -472,7 +505,9 @@ def write_report(result: dict[str, Any], out_dir: Path,
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{result['settings']['scenario']}-{result['settings']['rate_rps']:g}"
     js, md, png = (out_dir / f"{name}.json", out_dir / f"{name}.md", out_dir / f"{name}.png")
-    js.write_text(json.dumps(result, indent=1, default=str))
+    ratios = {base: ratio_table(result, base) for base in baselines
+              if base in result["settings"]["systems"]}
+    js.write_text(json.dumps({**result, "ratios": ratios}, indent=1, default=str))
     md.write_text(report_markdown(result, baselines))
     plot_compare(result, png)
     return [js, md, png]

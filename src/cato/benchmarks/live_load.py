@@ -9,7 +9,13 @@ The measuring instrument for comparing CATO with Ray Serve and round robin on th
   scenario's arrival process, duration and mix optionally overridden; each arrival gets a real
   coding prompt of about its input length (:class:`cato.workloads.prompts.PromptSource`, seeded).
   Only single-step tasks (one LLM node) are sent; ``sla_scale`` multiplies every SLA (engines
-  slowed D times -> SLAs x D).
+  slowed D times -> SLAs x D). A replayed trace gives each seed its own window of the trace
+  (:func:`cato.sim.scenarios.build_stream_for`), so seeds are independent live too;
+  ``trace_start_s`` > 0 pins one window for every seed.
+* **Feasibility**: each request is marked feasible in isolation (:mod:`cato.core.feasibility`)
+  by the scenario's latency model for its model, slowed ``sla_scale`` times like the SLAs, at
+  the prompt's counted tokens and ``max_tokens``; with ``model`` (another endpoint's model) the
+  latency model is unknown and the flag stays ``None``.
 * **Sending** (:func:`run_live_load`): open loop, each request at its arrival time whatever
   the completions, ``POST {url}/v1/completions`` streamed with ``ignore_eos`` and the header
   ``x-cato-task``; TTFT is measured at the client from the stream (the first event carrying
@@ -18,7 +24,9 @@ The measuring instrument for comparing CATO with Ray Serve and round robin on th
   per request (``ok``; ``rejected`` for 429/503; ``timeout``; ``failed`` for any other error, a
   cut stream or one without ``[DONE]``), ``met`` judged at the client by the task's SLA kind;
   the summary is :func:`cato.core.metrics.summary_row` (the ``cato simulate --json`` contract)
-  plus ``vllm bench serve``-style names, overall and per task.
+  plus ``vllm bench serve``-style names, overall and per task. Rates are over the stream's
+  arrival span as scheduled (:attr:`LiveRun.arrival_span_s`), the same for every system run on
+  the stream, never up to a system's last completion.
 * **Outputs** (:func:`write_outputs`): records as JSON lines, the summary JSON, and plots (TTFT
   and E2E CDFs per task, attainment over time).
 """
@@ -40,6 +48,8 @@ from typing import Any, Literal
 import aiohttp
 import numpy as np
 
+from cato.core.coefficients import ReplicaCoefficients, slowed
+from cato.core.feasibility import feasible_in_isolation
 from cato.core.metrics import summarize, summary_row
 from cato.core.records import RequestRecord, Status
 from cato.loadgen import Timing, session, stream_request
@@ -90,6 +100,8 @@ class LiveRequest:
     ``prompt_tokens`` is the prompt's length under the 4-characters rule
     (:func:`cato.text.count_tokens`, how ``cato engine`` and the gateway count), which is close
     to, not equal to, the drawn input length; ``max_tokens`` is the drawn output length.
+    ``feasible``: whether the request meets its SLA alone on an idle replica by the scenario's
+    latency model (``None``: unknown), copied into its record.
     """
 
     id: int
@@ -101,6 +113,9 @@ class LiveRequest:
     prompt_tokens: int
     sla_kind: Literal["ttft", "e2e"]
     sla_s: float
+    feasible: bool | None = None
+    e2e_bound_s: float | None = None
+    """The task's secondary E2E bound (TTFT tasks), judged at the client like the SLA."""
 
     def body(self) -> dict[str, Any]:
         return {"model": self.model, "prompt": self.prompt, "max_tokens": self.max_tokens,
@@ -147,9 +162,11 @@ def _check_single_step(sc: Scenario) -> None:
 
 def live_scenario(scenario: str, *, duration_s: float | None = None, arrival: str | None = None,
                   cv: float = 4.0, mix: str | Mapping[str, float] | None = None,
-                  sla_scale: float = 1.0, trace_start_s: float = 0.0) -> Scenario:
+                  sla_scale: float = 1.0, trace_start_s: float | None = None) -> Scenario:
     """The named scenario with the overrides applied; ValueError naming a bad value.
-    ``trace_start_s`` skips the beginning of a replayed trace (scaled seconds)."""
+    ``trace_start_s`` > 0 starts a replayed trace's window that many (scaled) seconds in, for
+    every seed; ``None`` or 0 (the CLI's default) keep one window per seed (seed 0's starts at
+    the trace's beginning)."""
     sc = get_scenario(scenario)
     if trace_start_s:
         if not (math.isfinite(trace_start_s) and trace_start_s >= 0):
@@ -173,7 +190,7 @@ def live_scenario(scenario: str, *, duration_s: float | None = None, arrival: st
 def scenario_stream(scenario: str, rate: float, seed: int, *, duration_s: float | None = None,
                     arrival: str | None = None, cv: float = 4.0,
                     mix: str | Mapping[str, float] | None = None,
-                    sla_scale: float = 1.0, trace_start_s: float = 0.0
+                    sla_scale: float = 1.0, trace_start_s: float | None = None
                     ) -> tuple[Scenario, list[TaskArrival]]:
     """The scenario (overrides applied) and its simulator stream for (rate, seed)."""
     sc = live_scenario(scenario, duration_s=duration_s, arrival=arrival, cv=cv, mix=mix,
@@ -186,7 +203,8 @@ def scenario_stream(scenario: str, rate: float, seed: int, *, duration_s: float 
 def build_live_stream(scenario: str, rate: float, seed: int, *, duration_s: float | None = None,
                       arrival: str | None = None, mix: str | Mapping[str, float] | None = None,
                       sla_scale: float = 1.0, model: str | None = None,
-                      cv: float = 4.0, trace_start_s: float = 0.0) -> list[LiveRequest]:
+                      cv: float = 4.0, trace_start_s: float | None = None
+                      ) -> list[LiveRequest]:
     """The live stream of (scenario, rate, seed): the simulator's arrivals, tasks and lengths
     with a real prompt each; identical for every system under comparison.
 
@@ -198,19 +216,27 @@ def build_live_stream(scenario: str, rate: float, seed: int, *, duration_s: floa
                                  cv=cv, mix=mix, sla_scale=sla_scale,
                                  trace_start_s=trace_start_s)
     prompts = PromptSource(seed)
-    return [_live_request(sc, a, prompts, model) for a in stream]
+    coeffs = None if model is not None else {
+        d.model: d.coeffs if sla_scale == 1.0 else slowed(d.coeffs, sla_scale)
+        for d in sc.deployments}
+    return [_live_request(sc, a, prompts, model, coeffs) for a in stream]
 
 
-def _live_request(sc: Scenario, a: TaskArrival, prompts: PromptSource,
-                  model: str | None) -> LiveRequest:
+def _live_request(sc: Scenario, a: TaskArrival, prompts: PromptSource, model: str | None,
+                  coeffs: Mapping[str, ReplicaCoefficients] | None) -> LiveRequest:
     task = sc.tasks[a.task]
     node = task.nodes[0]
     n_in, n_out = a.lengths[node.name]
     text = prompts.prompt_near_tokens(a.task, n_in).text
+    n_prompt = count_tokens(text)
     kind: Literal["ttft", "e2e"] = "ttft" if task.sla_kind.value == "ttft" else "e2e"
+    feasible = None
+    if coeffs is not None and node.model in coeffs:
+        feasible = feasible_in_isolation(task, {node.name: (n_prompt, n_out)}, coeffs)
     return LiveRequest(id=a.id, arrival_s=a.arrival_s, task=a.task,
                        model=model or node.model or a.task, prompt=text, max_tokens=n_out,
-                       prompt_tokens=count_tokens(text), sla_kind=kind, sla_s=task.sla_s)
+                       prompt_tokens=n_prompt, sla_kind=kind, sla_s=task.sla_s,
+                       feasible=feasible, e2e_bound_s=task.e2e_bound_s)
 
 
 # ---- sending -------------------------------------------------------------------------------------
@@ -220,7 +246,8 @@ class LiveRun:
 
     Record times are seconds after the run's t = 0 (``started_at``, Unix time); a record's
     ``arrival_s`` is when the request was actually sent (``send_lag_s`` later than scheduled).
-    ``duration_s`` = first send to the last response's end.
+    ``duration_s`` = first send to the last response's end (the wall-clock run, which differs
+    per system; not a rate's denominator: see :attr:`arrival_span_s`).
     """
 
     url: str
@@ -230,6 +257,13 @@ class LiveRun:
     send_lag_s: list[float]
     duration_s: float
     started_at: float
+
+    @property
+    def arrival_span_s(self) -> float:
+        """The stream's arrival span as scheduled (first to last arrival): the denominator of
+        every rate, identical for every system given the stream."""
+        times = [r.arrival_s for r in self.requests]
+        return max(times) - min(times) if times else 0.0
 
 
 def parse_headers(items: Sequence[str]) -> dict[str, str]:
@@ -313,10 +347,15 @@ def _record(req: LiveRequest, t: Timing, t0: float, system: str) -> RequestRecor
     if status == "ok":
         value = first if req.sla_kind == "ttft" else last
         met = value is not None and value - sent <= req.sla_s
+    met2: bool | None = None
+    if req.e2e_bound_s is not None:
+        met2 = status == "ok" and last is not None and last - sent <= req.e2e_bound_s
     return RequestRecord(id=req.id, task=req.task, policy=system, arrival_s=sent,
                          first_token_s=first, last_token_s=last, n_in=req.prompt_tokens,
                          n_out=t.output_tokens or req.max_tokens, sla_kind=req.sla_kind,
-                         sla_s=req.sla_s, status=status, met=met, replica=t.replica)
+                         sla_s=req.sla_s, status=status, met=met, replica=t.replica,
+                         feasible=req.feasible, e2e_bound_s=req.e2e_bound_s,
+                         met_secondary=met2)
 
 
 async def run_live_load(url: str, stream: list[LiveRequest], *,
@@ -376,8 +415,9 @@ def live_summary(run: LiveRun, *, system: str, utilization: float | None = None,
     --json`` contract; warm-up discarded per the protocol) plus, overall and per task, the
     ``vllm bench serve`` names of :data:`VLLM_KEYS`.
 
-    ``duration`` is the window the rates are over (= ``duration_s``: the run's first send to
-    last completion, less the discarded warm-up); ``run_duration_s`` is the whole run.
+    ``duration`` is the window the rates are over (= ``duration_s``: the stream's arrival span
+    as scheduled, :attr:`LiveRun.arrival_span_s`, less the discarded warm-up -- the same for
+    every system on the stream); ``run_duration_s`` is the whole run, first send to last end.
     ``failed`` counts every request not ``ok`` (rejected, timed out, failed). Utilisation is
     unknown to a client: ``utilization`` (0..1) is taken as given, else ``None``.
     ``rate_rps`` defaults to the stream's offered rate.
@@ -385,7 +425,7 @@ def live_summary(run: LiveRun, *, system: str, utilization: float | None = None,
     if utilization is not None and not 0.0 <= utilization <= 1.0:
         raise ValueError(f"utilization must be in [0, 1], got {utilization!r}")
     records = [replace(r, policy=system) for r in run.records]
-    s = summarize(records, duration_s=run.duration_s, warmup_fraction=warmup_fraction,
+    s = summarize(records, duration_s=run.arrival_span_s, warmup_fraction=warmup_fraction,
                   warmup_s=warmup_s)
     rate = rate_rps if rate_rps is not None else _offered_rate(run)
     row = summary_row(s, policy=system, scenario=scenario, rate_rps=rate, seed=seed)
@@ -411,8 +451,9 @@ def summary_table(summary: Mapping[str, Any], title: str | None = None) -> Any:
 
     t = Table(title=title or f"{summary['policy']}: {summary['num_requests']} requests, "
                              f"{summary['rate_rps']:.3g} req/s")
-    cols = ("task", "arrived", "ok", "rejected", "failed", "attainment", "goodput (req/s)",
-            "P50 TTFT ms", "P95 TTFT ms", "P95 E2E ms", "mean TPOT ms")
+    cols = ("task", "arrived", "ok", "rejected", "failed", "attainment", "feasible",
+            "attainment (feasible)", "goodput (req/s)", "P50 TTFT ms", "P95 TTFT ms",
+            "P95 E2E ms", "mean TPOT ms")
     for c in cols:
         t.add_column(c, justify="left" if c == "task" else "right")
 
@@ -422,6 +463,7 @@ def summary_table(summary: Mapping[str, Any], title: str | None = None) -> Any:
     for name, f in [*summary["tasks"].items(), ("all", summary)]:
         t.add_row(name, str(f["num_arrived"]), str(f["num_completed"]), str(f["num_rejected"]),
                   str(f["num_failed"]), cell(f["attainment"], ".3f"),
+                  cell(f.get("num_feasible"), "d"), cell(f.get("attainment_feasible"), ".3f"),
                   cell(f["request_goodput"], ".3f"), cell(f["p50_ttft_ms"], ".1f"),
                   cell(f["p95_ttft_ms"], ".1f"), cell(f["p95_e2e_ms"], ".1f"),
                   cell(f["mean_tpot_ms"], ".2f"))

@@ -9,16 +9,37 @@ Definitions (all exact; every figure is recomputable from the records alone):
   The first ``k = min(k_frac, k_time)`` records are dropped -- whichever rule drops *fewer*, so
   short runs keep their data. Either ``warmup_fraction=0`` or ``warmup_s=0`` disables the discard.
   Because ``warmup_fraction < 1``, at least one record is always kept.
-* **Measurement window** ``window_s = duration_s - warmup_cut_s`` where ``duration_s`` is the run
-  duration as measured by the caller (first arrival to last completion, like ``vllm bench serve``'s
-  benchmark duration) and ``warmup_cut_s`` is the arrival of the first *kept* record minus the
-  first arrival overall (``0`` when nothing is dropped). ``RunSummary.duration_s`` is this window.
+* **Measurement window** ``window_s = span_s - warmup_cut_s``: the *stream's arrival span*
+  after the warm-up cut, the one goodput denominator for every system. ``span_s`` is the time
+  from the first to the last arrival of the stream as generated (``duration_s`` when the caller
+  passes it -- the simulator's stream, or a live stream's scheduled send times; else the records'
+  own ``max(arrival_s) - min(arrival_s)``), and ``warmup_cut_s`` is the arrival of the first
+  *kept* record minus the first arrival overall (``0`` when nothing is dropped). It never
+  depends on when completions came, so two systems given the same stream share the
+  denominator, however slow one of them is. ``RunSummary.duration_s`` is this window. A zero
+  window (every kept arrival at one instant, e.g. one request) leaves the rates ``None``.
 * **Arrived** = kept records; **met** = kept records with ``met=True`` (trusted, but a record
   whose ``status != "ok"`` with ``met=True`` is a :class:`ValueError`); **rejected** =
   ``status == "rejected"``; **failed** = any other non-``ok`` status (``failed``, ``timeout``,
   ``cancelled``).
 * **Attainment** = met / arrived (``0.0`` when nothing arrived).
-* **Request goodput** = met / window_s (req/s), the ``vllm bench serve`` definition.
+* **Feasible-in-isolation attainment** = met among the kept records with ``feasible=True`` /
+  their number (:mod:`cato.core.feasibility`: the request's isolated latency on idle replicas
+  meets its SLA), beside plain attainment, so that work no policy could serve (e.g. the Azure
+  code trace's long-context completions) does not hide the policies' differences.
+  ``num_feasible`` counts those records; both are ``None`` when no kept record carries a flag
+  (``feasible=None``: unknown), and ``attainment_feasible`` is ``None`` when none is feasible.
+  Records with ``feasible=None`` among flagged ones count in neither.
+* **Both bounds** (BENCHMARK_PROTOCOL.md sections 2-3): a TTFT-critical task also has a
+  secondary E2E bound (:attr:`RequestRecord.e2e_bound_s`, judged as
+  :attr:`RequestRecord.met_secondary`). ``attainment_secondary`` = records meeting their
+  secondary bound / the kept records that have one (``num_secondary``);
+  ``attainment_both`` = records meeting every bound they have (their SLA, and their secondary
+  bound where they have one: :attr:`RequestRecord.met_both`) / arrived. All three are ``None``
+  when no kept record has a secondary bound (e.g. an E2E-critical task, whose SLA already
+  bounds every node).
+* **Request goodput** = met / window_s (req/s), the ``vllm bench serve`` definition with the
+  arrival span as its duration.
 * **Request throughput** = completed (``status == "ok"``) / window_s.
 * **TTFT / E2E / TPOT** stats are over the kept records for which the value exists
   (:attr:`RequestRecord.ttft_s`, :attr:`~RequestRecord.e2e_s`, :attr:`~RequestRecord.tpot_s`,
@@ -27,6 +48,10 @@ Definitions (all exact; every figure is recomputable from the records alone):
 * **Utilisation** = busy replica-seconds / provisioned replica-seconds, as passed by the caller
   (the caller chooses the interval; replica time is not warm-up-trimmed here).
   **Replica-seconds per met request** = provisioned replica-seconds / overall met.
+* **Ratios between systems** over seeds (:func:`ratio_of_means_ci`) are ratios of means
+  ``mean(a) / mean(b)`` over the seeds both systems ran, with a paired percentile-bootstrap 95 %
+  interval (seeds resampled with replacement, the same indices for ``a`` and ``b``; fixed RNG
+  seed, so reports are reproducible) -- never means of per-seed ratios.
 """
 
 from __future__ import annotations
@@ -43,12 +68,14 @@ from cato.core.records import RequestRecord
 __all__ = [
     "DEFAULT_AGGREGATE_KEYS",
     "LatencyStats",
+    "RatioCI",
     "RunSummary",
     "TaskSummary",
     "aggregate_seeds",
     "discard_warmup",
     "latency_stats",
     "percentile_ms",
+    "ratio_of_means_ci",
     "summarize",
     "summary_row",
 ]
@@ -85,22 +112,33 @@ class TaskSummary:
     num_failed: int
     attainment: float
     """met / arrived (0.0 if none arrived)."""
-    request_goodput: float
-    """met / window_s (req/s), the ``vllm bench serve`` definition."""
-    request_throughput: float
-    """completed (status ``ok``) / window_s (req/s)."""
+    request_goodput: float | None
+    """met / window_s (req/s), window_s the stream's arrival span; None for a zero window."""
+    request_throughput: float | None
+    """completed (status ``ok``) / window_s (req/s); None for a zero window."""
     ttft: LatencyStats
     e2e: LatencyStats
     tpot: LatencyStats
     num_completed: int = 0
+    num_feasible: int | None = None
+    """records feasible in isolation (None when no record carries the flag)."""
+    attainment_feasible: float | None = None
+    """met among the feasible / num_feasible (None when unknown or none is feasible)."""
+    num_secondary: int | None = None
+    """records with a secondary bound (None when none has one)."""
+    attainment_secondary: float | None = None
+    """met on the secondary bound / num_secondary (None when no record has one)."""
+    attainment_both: float | None = None
+    """met on every bound the record has / arrived (None when no record has a secondary
+    bound)."""
 
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
     """One run: overall and per-task summaries plus replica cost.
 
-    ``duration_s`` is the measurement window (run duration minus the discarded warm-up time) used
-    as the denominator of every rate.
+    ``duration_s`` is the measurement window (the stream's arrival span minus the discarded
+    warm-up time) used as the denominator of every rate.
     """
 
     overall: TaskSummary
@@ -140,6 +178,11 @@ def _check_record(r: RequestRecord) -> None:
     if r.met and r.status != "ok":
         raise ValueError(
             f"inconsistent record id={r.id} task={r.task!r}: status={r.status!r} but met=True"
+        )
+    if r.met_secondary and r.status != "ok":
+        raise ValueError(
+            f"inconsistent record id={r.id} task={r.task!r}: status={r.status!r} but "
+            "met_secondary=True"
         )
 
 
@@ -181,25 +224,45 @@ def _task_summary(records: Iterable[RequestRecord], window_s: float) -> TaskSumm
     ttfts = [v for r in recs if (v := r.ttft_s) is not None]
     e2es = [v for r in recs if (v := r.e2e_s) is not None]
     tpots = [v for r in recs if (v := r.tpot_s) is not None]
+    num_feasible: int | None = None
+    att_feasible: float | None = None
+    if any(r.feasible is not None for r in recs):
+        feasible = [r for r in recs if r.feasible]
+        num_feasible = len(feasible)
+        if feasible:
+            att_feasible = sum(1 for r in feasible if r.met) / num_feasible
+    num_secondary: int | None = None
+    att_secondary: float | None = None
+    att_both: float | None = None
+    bounded = [r for r in recs if r.met_secondary is not None]
+    if bounded:
+        num_secondary = len(bounded)
+        att_secondary = sum(1 for r in bounded if r.met_secondary) / num_secondary
+        att_both = sum(1 for r in recs if r.met_both) / arrived
     return TaskSummary(
         num_arrived=arrived,
         num_met=met,
         num_rejected=rejected,
         num_failed=failed,
         attainment=met / arrived if arrived else 0.0,
-        request_goodput=met / window_s,
-        request_throughput=completed / window_s,
+        request_goodput=met / window_s if window_s > 0.0 else None,
+        request_throughput=completed / window_s if window_s > 0.0 else None,
         ttft=latency_stats(ttfts),
         e2e=latency_stats(e2es),
         tpot=latency_stats(tpots),
         num_completed=completed,
+        num_feasible=num_feasible,
+        attainment_feasible=att_feasible,
+        num_secondary=num_secondary,
+        attainment_secondary=att_secondary,
+        attainment_both=att_both,
     )
 
 
 def summarize(
     records: Sequence[RequestRecord],
     *,
-    duration_s: float,
+    duration_s: float | None = None,
     busy_replica_s: float | None = None,
     provisioned_replica_s: float | None = None,
     warmup_fraction: float = 0.05,
@@ -207,20 +270,31 @@ def summarize(
 ) -> RunSummary:
     """Summarise one run (definitions in the module docstring).
 
-    Raises :class:`ValueError` for a record with ``status != "ok"`` and ``met=True``, a
-    non-positive ``duration_s`` or one that does not extend past the warm-up cut, negative replica
+    ``duration_s`` is the stream's arrival span (first to last arrival of the stream as
+    generated, seconds), the same for every system run on that stream; ``None`` takes the
+    records' own span. Never pass a per-system wall-clock end (last completion): that would
+    give each system its own goodput denominator.
+
+    Raises :class:`ValueError` for a record with ``status != "ok"`` and ``met=True``, a negative
+    or non-finite ``duration_s`` or one that ends before the warm-up cut, negative replica
     seconds, or busy replica-seconds exceeding provisioned ones.
     """
     for r in records:
         _check_record(r)
-    if not duration_s > 0.0 or math.isinf(duration_s):
-        raise ValueError(f"duration_s must be positive and finite, got {duration_s}")
+    if duration_s is None:
+        arrivals = [r.arrival_s for r in records]
+        span_s = max(arrivals) - min(arrivals) if arrivals else 0.0
+    else:
+        span_s = float(duration_s)
+        if not span_s >= 0.0 or math.isinf(span_s):
+            raise ValueError(f"duration_s (the arrival span) must be >= 0 and finite, got "
+                             f"{duration_s}")
     kept, cut = discard_warmup(records, warmup_fraction=warmup_fraction, warmup_s=warmup_s)
-    window_s = duration_s - cut
-    if not window_s > 0.0:
+    window_s = span_s - cut
+    if window_s < 0.0:
         raise ValueError(
-            f"duration_s={duration_s} does not extend past the warm-up cut ({cut} s after the "
-            "first arrival)"
+            f"duration_s={duration_s} (the arrival span) ends before the warm-up cut ({cut} s "
+            "after the first arrival)"
         )
 
     by_task: dict[str, list[RequestRecord]] = {}
@@ -270,6 +344,11 @@ def _task_fields(ts: TaskSummary, utilization: float | None) -> dict[str, Any]:
         "num_rejected": ts.num_rejected,
         "num_failed": ts.num_failed,
         "num_completed": ts.num_completed,
+        "attainment_feasible": ts.attainment_feasible,
+        "num_feasible": ts.num_feasible,
+        "attainment_secondary": ts.attainment_secondary,
+        "attainment_both": ts.attainment_both,
+        "num_secondary": ts.num_secondary,
         "request_throughput": ts.request_throughput,
         "p50_ttft_ms": ts.ttft.p50_ms,
         "p99_ttft_ms": ts.ttft.p99_ms,
@@ -298,8 +377,10 @@ def summary_row(
     ``request_goodput``, ``utilization``, ``p95_ttft_ms``, ``p95_e2e_ms``, ``tasks``,
     ``num_arrived``, ``num_met``, ``p50_ttft_ms``, ``p99_ttft_ms``, ``p50_e2e_ms``,
     ``p99_e2e_ms``, ``mean_ttft_ms``, ``mean_e2e_ms``, ``p95_tpot_ms``, ``replica_seconds``,
-    ``replica_seconds_per_met``; extras ``num_rejected``, ``num_failed``, ``num_completed``,
-    ``request_throughput``, ``p50/p99/mean_tpot_ms``, ``duration_s``, ``num_warmup_discarded``,
+    ``replica_seconds_per_met``, ``attainment_feasible``, ``num_feasible`` (``None`` when the
+    records carry no feasibility flag), ``attainment_secondary``, ``attainment_both``,
+    ``num_secondary`` (``None`` when no record has a secondary bound); extras ``num_rejected``, ``num_failed``,
+    ``num_completed``, ``request_throughput``, ``p50/p99/mean_tpot_ms``, ``duration_s``, ``num_warmup_discarded``,
     ``warmup_cut_s``. ``tasks`` maps each task name to the same per-task fields (``utilization``
     is the run's, since replicas are shared).
     """
@@ -347,3 +428,73 @@ def aggregate_seeds(
             "n": float(arr.size),
         }
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class RatioCI:
+    """``ratio = mean(a) / mean(b)`` with a bootstrap interval ``[lo, hi]`` over ``n`` pairs."""
+
+    ratio: float
+    lo: float
+    hi: float
+    n: int
+    confidence: float = 0.95
+    resamples: int = 1000
+
+    def to_json(self) -> dict[str, float]:
+        return {"ratio": self.ratio, "lo": self.lo, "hi": self.hi, "n": float(self.n),
+                "confidence": self.confidence}
+
+
+def ratio_of_means_ci(
+    a: Sequence[float],
+    b: Sequence[float],
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> RatioCI:
+    """Ratio of means ``mean(a) / mean(b)`` of paired samples (``a[i]`` and ``b[i]`` from the
+    same seed) with a percentile-bootstrap interval: ``resamples`` times, draw ``n`` pair indices
+    with replacement (``numpy.random.default_rng(seed)``: reproducible), take the ratio of the
+    resampled means; the interval is the ``(1 - confidence)/2`` and ``(1 + confidence)/2``
+    quantiles (empirical, no interpolation) of those ratios. Constant data give an exact,
+    zero-width interval.
+
+    Raises ValueError for unequal lengths, no pair, a non-finite value, ``mean(b) == 0`` (the
+    ratio is undefined), ``resamples < 1`` or ``confidence`` outside (0, 1). A resample whose
+    ``b`` mean is 0 counts as an infinite ratio (NaN for ``0/0`` is dropped), so a baseline that
+    sometimes scores 0 widens the interval instead of failing.
+    """
+    xa = np.asarray(a, dtype=np.float64)
+    xb = np.asarray(b, dtype=np.float64)
+    if xa.ndim != 1 or xa.shape != xb.shape:
+        raise ValueError(f"a and b must be paired 1-D samples of equal length, got {xa.shape} "
+                         f"and {xb.shape}")
+    n = int(xa.size)
+    if n == 0:
+        raise ValueError("ratio of means of no pairs: need at least one (a, b) pair")
+    if not (np.all(np.isfinite(xa)) and np.all(np.isfinite(xb))):
+        raise ValueError("ratio of means: every value must be finite")
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    mb = float(np.mean(xb))
+    if mb == 0.0:
+        raise ValueError("ratio of means undefined: the mean of b (the denominator) is 0")
+    point = float(np.mean(xa)) / mb
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(resamples, n))
+    num = xa[idx].mean(axis=1)
+    den = xb[idx].mean(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = num / den
+    ratios = ratios[~np.isnan(ratios)]
+    if ratios.size == 0:   # every resample was 0/0 (a tiny number of resamples)
+        return RatioCI(point, point, point, n, confidence, resamples)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = (float(v) for v in np.quantile(ratios, [tail, 1.0 - tail], method="inverted_cdf"))
+    if np.all(xa == xa[0]) and np.all(xb == xb[0]):
+        lo = hi = point   # exact for constant data (no rounding of resampled means)
+    return RatioCI(point, lo, hi, n, confidence, resamples)

@@ -5,6 +5,12 @@ steps (retrieval, validation) with a cost model. A task's SLA is either TTFT-cri
 the first token of its *user-facing* LLM node arrives within the SLA) or E2E-critical (met when
 the last node finishes within the SLA).
 
+A TTFT-critical task also has a *secondary bound* ``e2e_bound_s`` (BENCHMARK_PROTOCOL.md
+section 2): the whole task -- the user-facing call's last token and every node after it, such as
+a repair step -- must finish within it, so that no node has an unbounded deadline
+(:mod:`cato.core.slack`) and a run reports both bounds (:mod:`cato.core.metrics`). An
+E2E-critical task needs none (its SLA already covers every node): its bound stays ``None``.
+
 Validation (:meth:`TaskType.validate`) rejects cycles, unknown or missing models, unknown
 dependencies, non-positive SLAs; feasibility against baselines is checked by
 :mod:`cato.core.slack`, which knows the baselines.
@@ -13,7 +19,7 @@ dependencies, non-positive SLAs; feasibility against baselines is checked by
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import Iterable, Mapping, Sequence
 
@@ -123,6 +129,9 @@ class TaskType:
 
     ``user_facing`` names the LLM node whose first token a TTFT-critical task is judged by
     (default: the last LLM node in topological order). Nodes are kept in topological order.
+    ``e2e_bound_s``: the secondary end-to-end bound of a TTFT-critical task (the whole task must
+    finish within it; finite and above ``sla_s``); ``None`` for an E2E-critical task, and for a
+    TTFT task without one (then the nodes after the user-facing node have no bounded deadline).
     """
 
     name: str
@@ -130,6 +139,15 @@ class TaskType:
     sla_kind: SlaKind
     sla_s: float
     user_facing: str | None = None
+    e2e_bound_s: float | None = None
+
+    def scaled(self, factor: float) -> TaskType:
+        """This task with its SLA and its secondary bound multiplied by ``factor`` (> 0)."""
+        if not (factor > 0 and math.isfinite(factor)):
+            raise TaskValidationError(f"task {self.name!r}: SLA scale must be a positive "
+                                      f"number, got {factor}")
+        bound = None if self.e2e_bound_s is None else self.e2e_bound_s * factor
+        return replace(self, sla_s=self.sla_s * factor, e2e_bound_s=bound)
 
     # ---- structure -------------------------------------------------------------------------
     def node(self, name: str) -> Node:
@@ -181,6 +199,15 @@ class TaskType:
             raise TaskValidationError("task name must not be empty")
         if not (self.sla_s > 0 and math.isfinite(self.sla_s)):
             raise TaskValidationError(f"{where}: SLA must be a positive number of seconds, got {self.sla_s}")
+        if self.e2e_bound_s is not None:
+            if self.sla_kind is not SlaKind.TTFT:
+                raise TaskValidationError(
+                    f"{where}: e2e_bound_s is the secondary bound of a TTFT-critical task; an "
+                    f"E2E-critical task's SLA already bounds every node")
+            if not (math.isfinite(self.e2e_bound_s) and self.e2e_bound_s > self.sla_s):
+                raise TaskValidationError(
+                    f"{where}: e2e_bound_s must be a finite number of seconds above the TTFT "
+                    f"SLA of {self.sla_s:g} s, got {self.e2e_bound_s}")
         if not self.nodes:
             raise TaskValidationError(f"{where}: has no nodes")
         names = [n.name for n in self.nodes]
@@ -213,7 +240,8 @@ class TaskType:
         if not any(n.is_llm for n in self.nodes):
             raise TaskValidationError(f"{where}: has no LLM node")
         ordered = _topological(self.nodes, where)
-        task = TaskType(self.name, ordered, self.sla_kind, self.sla_s, self.user_facing)
+        task = TaskType(self.name, ordered, self.sla_kind, self.sla_s, self.user_facing,
+                        self.e2e_bound_s)
         if self.user_facing is not None:
             if self.user_facing not in names or not task.node(self.user_facing).is_llm:
                 raise TaskValidationError(

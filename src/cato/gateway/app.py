@@ -6,7 +6,8 @@ Client API: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streamed or
 ``GET /metrics`` (Prometheus), ``GET /admin/replicas|queues|profile`` (read-only JSON).
 
 Every response reports what the gateway measured: headers ``x-cato-task``, ``x-cato-replica``,
-``x-cato-ttft-ms`` and, where already known, ``x-cato-e2e-ms`` / ``x-cato-sla-met``; a ``cato``
+``x-cato-ttft-ms`` and, where already known, ``x-cato-e2e-ms`` / ``x-cato-sla-met`` /
+``x-cato-secondary-met`` (the secondary E2E bound of a TTFT-critical task); a ``cato``
 object in non-streamed bodies and in a last streamed chunk (``choices: []``) before ``[DONE]``.
 A streamed response starts (status and headers) only once the first token is there, so errors
 before it are ordinary JSON errors; an engine failure after it ends the stream with an
@@ -43,7 +44,7 @@ from cato.gateway.errors import ApiError, overloaded, unavailable
 from cato.gateway.executor import run_pipeline
 from cato.gateway.gateway import CallStats, Gateway
 from cato.gateway.sse import SseResponse
-from cato.gateway.requests import LlmRequest, parse_llm_request, read_json, feasible_sla_override
+from cato.gateway.requests import LlmRequest, feasible_slos, parse_llm_request, read_json
 
 log = logging.getLogger("cato.gateway")
 
@@ -65,7 +66,10 @@ async def _watch_disconnect(request: Request, on_gone: Callable[[], None]) -> No
 
 
 def _summary(gw: Gateway, call: LlmCall, stats: CallStats, arrival: float, sla_kind: SlaKind,
-             sla_s: float) -> dict[str, Any]:
+             sla_s: float, bound_s: float | None = None) -> dict[str, Any]:
+    """The ``cato`` summary: TTFT/E2E, the SLA and whether it was met, and the secondary E2E
+    bound of a TTFT-critical task (``e2e_bound_ms``, ``secondary_met``: the last token within
+    it; None while unknown, or when the task has no bound)."""
     ttft = None if stats.first_token_s is None else stats.first_token_s - arrival
     e2e = None if stats.last_token_s is None else stats.last_token_s - arrival
     if sla_kind is SlaKind.TTFT:
@@ -78,7 +82,9 @@ def _summary(gw: Gateway, call: LlmCall, stats: CallStats, arrival: float, sla_k
             "ttft_ms": None if ttft is None else round(ttft * 1000, 3),
             "e2e_ms": None if e2e is None else round(e2e * 1000, 3),
             "queue_ms": None if queue is None else round(queue * 1000, 3),
-            "sla_met": met if e2e is not None or sla_kind is SlaKind.TTFT else None}
+            "sla_met": met if e2e is not None or sla_kind is SlaKind.TTFT else None,
+            "e2e_bound_ms": None if bound_s is None else round(bound_s * 1000, 3),
+            "secondary_met": None if bound_s is None or e2e is None else e2e <= bound_s}
 
 
 def _outcome(e: EngineError) -> str:
@@ -92,6 +98,8 @@ def _headers(s: dict[str, Any]) -> dict[str, str]:
             h[f"x-cato-{k.replace('_', '-')}"] = f"{s[k]:.3f}"
     if s.get("sla_met") is not None:
         h["x-cato-sla-met"] = "true" if s["sla_met"] else "false"
+    if s.get("secondary_met") is not None:
+        h["x-cato-secondary-met"] = "true" if s["secondary_met"] else "false"
     return h
 
 
@@ -156,12 +164,14 @@ class Api:
         gw.auth.authorize(who, req.task)
         gw.auth.admit(who)
         planned = planner.direct[req.task]
-        sla = feasible_sla_override(request.headers, planned.task.sla_kind,
-                                    gw.config.limits.max_sla_ms, planned.plan)
-        sla_s = planned.task.sla_s if sla is None else sla
-        call = planner.make_call(planned, planned.task.user_facing_node, arrival_s=arrival,
+        uf = planned.task.user_facing_node
+        slos = feasible_slos(request.headers, planned.plan, gw.config.limits.max_sla_ms,
+                             req.max_tokens or planned.expected_out[uf])
+        sla_s, bound_s = slos.effective_sla_s, slos.effective_bound_s
+        call = planner.make_call(planned, uf, arrival_s=arrival,
                                  now_s=arrival, prompt_tokens=req.prompt_tokens,
-                                 max_tokens=req.max_tokens, sla_s=sla)
+                                 max_tokens=req.max_tokens, sla_s=slos.sla_s,
+                                 e2e_bound_s=slos.bound_s)
         endpoint = "/v1/completions" if kind == "completions" else "/v1/chat/completions"
         stats = CallStats(collect=not req.stream, replayable=not req.stream)
         agen = gw.invoke(call, endpoint, req.body, stats)
@@ -188,16 +198,17 @@ class Api:
             watcher.cancel()
         if not req.stream:
             return await self._finish_plain(req, agen, head, call, stats, arrival,
-                                            planned.task.sla_kind, sla_s, rid, created)
-        s = _summary(gw, call, stats, arrival, planned.task.sla_kind, sla_s)
+                                            planned.task.sla_kind, sla_s, rid, created,
+                                            bound_s)
+        s = _summary(gw, call, stats, arrival, planned.task.sla_kind, sla_s, bound_s)
         return SseResponse(
             self._stream(req, agen, head, call, stats, arrival, planned.task.sla_kind, sla_s,
-                         rid, created), headers=_headers(s))
+                         rid, created, bound_s), headers=_headers(s))
 
     async def _finish_plain(self, req: LlmRequest, agen: AsyncGenerator[EngineEvent, None],
                             head: list[EngineEvent], call: LlmCall, stats: CallStats,
                             arrival: float, sla_kind: SlaKind, sla_s: float, rid: str,
-                            created: int) -> Response:
+                            created: int, bound_s: float | None = None) -> Response:
         try:
             async for _ in agen:
                 pass
@@ -205,7 +216,7 @@ class Api:
             self.gw.metrics.observe_failure(call.task, _outcome(e))
             raise ApiError(504 if e.code == "sla_timeout" else 502, str(e),
                            type="engine_error", code=e.code) from None
-        s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s)
+        s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s, bound_s)
         self._observe(call, s)
         text = "".join(stats.text)
         usage = stats.usage or {"prompt_tokens": call.num_prompt_tokens,
@@ -226,7 +237,8 @@ class Api:
     async def _stream(self, req: LlmRequest, agen: AsyncGenerator[EngineEvent, None],
                       head: list[EngineEvent], call: LlmCall, stats: CallStats,
                       arrival: float, sla_kind: SlaKind, sla_s: float, rid: str,
-                      created: int) -> AsyncGenerator[bytes, None]:
+                      created: int, bound_s: float | None = None
+                      ) -> AsyncGenerator[bytes, None]:
         """Forward the engine's events as they are (no re-serialisation: the chunks carry the
         engine's id and model), drop the usage event unless the client asked for it, and end
         with the ``cato`` summary chunk and ``[DONE]`` in one write."""
@@ -249,7 +261,7 @@ class Api:
             if not ok:
                 with contextlib.suppress(Exception):
                     await agen.aclose()
-        s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s)
+        s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s, bound_s)
         self._observe(call, s)
         yield _sse({"id": rid, "object": obj, "created": created, "model": model,
                     "choices": [], "cato": s}) + _DONE
@@ -348,6 +360,7 @@ class Api:
             for kind, cat in (("direct", self.gw.planner.direct),
                               ("pipeline", self.gw.planner.pipelines)):
                 plans[kind] = {name: {"sla_s": pt.task.sla_s, "sla_kind": pt.task.sla_kind.value,
+                                      "e2e_bound_s": pt.task.e2e_bound_s,
                                       "critical_path": list(pt.plan.critical_path),
                                       "critical_path_baseline_s":
                                           pt.plan.critical_path_baseline_s,

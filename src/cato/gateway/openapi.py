@@ -6,8 +6,9 @@ request the schema calls valid is one the parser takes apart without error, and 
 calls invalid is refused with a 4xx. What the schema cannot say, because it depends on the
 gateway's configuration or on the task, is in the descriptions: the upper bounds of
 ``max_tokens`` (``limits.max_tokens``), of the prompt (``limits.max_prompt_tokens``) and of the
-body (``limits.max_body_bytes``, else 413), and that only the SLA header matching the task's SLA
-kind (TTFT or E2E) is accepted. Fields the gateway does not know are allowed, as OpenAI clients
+body (``limits.max_body_bytes``, else 413), and which SLA headers a task accepts: the one of its
+SLA kind (TTFT or E2E), and on a TTFT-critical task ``x-slo-e2e-ms`` or ``x-slo-tpot-ms`` for its
+secondary end-to-end bound (:func:`cato.gateway.requests.feasible_slos`). Fields the gateway does not know are allowed, as OpenAI clients
 send them, and forwarded to the engine.
 
 Bodies must be standard JSON (no ``NaN`` or ``Infinity``, no number that overflows a float)
@@ -90,6 +91,14 @@ def _schemas(tasks: list[str], models: list[str]) -> dict[str, Any]:
             "e2e_ms": {"type": "number", "nullable": True},
             "queue_ms": {"type": "number", "nullable": True},
             "sla_met": {"type": "boolean", "nullable": True},
+            "e2e_bound_ms": {"type": "number", "nullable": True,
+                             "description": "The secondary E2E bound of a TTFT-critical task "
+                                            "(null for an E2E task: its SLA bounds every "
+                                            "step)."},
+            "secondary_met": {"type": "boolean", "nullable": True,
+                              "description": "Whether the whole task ended within "
+                                             "`e2e_bound_ms`; null while unknown or without a "
+                                             "bound."},
         },
         "required": ["task", "sla_kind", "sla_ms"],
     }
@@ -245,9 +254,27 @@ def _parameters(tasks: list[str], pipelines: list[str]) -> dict[str, Any]:
                            "critical path on an idle replica: 400 `slo_infeasible`."},
         "SloE2eHeader": {
             "name": "x-slo-e2e-ms", "in": "header", "required": False, "schema": slo,
-            "description": "Per-request end-to-end SLA in ms, in (0, `limits.max_sla_ms`]; only "
-                           "for tasks whose SLA is on E2E (else a 400 naming it); below the task's "
-                           "critical path on an idle replica: 400 `slo_infeasible`."},
+            "description": "Per-request end-to-end objective in ms, in (0, `limits.max_sla_ms`]. "
+                           "For a task whose SLA is on E2E: the SLA itself; below the task's "
+                           "critical path on an idle replica: 400 `slo_infeasible`. For a task "
+                           "whose SLA is on TTFT: its secondary E2E bound (the whole task, a "
+                           "repair step included, must end within it; default 2 s for "
+                           "completion, 10 s for generation, times `sla_scale`), which must "
+                           "exceed the TTFT SLA (else a 400 naming it); below what the task "
+                           "takes on an idle replica: 400 `slo_infeasible`. Not together with "
+                           "`x-slo-tpot-ms`. The response's `cato.e2e_bound_ms` and "
+                           "`cato.secondary_met` report the bound and whether it was met."},
+        "SloTpotHeader": {
+            "name": "x-slo-tpot-ms", "in": "header", "required": False, "schema": slo,
+            "description": "Per-request time per output token in ms (llm-d's header), in (0, "
+                           "`limits.max_sla_ms`]; only for tasks whose SLA is on TTFT (on an "
+                           "E2E task a 400 naming it). It sets the secondary E2E bound: TTFT SLA "
+                           "+ tpot x (n - 1) for the user-facing call's n output tokens "
+                           "(`max_tokens`, else the task's mean), plus, for a multi-step task, "
+                           "the budget its default bound gives the steps after that call. n must "
+                           "be at least 2; a bound the task cannot meet "
+                           "on an idle replica: 400 `slo_infeasible` with the least tpot to ask. "
+                           "Not together with `x-slo-e2e-ms`."},
         "TaskPath": {
             "name": "task", "in": "path", "required": True, "schema": task_path,
             "description": "The multi-step task to run; unknown: 404."},
@@ -269,7 +296,7 @@ def openapi_schema(tasks: list[str], models: list[str], pipelines: list[str]) ->
     """The OpenAPI 3.0.3 document of the client API for these task types (``model`` values and
     ``x-cato-task``), served models (``model`` values) and multi-step tasks (``{task}``)."""
     llm_params = [{"$ref": f"#/components/parameters/{p}"}
-                  for p in ("TaskHeader", "SloTtftHeader", "SloE2eHeader")]
+                  for p in ("TaskHeader", "SloTtftHeader", "SloE2eHeader", "SloTpotHeader")]
     security: list[dict[str, list[str]]] = [{}, {"bearerAuth": []}]
     all_errors = tuple(ERROR_STATUSES)
 
@@ -300,7 +327,8 @@ def openapi_schema(tasks: list[str], models: list[str], pipelines: list[str]) ->
             "tags": ["tasks"], "security": security,
             "parameters": [{"$ref": "#/components/parameters/TaskPath"},
                            {"$ref": "#/components/parameters/SloTtftHeader"},
-                           {"$ref": "#/components/parameters/SloE2eHeader"}],
+                           {"$ref": "#/components/parameters/SloE2eHeader"},
+                           {"$ref": "#/components/parameters/SloTpotHeader"}],
             "requestBody": {"required": True,
                             "content": {"application/json": {"schema": _ref("TaskRequest")}}},
             "responses": {"200": _ok("The task's result, or its stream when `stream` is true.",

@@ -2,8 +2,8 @@
 
 The planner is the gateway's copy of what the simulator does when a node becomes ready
 (:meth:`cato.sim.simulator.Simulator._start_node`): the same :func:`~cato.core.slack.plan_task`
-over node baselines, the same deadline (task arrival + the node's cumulative allotment, rescaled
-for a per-request SLA), the same expected output length (the node's mean) unless the request
+over node baselines, the same deadline (task arrival + the node's offset from the plan, rescaled
+for a per-request SLA or secondary bound), the same expected output length (the node's mean) unless the request
 says how many tokens it wants. Baselines come from the active :class:`~cato.gateway.profile.Profile`
 where it measured them, else from the latency model.
 
@@ -75,12 +75,15 @@ class Planner:
     def make_call(self, planned: PlannedTask, node: str, *, arrival_s: float, now_s: float,
                   prompt_tokens: int, max_tokens: int | None = None,
                   sla_s: float | None = None, call_id: int | None = None,
-                  task_id: int | None = None) -> LlmCall:
-        """The :class:`LlmCall` for ``node`` of a task that arrived at ``arrival_s``."""
+                  task_id: int | None = None, e2e_bound_s: float | None = None) -> LlmCall:
+        """The :class:`LlmCall` for ``node`` of a task that arrived at ``arrival_s``;
+        ``sla_s`` / ``e2e_bound_s``: the request's SLA and secondary bound overrides (None:
+        the task's)."""
         t = planned.task
         n = t.node(node)
         assert n.model is not None
-        offsets = planned.offsets if sla_s is None else planned.plan.deadline_offsets(sla_s)
+        offsets = planned.offsets if sla_s is None and e2e_bound_s is None \
+            else planned.plan.deadline_offsets(sla_s, e2e_bound_s)
         cid = self.next_call_id() if call_id is None else call_id
         return LlmCall(
             call_id=cid, task_id=cid if task_id is None else task_id, task=t.name, node=node, model=n.model,

@@ -17,6 +17,9 @@ from cato.text import chat_prompt_text, count_tokens
 
 TASK_HEADER = "x-cato-task"
 SLO_HEADERS = {SlaKind.TTFT: "x-slo-ttft-ms", SlaKind.E2E: "x-slo-e2e-ms"}
+#: llm-d's per-request time-per-output-token objective: on a TTFT-critical task it sets the
+#: secondary bound (:func:`feasible_slos`).
+TPOT_HEADER = "x-slo-tpot-ms"
 #: Deepest nesting of arrays and objects a body may have (OpenAI bodies, tool schemas included,
 #: nest a few levels; anything deeper is refused here, not by whichever parser meets it next).
 MAX_JSON_DEPTH = 64
@@ -184,35 +187,45 @@ def resolve_task(header: str | None, model: str | None, cfg: GatewayConfig,
                     f"models: {', '.join(served)}", param="model")
 
 
-def sla_override(headers: Any, kind: SlaKind, max_ms: float) -> float | None:
-    """Per-request SLA in seconds from ``x-slo-ttft-ms`` / ``x-slo-e2e-ms`` (the one matching
-    the task's SLA kind), or None."""
-    mine = SLO_HEADERS[kind]
-    other = SLO_HEADERS[SlaKind.E2E if kind is SlaKind.TTFT else SlaKind.TTFT]
-    raw = headers.get(mine)
+def _header_ms(headers: Any, name: str, max_ms: float) -> float | None:
+    """A header of milliseconds in ``(0, max_ms]``, in seconds; None when absent; else 400."""
+    raw = headers.get(name)
     if raw is None:
-        if headers.get(other) is not None:
-            raise bad_request(f"this task's SLA is on {kind.value.upper()}: use header {mine}, "
-                              f"not {other}", param=other)
         return None
     try:
         ms = float(raw)
     except ValueError:
-        raise bad_request(f"header {mine} must be a number of milliseconds, got {raw!r:.40}",
-                          param=mine) from None
+        raise bad_request(f"header {name} must be a number of milliseconds, got {raw!r:.40}",
+                          param=name) from None
     if not math.isfinite(ms) or ms <= 0 or ms > max_ms:
-        raise bad_request(f"header {mine} must be in (0, {max_ms:g}] ms, got {raw!r:.40}",
-                          param=mine)
+        raise bad_request(f"header {name} must be in (0, {max_ms:g}] ms, got {raw!r:.40}",
+                          param=name)
     return ms / 1000.0
 
 
+def sla_override(headers: Any, kind: SlaKind, max_ms: float, *,
+                 bound_headers: bool = False) -> float | None:
+    """Per-request SLA in seconds from ``x-slo-ttft-ms`` / ``x-slo-e2e-ms`` (the one matching
+    the task's SLA kind), or None. The header of the other kind is a 400 -- except, with
+    ``bound_headers``, ``x-slo-e2e-ms`` on a TTFT-critical task, which is then its secondary
+    bound (:func:`feasible_slos` reads it)."""
+    mine = SLO_HEADERS[kind]
+    other = SLO_HEADERS[SlaKind.E2E if kind is SlaKind.TTFT else SlaKind.TTFT]
+    if headers.get(mine) is None:
+        if headers.get(other) is not None and not (bound_headers and kind is SlaKind.TTFT):
+            raise bad_request(f"this task's SLA is on {kind.value.upper()}: use header {mine}, "
+                              f"not {other}", param=other)
+        return None
+    return _header_ms(headers, mine, max_ms)
+
+
 def feasible_sla_override(headers: Any, kind: SlaKind, max_ms: float,
-                          plan: TaskPlan) -> float | None:
+                          plan: TaskPlan, *, bound_headers: bool = False) -> float | None:
     """:func:`sla_override`, refused with 400 ``slo_infeasible`` when the asked SLA is below the
     task's critical path on an idle replica (its profiled baselines): such a request would be
     late whatever the load, so it is better told at once, with the least it may ask for, than
     served and counted as a miss that was never possible."""
-    sla = sla_override(headers, kind, max_ms)
+    sla = sla_override(headers, kind, max_ms, bound_headers=bound_headers)
     if sla is None:
         return None
     try:
@@ -226,3 +239,74 @@ def feasible_sla_override(headers: Any, kind: SlaKind, max_ms: float,
             f"lengths); ask for at least {math.ceil(need_ms)} ms or leave the header out",
             param=header, code="slo_infeasible") from None
     return sla
+
+
+@dataclass(frozen=True, slots=True)
+class Slos:
+    """A request's objectives: ``sla_s`` / ``bound_s`` are the per-request overrides (None: the
+    task's own), ``effective_sla_s`` / ``effective_bound_s`` what the request is judged by
+    (``effective_bound_s`` None for a task without a secondary bound)."""
+
+    sla_s: float | None
+    bound_s: float | None
+    effective_sla_s: float
+    effective_bound_s: float | None
+
+
+def feasible_slos(headers: Any, plan: TaskPlan, max_ms: float,
+                  output_tokens: int) -> Slos:
+    """The request's SLA (:func:`feasible_sla_override`) and secondary bound.
+
+    On a TTFT-critical task the secondary E2E bound (the whole task must finish within it) comes
+    from ``x-slo-e2e-ms`` (the bound itself, above the TTFT SLA) or ``x-slo-tpot-ms``
+    (llm-d style: ``TTFT SLA + tpot * (n - 1)`` for the user-facing call's ``n`` =
+    ``output_tokens`` tokens, plus the budget the task's own bound gives the steps after that
+    call: :meth:`~cato.core.slack.TaskPlan.bound_for_tpot`), not both; else the task's own bound
+    (:meth:`~cato.core.slack.TaskPlan.effective_bound_s`). A bound the task cannot meet on an
+    idle replica is a 400 ``slo_infeasible`` with the least it may ask for. On an E2E-critical
+    task (its SLA bounds every node) ``x-slo-tpot-ms`` is a 400."""
+    sla = feasible_sla_override(headers, plan.sla_kind, max_ms, plan, bound_headers=True)
+    s = plan.sla_s if sla is None else sla
+    e2e_h = SLO_HEADERS[SlaKind.E2E]
+    if plan.sla_kind is SlaKind.E2E:
+        if headers.get(TPOT_HEADER) is not None:
+            raise bad_request(f"this task's SLA is on E2E, which already bounds every step: use "
+                              f"header {e2e_h}, not {TPOT_HEADER}", param=TPOT_HEADER)
+        return Slos(sla, None, s, None)
+    e2e = _header_ms(headers, e2e_h, max_ms)
+    tpot = _header_ms(headers, TPOT_HEADER, max_ms)
+    if e2e is not None and tpot is not None:
+        raise bad_request(f"headers {e2e_h} and {TPOT_HEADER} both set this task's secondary "
+                          f"bound: give one", param=TPOT_HEADER)
+    bound: float | None = None
+    need = plan.min_bound_s if plan.min_bound_s is not None else 0.0
+    if e2e is not None:
+        if not e2e > s:
+            raise bad_request(
+                f"header {e2e_h} is this TTFT-critical task's secondary end-to-end bound: it must "
+                f"exceed its TTFT SLA of {s * 1000.0:g} ms, got {e2e * 1000.0:g} ms",
+                param=e2e_h)
+        if need > e2e:
+            raise bad_request(
+                f"header {e2e_h}: {e2e * 1000.0:g} ms is below what task {plan.task!r} takes on "
+                f"an idle replica (its first token, then the rest: {need * 1000.0:.0f} ms at "
+                f"typical lengths); ask for at least {math.ceil(need * 1000.0)} ms or leave "
+                f"the header out", param=e2e_h, code="slo_infeasible")
+        bound = e2e
+    elif tpot is not None:
+        if output_tokens < 2:
+            raise bad_request(f"header {TPOT_HEADER} needs at least 2 output tokens (max_tokens "
+                              f"is {output_tokens}): there is no time between tokens",
+                              param=TPOT_HEADER)
+        bound = plan.bound_for_tpot(tpot, output_tokens, s)
+        if need > bound:   # the bound grows linearly with tpot: solve for the least
+            b0 = plan.bound_for_tpot(0.0, output_tokens, s)
+            per_s = plan.bound_for_tpot(1.0, output_tokens, s) - b0
+            least = (need - b0) / per_s * 1000.0
+            raise bad_request(
+                f"header {TPOT_HEADER}: {tpot * 1000.0:g} ms per token gives task {plan.task!r} "
+                f"a bound of {bound * 1000.0:.0f} ms, below what it takes on an idle replica "
+                f"({need * 1000.0:.0f} ms at typical lengths); ask for at least "
+                f"{math.ceil(least * 1000.0) / 1000.0:g} ms or leave the header out",
+                param=TPOT_HEADER, code="slo_infeasible")
+    return Slos(sla, bound, s, plan.effective_bound_s(s, bound))

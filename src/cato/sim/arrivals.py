@@ -539,6 +539,63 @@ class AzureTrace:
             self.generated_tokens[lo:lo + n].copy(),
         )
 
+    @property
+    def period_s(self) -> float:
+        """The trace looped end to end repeats every ``span + one mean gap`` seconds (so that
+        its last and first arrivals do not coincide at the seam)."""
+        if len(self) < 2:
+            raise ValueError(f"a looped trace needs at least two arrivals, trace has {len(self)}")
+        return self.span_s + 1.0 / self.mean_rate_rps
+
+    def window(self, start_s: float, duration_s: float) -> AzureTrace:
+        """The arrivals in ``[start_s, start_s + duration_s)`` of the trace looped end to end
+        (period :attr:`period_s`; times relative to the trace's first arrival), shifted so that
+        ``start_s`` is 0, with their token counts. ``duration_s`` is capped at one period (no
+        request twice); a window that runs past the end continues at the trace's start."""
+        period = self.period_s
+        start = _non_negative("start_s", start_s) % period
+        dur = min(_positive("duration_s", duration_s), period)
+        rel = self.arrival_s - self.arrival_s[0]
+        end = start + dur
+        first = (rel >= start) & (rel < end)
+        times = [rel[first] - start]
+        idx = [np.flatnonzero(first)]
+        if end > period:
+            wrap = rel < end - period
+            times.append(rel[wrap] + period - start)
+            idx.append(np.flatnonzero(wrap))
+        order = np.concatenate(idx)
+        return AzureTrace(np.concatenate(times), self.context_tokens[order].copy(),
+                          self.generated_tokens[order].copy())
+
+
+#: The golden ratio's fractional part: successive laps of seeds over the trace start at phases
+#: frac(lap * PHI) of a window, all distinct and spread evenly.
+_PHI = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def trace_window_start(seed: int, window_s: float, period_s: float) -> float:
+    """Where seed ``seed``'s window of ``window_s`` seconds starts in a looped trace of period
+    ``period_s`` (all in the same, scaled, seconds), so that seeds get independent arrivals.
+
+    Rule: the trace holds ``m = max(1, floor(period / window))`` disjoint windows; seed ``k``
+    takes window ``k mod m`` of lap ``k // m``, lap ``j`` shifted by ``frac(j * PHI)`` of a
+    window: ``start = ((k mod m) + frac((k // m) * PHI)) * window  (mod period)``. So seeds
+    ``0..m-1`` replay disjoint parts of the trace (seed 0 its beginning, as a run without seeds
+    did), and every seed a different one; seeds beyond ``m`` overlap earlier ones at a shifted
+    phase. When the window is the whole trace (``m = 1``) seeds are rotations of it -- different
+    arrival times, but the same requests: choose a duration of at most ``period / #seeds`` for
+    independent seeds.
+    """
+    win = _positive("window_s", window_s)
+    per = _positive("period_s", period_s)
+    win = min(win, per)
+    m = max(1, math.floor(per / win + 1e-9))
+    k = int(seed)
+    lap, slot = divmod(k, m)
+    phase = (lap * _PHI) % 1.0
+    return ((slot + phase) * win) % per
+
 
 def load_azure_code_trace(path: str | os.PathLike[str] | None = None) -> AzureTrace:
     """Load ``AzureLLMInferenceTrace_code.csv`` (columns TIMESTAMP, ContextTokens, GeneratedTokens).

@@ -122,6 +122,51 @@ def ray_sweep(sc: Scenario) -> dict[str, PolicySpec]:
     return out
 
 
+#: The sweep of CATO's Algorithm 2 for its Pareto front (``cato fronts``): how many replicas
+#: per violation, how many consecutive exceeding windows before scaling up, and the window
+#: length (3 x 2 x 3 = 18 configurations; the paper's defaults, 0.25 / 2 / 10 s, are one of
+#: them). The other parameters keep the policy's values (5 % violating share, 60 s idle timeout;
+#: CATO+'s probe-down after 6 quiet windows): on paper-autoscaled neither the idle timeout
+#: (30-180 s) nor the share (1-15 %) changed a run, while these three do.
+CATO_SWEEP_REPLICAS_PER_VIOLATION: tuple[float, ...] = (0.1, 0.25, 0.5)
+CATO_SWEEP_MAX_EXCEEDED_TIMES: tuple[int, ...] = (1, 2)
+CATO_SWEEP_INTERVAL_S: tuple[float, ...] = (5.0, 10.0, 20.0)
+
+
+def cato_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
+    """``spec`` (a policy scaling with ``cato``) at every point of the CATO sweep above,
+    labelled e.g. ``cato[rpv=0.25,times=2,window=10s]``; the swept parameters override the
+    spec's, the others are kept."""
+    if spec.scaling != "cato":
+        raise ValueError(f"{spec.label!r} does not scale with cato (it uses {spec.scaling!r})")
+    out: dict[str, PolicySpec] = {}
+    for rpv in CATO_SWEEP_REPLICAS_PER_VIOLATION:
+        for times in CATO_SWEEP_MAX_EXCEEDED_TIMES:
+            for window in CATO_SWEEP_INTERVAL_S:
+                label = f"{spec.label}[rpv={rpv:g},times={times},window={window:g}s]"
+                out[label] = replace(spec, label=label, scaling_params={
+                    **spec.scaling_params, "replicas_per_violation": rpv,
+                    "max_exceeded_times": times, "interval_s": window})
+    return out
+
+
+def ray_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
+    """``spec`` (a policy scaling with ``ray`` whose router is not Ray's, e.g. ``llmd+ray``) at
+    every autoscaler point of the Ray-like sweep (target x upscale x downscale delay, 30
+    configurations); the routing parameters stay the spec's."""
+    if spec.scaling != "ray":
+        raise ValueError(f"{spec.label!r} does not scale with ray (it uses {spec.scaling!r})")
+    out: dict[str, PolicySpec] = {}
+    for t in RAY_SWEEP_TARGET_ONGOING:
+        for up in RAY_SWEEP_UPSCALE_DELAY_S:
+            for down in RAY_SWEEP_DOWNSCALE_DELAY_S:
+                label = f"{spec.label}[target={t:g},up={up:g}s,down={down:g}s]"
+                out[label] = replace(spec, label=label, scaling_params={
+                    **spec.scaling_params, "target_ongoing_requests": t,
+                    "upscale_delay_s": up, "downscale_delay_s": down})
+    return out
+
+
 def is_baseline(spec: PolicySpec) -> bool:
     """Whether ``spec`` is a baseline CATO's ratio may be taken against: neither CATO's
     routing or scaling nor a clairvoyant oracle (an upper bound, not a baseline)."""
@@ -176,7 +221,9 @@ class Scenario:
     cold_start_p90_s: float = 90.0
     jitter_sigma: float = 0.0
     sweep: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
-    trace_start_s: float = 0.0     # azure: skip this many (scaled) seconds of the trace
+    trace_start_s: float | None = None
+    """azure: start every seed's window this many (scaled) seconds into the trace; ``None``:
+    each seed its own window (:func:`cato.sim.arrivals.trace_window_start`)."""
 
     def arrivals(self, rate_rps: float, rng: np.random.Generator) -> np.ndarray:
         return ARRIVALS[self.arrival](rate_rps, self.duration_s, rng)
@@ -349,15 +396,24 @@ def with_sla_scale(sc: Scenario, factor: float) -> Scenario:
 
 
 def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArrival]:
-    """The request stream of (scenario, rate, seed): identical for every policy."""
+    """The request stream of (scenario, rate, seed): identical for every policy, independent
+    across seeds. A replayed trace (``azure``) is time-scaled to ``rate_rps`` as a whole; each
+    seed then replays its own window of ``duration_s`` of it (looped end to end;
+    :func:`cato.sim.arrivals.trace_window_start`: disjoint windows for seeds ``0..m-1``), unless
+    ``trace_start_s`` pins one window for every seed."""
     if rate_rps <= 0:
         raise ValueError(f"rate must be > 0 req/s, got {rate_rps}")
     ss = np.random.SeedSequence([seed, int(round(rate_rps * 1000))])
     arr_rng, stream_rng = (np.random.default_rng(s) for s in ss.spawn(2))
     if sc.arrival == "azure":
-        trace = arr.load_azure_code_trace().time_scaled(target_rate_rps=rate_rps,
-                                                         duration_s=sc.duration_s,
-                                                         start_s=sc.trace_start_s)
+        full = arr.load_azure_code_trace()
+        if sc.trace_start_s is not None:   # an explicit start: the same window for every seed
+            trace = full.time_scaled(target_rate_rps=rate_rps, duration_s=sc.duration_s,
+                                     start_s=sc.trace_start_s)
+        else:                              # each seed its own window of the looped trace
+            scaled = full.time_scaled(target_rate_rps=rate_rps)
+            start = arr.trace_window_start(seed, sc.duration_s, scaled.period_s)
+            trace = scaled.window(start, sc.duration_s)
         return build_trace_stream(trace, sc.tasks, stream_rng)
     times = sc.arrivals(rate_rps, arr_rng)
     return build_stream(times, sc.tasks, sc.mix, stream_rng)

@@ -9,7 +9,10 @@ after its drawn cost; an LLM node becomes an :class:`~cato.core.calls.LlmCall` w
 from the task's slack plan and is submitted to the dispatcher, whose :class:`Dispatch` actions
 the simulator performs on engines. Engine events (first token, finished) go back to the
 dispatcher and advance the task's DAG. When every node is done the task's
-:class:`~cato.core.records.RequestRecord` is written.
+:class:`~cato.core.records.RequestRecord` is written, with ``feasible`` judged at arrival
+(:mod:`cato.core.feasibility`: the request's isolated latency along its DAG, by the
+deployments' latency model, meets its SLA), and, for a task with a secondary E2E bound (a
+TTFT-critical task), ``met_secondary``: whether its last node ended within the bound.
 
 Randomness: the request stream is drawn before the run (common random numbers); the simulator's
 own draws (cold starts, router sampling, engine jitter) come from children of one
@@ -30,6 +33,7 @@ from cato.core.calls import LlmCall
 from cato.core.coefficients import ReplicaCoefficients
 from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.estimator import LatencyEstimator
+from cato.core.feasibility import feasible_in_isolation
 from cato.core.records import RequestRecord
 from cato.core.routing import make_routing_policy
 from cato.core.scaling import apply_bounds, make_scaling_policy
@@ -96,6 +100,8 @@ class ScaleEvent:
 class SimResult:
     records: list[RequestRecord]
     duration_s: float
+    """The stream's arrival span (first to last arrival): the goodput denominator, the same for
+    every policy run on the stream (:mod:`cato.core.metrics`), never the last completion."""
     busy_replica_s: float
     provisioned_replica_s: float
     replicas_over_time: list[tuple[float, int]]
@@ -111,9 +117,10 @@ _ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE = range(5)
 
 class _TaskRun:
     __slots__ = ("arrival", "task", "pending_deps", "remaining", "offsets", "first_token_s",
-                 "last_s", "replica", "sla_s", "failed")
+                 "last_s", "replica", "sla_s", "failed", "feasible", "bound_s")
 
-    def __init__(self, arrival: TaskArrival, task: TaskType, offsets: Mapping[str, float]) -> None:
+    def __init__(self, arrival: TaskArrival, task: TaskType, offsets: Mapping[str, float],
+                 feasible: bool) -> None:
         self.arrival = arrival
         self.task = task
         self.pending_deps = {n.name: len(n.deps) for n in task.nodes}
@@ -124,6 +131,8 @@ class _TaskRun:
         self.replica: str | None = None
         self.sla_s = task.sla_s
         self.failed = False
+        self.feasible = feasible
+        self.bound_s = task.e2e_bound_s
 
 
 class Simulator:
@@ -139,6 +148,7 @@ class Simulator:
         self._cold_rng = np.random.default_rng(cold_ss)
         self._jitter_ss = jitter_ss
         coeffs = {d.model: d.coeffs for d in config.deployments}
+        self._coeffs = coeffs
         self.estimator = LatencyEstimator(coeffs, learning_rate=0.05 if config.learn else 0.0)
         policy = make_routing_policy(config.routing, self.estimator,
                                      np.random.default_rng(router_ss), **config.routing_params)
@@ -261,7 +271,10 @@ class Simulator:
     # ---- tasks -----------------------------------------------------------------------------------
     def _start_task(self, arrival: TaskArrival) -> None:
         task = self.cfg.tasks[arrival.task]
-        run = _TaskRun(arrival, task, self._offsets[arrival.task])
+        feasible = feasible_in_isolation(task, arrival.lengths, self._coeffs,
+                                         tool_costs_s=arrival.tool_costs_s,
+                                         skipped=arrival.skipped)
+        run = _TaskRun(arrival, task, self._offsets[arrival.task], feasible)
         self._runs[id(run)] = run
         for n in task.nodes:
             if not n.deps:
@@ -320,11 +333,16 @@ class Simulator:
                 met = run.last_s is not None and run.last_s - a.arrival_s <= run.sla_s
         else:
             met = False
+        met2: bool | None = None
+        if run.bound_s is not None:
+            met2 = (status == "ok" and run.last_s is not None
+                    and run.last_s - a.arrival_s <= run.bound_s)
         self._records.append(RequestRecord(
             id=a.id, task=a.task, policy=self.cfg.policy_label(), arrival_s=a.arrival_s,
             first_token_s=run.first_token_s, last_token_s=run.last_s if status == "ok" else None,
             n_in=int(n_in), n_out=int(n_out), sla_kind=run.task.sla_kind.value, sla_s=run.sla_s,
             status=status, met=bool(met), replica=run.replica,  # type: ignore[arg-type]
+            feasible=run.feasible, e2e_bound_s=run.bound_s, met_secondary=met2,
         ))
 
     # ---- scaling ---------------------------------------------------------------------------------
