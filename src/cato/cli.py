@@ -356,6 +356,194 @@ def _capacity_plots(doc: dict[str, Any], out: Path) -> None:
             console.print(f"wrote {p}")
 
 
+def _levels(text: str) -> list[float]:
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        _fail(f"--levels must be comma-separated attainments in (0, 1], got {text!r}")
+    if not vals or any(not 0.0 < v <= 1.0 for v in vals):
+        _fail(f"--levels must be attainments in (0, 1], got {text!r}")
+    return sorted(set(vals))
+
+
+@app.command()
+def fronts(
+    scenario: str = typer.Option("paper-autoscaled", "--scenario", "-s", help="An autoscaled scenario (see `cato scenarios`)."),
+    rate: Optional[str] = typer.Option(None, "--rate", help="Comma-separated rates in req/s (default: the scenario's highest rate)."),
+    seeds: int = typer.Option(5, help="Number of seeds (seed, seed+1, ...); at least 5 unless --quick."),
+    seed: int = typer.Option(0, help="First seed."),
+    families: Optional[str] = typer.Option(None, help="Comma-separated scaler families (default: cato,cato-plus,ray; also e.g. pow2+cato, llmd+ray)."),
+    full: bool = typer.Option(False, "--full", help="The whole 210-configuration Ray-like sweep (default: max_ongoing in {4, 16, unbounded, engine concurrency})."),
+    duration: Optional[float] = typer.Option(None, help="Override the scenario's duration (s), for quick looks."),
+    levels: str = typer.Option("0.85,0.9,0.95", help="Attainment levels at which cost ratios are read off the fronts."),
+    resamples: int = typer.Option(1000, help="Bootstrap resamples of the seeds."),
+    quick: bool = typer.Option(False, "--quick", help="Allow fewer than 5 seeds (at least 2): not for reported figures."),
+    json_path: Optional[Path] = typer.Option(None, "--json", help="Write every point, the fronts and the comparison as JSON."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write attainment vs replica-seconds per met request PNGs into this folder."),
+    from_json: Optional[Path] = typer.Option(None, "--from-json", help="Re-read a saved --json document and recompute fronts, intervals and ratios (e.g. at other --levels) without simulating; --scenario, --rate, --seeds, --families and the grid options are then ignored."),
+    ray_grid: Optional[str] = typer.Option(None, "--ray-grid", help="Measure only part of the Ray-like sweep, e.g. 'max_ongoing=32,unbounded;target=4,8,16;up=10,30;down=120,600' (values from the protocol's sweep)."),
+    limit_configs: Optional[int] = typer.Option(None, "--limit-configs", hidden=True, help="Keep the first N swept configurations per family (tests)."),
+) -> None:
+    """Autoscaling as Pareto fronts: SLA attainment against replica-seconds per met request over
+    each scaler's parameter sweep, and where CATO's front dominates the best baseline's."""
+    import time
+    from dataclasses import replace
+
+    from rich.markup import escape
+    from rich.progress import TimeRemainingColumn
+
+    from cato.sim.pareto import (
+        DEFAULT_FAMILIES, count_runs, family_grid, measure_fronts, parse_ray_grid, reanalyse,
+        report_json,
+    )
+    from cato.sim.scenarios import scenario as get_scenario
+
+    if resamples < 10:
+        _fail(f"--resamples must be >= 10, got {resamples}")
+    level_list = _levels(levels)
+    if from_json is not None:
+        try:
+            saved = json.loads(from_json.read_text())
+            rep0 = reanalyse(saved, levels=level_list, num_resamples=resamples)
+        except (OSError, json.JSONDecodeError, ValueError) as exc:
+            _fail(f"--from-json {str(from_json)!r}: {exc}")
+        _fronts_output(report_json(rep0, grids=saved.get("grids")), json_path, plots_dir)
+        return
+    try:
+        sc = get_scenario(scenario)
+    except ValueError as exc:
+        _fail(str(exc))
+    min_seeds = 2 if quick else 5
+    if seeds < min_seeds:
+        _fail(f"--seeds must be >= {min_seeds}" + ("" if quick else " (the protocol's minimum "
+              "for comparisons; --quick allows 2)") + f", got {seeds}")
+    if duration is not None:
+        if duration <= 0:
+            _fail(f"--duration must be > 0, got {duration}")
+        sc = replace(sc, duration_s=duration)
+    if limit_configs is not None and limit_configs < 1:
+        _fail(f"--limit-configs must be >= 1, got {limit_configs}")
+    rate_list = _floats(rate, "--rate") if rate else [max(sc.rates_rps)]
+    names = [f.strip() for f in families.split(",") if f.strip()] if families \
+        else list(DEFAULT_FAMILIES)
+    if not names:
+        _fail(f"--families names no family, got {families!r}")
+    try:
+        rgrid = parse_ray_grid(ray_grid) if ray_grid else None
+        fams = [family_grid(sc, n, full=full, limit=limit_configs, ray_grid=rgrid)
+                for n in dict.fromkeys(names)]
+    except ValueError as exc:
+        _fail(f"--ray-grid: {exc}" if ray_grid and "ray grid" in str(exc) else str(exc))
+    if not any(f.baseline for f in fams):
+        _fail(f"--families {','.join(names)!r} has no baseline family to compare with (add ray "
+              f"or another *+ray family)")
+    seed_list = list(range(seed, seed + seeds))
+    total = count_runs(fams, len(seed_list), len(rate_list))
+    err.print(f"{sc.name}: {', '.join(f'{f.name} ({len(f.specs)})' for f in fams)} "
+              f"configurations; rates {', '.join(f'{r:g}' for r in rate_list)} req/s; seeds "
+              f"{seed_list}; {sc.duration_s:g} s runs: {total} simulations")
+    prog = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=err, transient=False)
+    with prog:
+        task = prog.add_task("simulating", total=total)
+        done, t0 = [0], time.perf_counter()
+
+        def on_run(label: str, r: float, s: int) -> None:
+            prog.update(task, description=escape(f"{label} @ {r:g} req/s, seed {s}"))
+            prog.advance(task)
+            done[0] += 1
+            if not err.is_terminal and done[0] % max(1, total // 20) == 0:
+                el = time.perf_counter() - t0   # no live bar off a terminal: a line per 5 %
+                err.print(f"started run {done[0]}/{total} after {el:.0f} s (about "
+                          f"{el / done[0] * (total - done[0]):.0f} s to go)")
+
+        try:
+            rep = measure_fronts(sc, fams, seed_list, rate_list, levels=level_list,
+                                 num_resamples=resamples, min_seeds=min_seeds, on_run=on_run)
+        except (ValueError, FileNotFoundError) as exc:
+            _fail(str(exc))
+        prog.update(task, description=f"{rep.num_runs} runs")
+    _fronts_output(report_json(rep, full=full, ray_grid=rgrid), json_path, plots_dir)
+
+
+def _fronts_output(doc: dict[str, Any], json_path: Optional[Path],
+                   plots_dir: Optional[Path]) -> None:
+    _fronts_tables(doc)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(doc, indent=1))
+        console.print(f"wrote {json_path}")
+    if plots_dir is not None:
+        from cato.report import plots
+
+        for r in doc["rates"]:
+            p = plots.plot_pareto_fronts(
+                r["points"], r["fronts"], r["best_baseline_front"],
+                plots_dir / f"{doc['scenario']}_fronts_{r['rate_rps']:g}.png",
+                title=f"{doc['scenario']} @ {r['rate_rps']:g} req/s: attainment vs cost "
+                      f"({len(doc['seeds'])} seeds, {doc['duration_s']:g} s)")
+            console.print(f"wrote {p}")
+
+
+def _ci(x: Any, fmt: str = ".3f") -> str:
+    return "-" if not x or x[0] is None else f"{x[0]:{fmt}}-{x[1]:{fmt}}"
+
+
+def _fronts_tables(doc: dict[str, Any]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    for r in doc["rates"]:
+        t = Table(title=f"{doc['scenario']} @ {r['rate_rps']:g} req/s: Pareto fronts "
+                        f"({len(doc['seeds'])} seeds; 95 % bootstrap intervals)")
+        for col in ("family", "configuration on the front", "attainment", "95 % CI",
+                    "replica-s / met", "95 % CI", "best baseline front"):
+            t.add_column(col)
+        pts = [p for p in r["points"] if p["on_family_front"]]
+        groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for p in pts:       # configurations with identical per-seed results: one row
+            groups.setdefault((p["family"], json.dumps(p["per_seed"])), []).append(p)
+        for same in sorted(groups.values(), key=lambda g: (g[0]["family"],
+                                                          g[0]["attainment"] or 0.0)):
+            p = same[0]
+            named = [n for q in same for n in q["named"] if n != q["label"]]
+            name = p["label"] + (f" (= {', '.join(named)})" if named else "") \
+                + (f" (+{len(same) - 1} with identical runs)" if len(same) > 1 else "")
+            cost = p["replica_s_per_met"]
+            t.add_row(escape(p["family"]), escape(name), f"{p['attainment']:.3f}",
+                      _ci(p["attainment_ci"]), "-" if cost is None else f"{cost:.3f}",
+                      _ci(p["replica_s_per_met_ci"]),
+                      "yes" if p["on_best_baseline_front"] else "")
+        console.print(t)
+        for fam, c in r["comparisons"].items():
+            n_dom = len(c["baseline_front_points_dominated"])
+            n_all = n_dom + len(c["baseline_front_points_not_dominated"])
+            console.print(escape(
+                f"{fam}: its points match or beat {n_dom} of the {n_all} points of the best "
+                f"baseline front" + (" (its front dominates)" if c["dominates_best_baseline_front"]
+                                     else "; not dominated: "
+                                     + ", ".join(c["baseline_front_points_not_dominated"]))))
+            for g in c["ranges"]:
+                console.print(f"  attainment {g['from_attainment']:.3f}-{g['to_attainment']:.3f}:"
+                              f" {g['verdict']}")
+            for q in c["cost_ratio_at"]:
+                at = (f"{q['attainment']:.3f} (the best baseline's highest)"
+                      if q["at_best_baseline_top"] else f"{q['attainment']:g}")
+                if q["ratio"] is None:
+                    why = ("neither front reaches it" if q["family_cost"] is None
+                           and q["baseline_cost"] is None else "the baseline front does not "
+                           "reach it" if q["baseline_cost"] is None else f"{fam}'s front does "
+                           "not reach it")
+                    console.print(f"  at attainment {at}: no ratio ({why})")
+                    continue
+                ci = (f"95 % CI {_ci(q['ci'])}" if q["ci"] else
+                      f"no interval: computable in {q['computable_fraction']:.0%} of resamples")
+                console.print(escape(
+                    f"  at attainment {at}: cost ratio {q['ratio']:.3f} ({ci}); "
+                    f"{fam} {q['family_cost']:.3f} vs baseline {q['baseline_cost']:.3f} "
+                    f"replica-s/met; goal <= 0.8: {q['goal_verdict']}"))
+
+
 @app.command("policies")
 def list_policies() -> None:
     """List routing and scaling policies."""

@@ -21,6 +21,7 @@ __all__ = [
     "plot_capacity_curves",
     "plot_goodput_vs_rate",
     "plot_p95_per_task",
+    "plot_pareto_fronts",
     "plot_replicas_over_time",
 ]
 
@@ -257,4 +258,74 @@ def plot_capacity_curves(
         top = ax.secondary_xaxis("top", functions=(lambda x: x / k, lambda f: f * k))
         top.set_xlabel("fraction of the knee")
     ax.legend(fontsize=7, loc="lower left")
+    return _save(fig, path)
+
+
+def plot_pareto_fronts(
+    points: Sequence[Mapping[str, Any]],
+    fronts: Mapping[str, Sequence[Mapping[str, Any]]],
+    best_baseline_front: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    title: str,
+) -> Path:
+    """Attainment (y) against replica-seconds per met request (x) over scaler sweeps.
+
+    ``points``: every configuration (``family``, ``attainment``, ``replica_s_per_met``, optional
+    ``attainment_ci`` / ``replica_s_per_met_ci`` pairs and ``named``), drawn faint per family;
+    ``fronts``: each family's front (``attainment``, ``replica_s_per_met``), drawn as a line
+    with the front points' intervals as error bars; ``best_baseline_front`` drawn as a thick
+    dashed black line. Scenario-named configurations are ringed and labelled. The
+    ``points``/``fronts``/``best_baseline_front`` of ``cato fronts --json``."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    fams = sorted({str(p["family"]) for p in points} | set(fronts))
+    colors = {f: f"C{i % 10}" for i, f in enumerate(fams)}
+
+    def ok(p: Mapping[str, Any]) -> bool:
+        return p.get("attainment") is not None and p.get("replica_s_per_met") is not None
+
+    for fam in fams:
+        pts = [p for p in points if p["family"] == fam and ok(p)]
+        ax.scatter([p["replica_s_per_met"] for p in pts], [p["attainment"] for p in pts],
+                   s=12, alpha=0.25, color=colors[fam], linewidths=0)
+        fr = sorted((p for p in fronts.get(fam, ()) if ok(p)), key=lambda p: p["attainment"])
+        if fr:
+            ax.plot([p["replica_s_per_met"] for p in fr], [p["attainment"] for p in fr],
+                    marker="o", markersize=4, color=colors[fam], label=f"{fam} front")
+        labels_on_front = {p.get("label") for p in fr}
+        for p in pts:
+            if p.get("label") in labels_on_front and p.get("attainment_ci") \
+                    and p.get("replica_s_per_met_ci") and None not in p["attainment_ci"] \
+                    and None not in p["replica_s_per_met_ci"]:
+                x, y = float(p["replica_s_per_met"]), float(p["attainment"])
+                (xl, xh), (yl, yh) = p["replica_s_per_met_ci"], p["attainment_ci"]
+                ax.errorbar([x], [y], xerr=[[max(0.0, x - xl)], [max(0.0, xh - x)]],
+                            yerr=[[max(0.0, y - yl)], [max(0.0, yh - y)]], fmt="none",
+                            ecolor=colors[fam], alpha=0.5, capsize=2, linewidth=0.8)
+            if p.get("named"):
+                ax.scatter([p["replica_s_per_met"]], [p["attainment"]], s=70,
+                           facecolors="none", edgecolors=colors[fam], linewidths=1.2)
+                ax.annotate(", ".join(p["named"]), (p["replica_s_per_met"], p["attainment"]),
+                            textcoords="offset points", xytext=(5, -9), fontsize=7,
+                            color=colors[fam])
+    bf = sorted((p for p in best_baseline_front if ok(p)), key=lambda p: p["attainment"])
+    if bf:
+        ax.plot([p["replica_s_per_met"] for p in bf], [p["attainment"] for p in bf],
+                color="black", linestyle="--", linewidth=2.2, alpha=0.8, marker="s",
+                markersize=7, markerfacecolor="none", label="best baseline front")
+    # keep every front and named point in view; far-off dominated points may fall outside
+    shown = [float(p["replica_s_per_met"]) for fr in fronts.values() for p in fr if ok(p)]
+    shown += [float(p["replica_s_per_met"]) for p in points if ok(p) and p.get("named")]
+    everything = [float(p["replica_s_per_met"]) for p in points if ok(p)]
+    if shown and everything:
+        hi = min(max(everything), 2.0 * max(shown))
+        lo = min(min(everything), 0.9 * min(shown))
+        pad = 0.03 * max(hi - lo, 1e-9)
+        ax.set_xlim(max(0.0, lo - pad), hi + pad)
+    ax.set_xlabel("provisioned replica-seconds per met request (lower is better)")
+    ax.set_ylabel("SLA attainment (mean over seeds; higher is better)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return _save(fig, path)
