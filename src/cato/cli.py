@@ -934,8 +934,9 @@ def bench_compare_cmd(
     autoscale: bool = typer.Option(False, help="Each system autoscales within the "
                                                "scenario's bounds."),
     scaling: Optional[str] = typer.Option(None, help="Algorithm 2 parameters as JSON."),
-    trace_start: float = typer.Option(0.0, help="azure: skip this many (scaled) seconds of the "
-                                                "trace's start."),
+    trace_start: Optional[float] = typer.Option(
+        None, help="azure: every seed replays the window starting this many (scaled) seconds "
+                   "into the trace (default: each seed its own window)."),
     out: Path = typer.Option(Path("out/compare"), help="Directory for runs and the report."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:

@@ -196,6 +196,8 @@ def test_azure_seeds_replay_different_windows_of_the_trace() -> None:
     assert [r.arrival_s for r in live] == t1
     pinned = [times(k, trace_start_s=240.0) for k in (0, 1)]
     assert pinned[0] == pinned[1] != t0
+    at_zero = [times(k, trace_start_s=0.0) for k in (0, 1)]   # 0 pins too (seed 0's window)
+    assert at_zero[0] == at_zero[1] == t0
 
 
 def test_live_requests_carry_their_feasibility() -> None:

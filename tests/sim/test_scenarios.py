@@ -100,3 +100,16 @@ def test_every_scenario_builds() -> None:
             continue
         stream = build_stream_for(replace(sc, duration_s=5.0), sc.rates_rps[0], 0)
         assert all(a.task in sc.tasks for a in stream)
+
+
+def test_sla_scale_scales_the_secondary_bound_too() -> None:
+    from cato.sim.scenarios import with_sla_scale
+    sc = scenario("paper")
+    scaled = with_sla_scale(sc, 8.0)
+    for name, t in sc.tasks.items():
+        s = scaled.tasks[name]
+        assert s.sla_s == pytest.approx(8.0 * t.sla_s)
+        if t.e2e_bound_s is None:
+            assert s.e2e_bound_s is None
+        else:
+            assert s.e2e_bound_s == pytest.approx(8.0 * t.e2e_bound_s) and s.e2e_bound_s > s.sla_s

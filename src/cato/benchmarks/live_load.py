@@ -11,7 +11,7 @@ The measuring instrument for comparing CATO with Ray Serve and round robin on th
   Only single-step tasks (one LLM node) are sent; ``sla_scale`` multiplies every SLA (engines
   slowed D times -> SLAs x D). A replayed trace gives each seed its own window of the trace
   (:func:`cato.sim.scenarios.build_stream_for`), so seeds are independent live too;
-  ``trace_start_s`` > 0 pins one window for every seed.
+  a given ``trace_start_s`` (0 included) pins one window for every seed.
 * **Feasibility**: each request is marked feasible in isolation (:mod:`cato.core.feasibility`)
   by the scenario's latency model for its model, slowed ``sla_scale`` times like the SLAs, at
   the prompt's counted tokens and ``max_tokens``; with ``model`` (another endpoint's model) the
@@ -164,11 +164,11 @@ def live_scenario(scenario: str, *, duration_s: float | None = None, arrival: st
                   cv: float = 4.0, mix: str | Mapping[str, float] | None = None,
                   sla_scale: float = 1.0, trace_start_s: float | None = None) -> Scenario:
     """The named scenario with the overrides applied; ValueError naming a bad value.
-    ``trace_start_s`` > 0 starts a replayed trace's window that many (scaled) seconds in, for
-    every seed; ``None`` or 0 (the CLI's default) keep one window per seed (seed 0's starts at
-    the trace's beginning)."""
+    ``trace_start_s`` (0 included) starts a replayed trace's window that many (scaled) seconds
+    in, for every seed; ``None`` (the CLI's default) keeps one window per seed (seed 0's starts
+    at the trace's beginning)."""
     sc = get_scenario(scenario)
-    if trace_start_s:
+    if trace_start_s is not None:
         if not (math.isfinite(trace_start_s) and trace_start_s >= 0):
             raise ValueError(f"trace start must be >= 0 s, got {trace_start_s!r}")
         sc = replace(sc, trace_start_s=float(trace_start_s))

@@ -388,10 +388,11 @@ def scenario(name: str) -> Scenario:
 
 
 def with_sla_scale(sc: Scenario, factor: float) -> Scenario:
-    """The scenario with every task's SLA multiplied by ``factor`` (the protocol's SLA sweep)."""
+    """The scenario with every task's SLA and secondary bound multiplied by ``factor`` (the
+    protocol's SLA sweep)."""
     if not factor > 0:
         raise ValueError(f"SLA scale must be > 0, got {factor}")
-    tasks = {k: replace(t, sla_s=t.sla_s * factor) for k, t in sc.tasks.items()}
+    tasks = {k: t.scaled(factor) for k, t in sc.tasks.items()}
     return replace(sc, name=f"{sc.name}@sla{factor:g}", tasks=tasks)
 
 
