@@ -246,6 +246,14 @@ def test_bad_bound_headers_get_a_400_naming_them(headers: dict[str, str], task: 
         feasible_slos({param: f"{least:g}"}, _plan(task), 3_600_000, 20)   # that much is fine
 
 
+@pytest.mark.parametrize("tpot", ["5e-324", "1e-300"])
+def test_a_vanishing_tpot_is_a_400_not_a_500(tpot: str) -> None:
+    """Found by the fuzz: a TPOT so small that the bound is not above the TTFT SLA."""
+    e = _err({TPOT_HEADER: tpot}, "completion")
+    assert e.status == 400 and e.param == TPOT_HEADER and e.code == "slo_infeasible", e.message
+    assert "no time after its first token" in e.message
+
+
 def test_tpot_needs_two_tokens_and_rayserve_parsing_is_unchanged() -> None:
     e = _err({TPOT_HEADER: "20"}, "completion", n=1)
     assert "2 output tokens" in e.message

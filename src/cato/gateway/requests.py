@@ -299,6 +299,11 @@ def feasible_slos(headers: Any, plan: TaskPlan, max_ms: float,
                               f"is {output_tokens}): there is no time between tokens",
                               param=TPOT_HEADER)
         bound = plan.bound_for_tpot(tpot, output_tokens, s)
+        if not bound > s:   # e.g. 5e-324 ms: no room after the first token at all
+            raise bad_request(
+                f"header {TPOT_HEADER}: {tpot * 1000.0:g} ms per token leaves task {plan.task!r} "
+                f"no time after its first token (a bound of {bound * 1000.0:g} ms, not above its "
+                f"TTFT SLA of {s * 1000.0:g} ms)", param=TPOT_HEADER, code="slo_infeasible")
         if need > bound:   # the bound grows linearly with tpot: solve for the least
             b0 = plan.bound_for_tpot(0.0, output_tokens, s)
             per_s = plan.bound_for_tpot(1.0, output_tokens, s) - b0
