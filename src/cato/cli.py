@@ -213,13 +213,14 @@ def _plots(name: str, rows: list[dict[str, Any]], results: dict[str, Any], out: 
         console.print(f"wrote {p}")
 
 
-def _targets(text: str) -> list[float]:
+def _attainments(text: str, option: str) -> list[float]:
+    """Comma-separated attainments in (0, 1] (``--targets``, ``--levels``), sorted, unique."""
     try:
         vals = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        _fail(f"--targets must be comma-separated attainments in (0, 1], got {text!r}")
+        _fail(f"{option} must be comma-separated attainments in (0, 1], got {text!r}")
     if not vals or any(not 0.0 < v <= 1.0 for v in vals):
-        _fail(f"--targets must be attainments in (0, 1], got {text!r}")
+        _fail(f"{option} must be attainments in (0, 1], got {text!r}")
     return sorted(set(vals))
 
 
@@ -255,7 +256,7 @@ def capacity(
         if duration <= 0:
             _fail(f"--duration must be > 0, got {duration}")
         sc = replace(sc, duration_s=duration)
-    target_list = _targets(targets)
+    target_list = _attainments(targets, "--targets")
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies \
         else [*sc.policies, RAY_SWEEP]
     try:
@@ -356,16 +357,6 @@ def _capacity_plots(doc: dict[str, Any], out: Path) -> None:
             console.print(f"wrote {p}")
 
 
-def _levels(text: str) -> list[float]:
-    try:
-        vals = [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        _fail(f"--levels must be comma-separated attainments in (0, 1], got {text!r}")
-    if not vals or any(not 0.0 < v <= 1.0 for v in vals):
-        _fail(f"--levels must be attainments in (0, 1], got {text!r}")
-    return sorted(set(vals))
-
-
 @app.command()
 def fronts(
     scenario: str = typer.Option("paper-autoscaled", "--scenario", "-s", help="An autoscaled scenario (see `cato scenarios`)."),
@@ -400,7 +391,7 @@ def fronts(
 
     if resamples < 10:
         _fail(f"--resamples must be >= 10, got {resamples}")
-    level_list = _levels(levels)
+    level_list = _attainments(levels, "--levels")
     if from_json is not None:
         try:
             saved = json.loads(from_json.read_text())

@@ -16,7 +16,8 @@ import yaml
 
 from conftest import SMALL_INDEX_ROOT, launch_gateway  # type: ignore[import-not-found]
 from cato.exits import EngineExited, describe_exit, last_lines
-from cato.gateway.launcher import emulated_engine_argv, free_port, start_process, wait_ready
+from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
+                                   start_process, wait_ready)
 
 CRASH_LINE = "injected fault 'crash': segmentation fault"
 
@@ -55,11 +56,16 @@ def test_launcher_names_a_process_killed_by_sigsegv(tmp_path: Path) -> None:
     assert info.value.returncode == -int(signal.SIGSEGV)
 
 
-def test_emulated_engine_crash_fault_is_a_real_sigsegv(tmp_path: Path) -> None:
+def _crashing_engine(tmp_path: Path) -> EngineProcess:
+    """An emulated engine whose every generation request kills it with SIGSEGV."""
     port = free_port()
-    engine = start_process(emulated_engine_argv(port, model="m", preset="a100-llama7b",
-                                                time_dilation=1.0, seed=0, faults=("crash",)),
-                           f"http://127.0.0.1:{port}", log_path=tmp_path / "e.log", model="m")
+    return start_process(emulated_engine_argv(port, model="m", preset="a100-llama7b",
+                                              time_dilation=1.0, seed=0, faults=("crash",)),
+                         f"http://127.0.0.1:{port}", log_path=tmp_path / "e.log", model="m")
+
+
+def test_emulated_engine_crash_fault_is_a_real_sigsegv(tmp_path: Path) -> None:
+    engine = _crashing_engine(tmp_path)
     try:
         wait_ready([engine])
         with pytest.raises(httpx.HTTPError):
@@ -130,10 +136,7 @@ def test_a_call_on_a_crashed_engine_names_the_crash(tmp_path: Path) -> None:
 def test_harness_names_an_engine_it_started_that_crashed(tmp_path: Path) -> None:
     """An engine the test started (not the gateway) crashes during the gateway's start-up
     profile: launch_gateway raises that engine's exit, not the gateway's symptom."""
-    port = free_port()
-    engine = start_process(emulated_engine_argv(port, model="m", preset="a100-llama7b",
-                                                time_dilation=1.0, seed=0, faults=("crash",)),
-                           f"http://127.0.0.1:{port}", log_path=tmp_path / "e.log", model="m")
+    engine = _crashing_engine(tmp_path)
     try:
         wait_ready([engine])
         config = {"models": [{"name": "m", "coefficients": "a100-llama7b",

@@ -1,0 +1,58 @@
+"""Markdown tables of `cato capacity` JSON files: per scenario and target, the best tuned
+baseline (its configuration), its SLO capacity, and CATO's, CATO+'s and the oracle's capacity
+ratios to it with their bootstrap 95 % intervals.
+
+    .venv/bin/python benchmarks/capacity_table.py docs/results/capacity/*.json
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def _config(cfg: dict[str, Any]) -> str:
+    parts = [cfg.get("routing", "?")]
+    params = {**cfg.get("routing_params", {}), **cfg.get("scaling_params", {})}
+    if params:
+        parts.append(", ".join(f"{k}={v}" for k, v in sorted(params.items())))
+    return " ".join(parts)
+
+
+def _ratio(r: dict[str, float] | None) -> str:
+    if r is None:
+        return "—"
+    return f"{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+def rows(path: Path) -> list[str]:
+    data = json.loads(path.read_text())
+    caps = {(r["policy"], r["target"]): r for r in data["results"]}
+    out = []
+    for best in data["best_tuned_baseline"]:
+        t = best["target"]
+        ratios = best.get("ratios", {})
+        cato, plus = caps.get(("cato", t)), caps.get(("cato-plus", t))
+        cap = (lambda r: f"{r['slo_capacity_rps']:.3g}" if r else "—")
+        out.append(
+            f"| {best['scenario']} | {t:g} | {best['policy']} ({_config(best['config'])}) | "
+            f"{best['slo_capacity_rps']:.3g} [{best['ci_low_rps']:.3g}, "
+            f"{best['ci_high_rps']:.3g}] | {cap(cato)} | {cap(plus)} | "
+            f"**{_ratio(ratios.get('cato'))}** | **{_ratio(ratios.get('cato-plus'))}** | "
+            f"{_ratio(ratios.get('oracle'))} |")
+    return out
+
+
+def main(paths: list[str]) -> None:
+    print("| scenario | target | best tuned baseline (config) | its capacity (req/s) [95 % CI] "
+          "| CATO | CATO+ | CATO / best [95 % CI] | CATO+ / best | oracle / best |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for p in paths:
+        for line in rows(Path(p)):
+            print(line)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
