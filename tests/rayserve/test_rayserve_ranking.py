@@ -173,9 +173,7 @@ def test_unknown_default_task_is_rejected() -> None:
 
 def test_time_scale_slows_the_estimates() -> None:
     call_info = RequestInfo(task="completion")
-    # SLAs scaled with the engines, as a deployment of 4x slower engines does (the default
-    # generation pipeline would not fit its 10 s secondary bound otherwise)
-    fast, slow = ranker(), ranker(time_scale=4.0, sla_scale=4.0)
+    fast, slow = ranker(), ranker(time_scale=4.0)
     c1 = fast.make_call(call_info, arrival_s=NOW, now_s=NOW)
     c2 = slow.make_call(call_info, arrival_s=NOW, now_s=NOW)
     e1 = fast.estimate(c1, ReplicaLoad("A", NOW, 8), NOW).ttft_s

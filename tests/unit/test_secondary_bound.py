@@ -261,3 +261,22 @@ def test_tpot_needs_two_tokens_and_rayserve_parsing_is_unchanged() -> None:
         sla_override({"x-slo-e2e-ms": "5000"}, SlaKind.TTFT, 3_600_000)
     assert sla_override({"x-slo-e2e-ms": "5000"}, SlaKind.TTFT, 3_600_000,
                         bound_headers=True) is None
+
+
+def test_the_gateway_fits_a_default_bound_its_engines_cannot_meet() -> None:
+    """Engines 4x slower than the A100 model: the default 10 s bound of the generation
+    pipeline does not fit; the planner widens it to what the task takes (and says so) instead
+    of refusing to start, while an SLA the engines cannot meet still stops it."""
+    from cato.core.coefficients import A100_LLAMA7B, slowed
+    from cato.gateway.planner import Planner
+    models = {t: "m" for t in ("completion", "generation", "summarization", "translation")}
+    slow = Planner(models, {"m": slowed(A100_LLAMA7B, 4.0)})
+    gen = slow.pipelines["generation"]
+    assert gen.task.e2e_bound_s is not None and gen.task.e2e_bound_s > 10.0
+    assert gen.plan.min_bound_s is not None and gen.task.e2e_bound_s >= gen.plan.min_bound_s
+    assert any("'generation'" in w and "secondary E2E bound" in w for w in slow.warnings)
+    assert slow.direct["generation"].task.e2e_bound_s == pytest.approx(10.0)  # it fits there
+    fast = Planner(models, {"m": A100_LLAMA7B})
+    assert fast.warnings == [] and fast.pipelines["generation"].task.e2e_bound_s == 10.0
+    with pytest.raises(InfeasibleSlaError, match="sla_scale"):
+        Planner(models, {"m": slowed(A100_LLAMA7B, 40.0)})

@@ -379,6 +379,8 @@ class Gateway:
         task_models = {t: self.config.model_for(t) for t in
                        ("completion", "generation", "summarization", "translation")}
         self.planner = Planner(task_models, coeffs, profile, sla_scale=self.config.sla_scale)
+        for w in self.planner.warnings:
+            log.warning("%s", w)
 
     async def aclose(self) -> None:
         self.ready = False

@@ -15,7 +15,7 @@ protocol's multi-step variants, retrieve -> LLM and LLM -> validate -> repair).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Mapping
 
 from cato.core.calls import LlmCall
@@ -41,6 +41,7 @@ class Planner:
         self.coeffs = dict(coeffs)
         self.profile = profile
         self.sla_scale = sla_scale
+        self.warnings: list[str] = []     # defaults fitted to these engines, for the start log
         self.direct = self._plan_all(single_step_tasks(task_models, sla_scale=sla_scale))
         self.pipelines = self._plan_all(multi_step_tasks(task_models, sla_scale=sla_scale))
         self._ids = itertools.count()
@@ -55,6 +56,7 @@ class Planner:
                 if node in base:
                     base[node] = NodeBaseline(nb.ttft_s, nb.e2e_s)
             try:
+                t = self._fit_bound(t, base)
                 plan = plan_task(t, base)
             except InfeasibleSlaError as e:
                 raise InfeasibleSlaError(
@@ -65,6 +67,25 @@ class Planner:
                    for n in t.llm_nodes if n.output_tokens is not None}
             out[name] = PlannedTask(t, plan, plan.deadline_offsets(), exp)
         return out
+
+    def _fit_bound(self, t: TaskType, base: dict[str, NodeBaseline]) -> TaskType:
+        """``t``, its default secondary E2E bound widened to what the task takes at baseline
+        on these engines when the bound is tighter than that (slow engines, e.g. a CPU or an
+        emulated engine slowed 4x): the bound is a default that keeps every node's deadline
+        finite, so it is fitted and said (``warnings``), while an SLA the engines cannot meet
+        still stops the start."""
+        if t.e2e_bound_s is None:
+            return t
+        probe = plan_task(replace(t, e2e_bound_s=None), base)
+        need = probe.min_bound_s
+        if need is None or need <= t.e2e_bound_s:
+            return t
+        fitted = max(need * 1.1, t.sla_s * 1.01)
+        self.warnings.append(
+            f"task {t.name!r}: its secondary E2E bound of {t.e2e_bound_s:.3g} s is below what it "
+            f"takes on these engines at light load ({need:.3g} s); using {fitted:.3g} s "
+            f"(raise `sla_scale`, now {self.sla_scale:g}, to set it yourself)")
+        return replace(t, e2e_bound_s=fitted)
 
     def task_names(self) -> list[str]:
         return self._task_names
