@@ -156,8 +156,9 @@ def test_idle_engine_ttft_and_e2e_are_the_models(slow_server: Server, prompt: in
     # the HTTP round trip on loopback costs the client 1-3 ms; the engine nothing more
     assert 0.0 <= ttft - ttft_s < 0.006, (ttft, ttft_s)
     assert 0.0 <= e2e - e2e_s < 0.006, (e2e, e2e_s)
-    # every token leaves at its decode step's end, not in bunches
-    gaps = np.diff(np.array(runs[1]))
+    # every token leaves at its decode step's end, not in bunches (the median gap over the
+    # runs, so one scheduling hiccup of a loaded machine is not taken for a bunch)
+    gaps = np.median(np.diff(np.array(runs), axis=1), axis=0)
     steps = np.array([A100.step_ms(1, prompt + k, 0.0, 1) for k in range(1, out)]) * DILATION / 1000.0
     assert np.max(np.abs(gaps - steps)) < 0.004, (gaps, steps)
 
