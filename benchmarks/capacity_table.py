@@ -22,9 +22,11 @@ def _config(cfg: dict[str, Any]) -> str:
 
 
 def _ratio(r: dict[str, float] | None) -> str:
-    if r is None:
+    if r is None or r.get("ratio") is None:
         return "—"
-    return f"{r['ratio']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+    lo, hi = r.get("ci_low"), r.get("ci_high")
+    ci = "no interval" if lo is None or hi is None else f"{lo:.3f}, {hi:.3f}"
+    return f"{r['ratio']:.3f} [{ci}]"
 
 
 def rows(path: Path) -> list[str]:
