@@ -12,8 +12,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cato.cli import app
+from cato.sim.capacity import percentile_interval
 from cato.sim.pareto import (
-    CostRatio, Family, Point, analyse, cost_at, count_runs, family_grid, goal_verdict, interval,
+    CostRatio, Family, Point, analyse, cost_at, count_runs, family_grid, goal_verdict,
     pareto_front, parse_ray_grid, point_estimates, resample_plan, resampled_points, verdict_at, verdict_ranges,
 )
 from cato.sim.scenarios import (
@@ -99,11 +100,11 @@ def test_bootstrap_is_paired_and_intervals_contain_the_estimates() -> None:
     assert np.allclose(a_b[1] - a_b[0], 0.01)
     a_hat, c_hat = point_estimates(att, rs, met)
     for i in range(4):
-        lo, hi = interval(a_b[i])
+        lo, hi = percentile_interval(a_b[i])
         assert lo <= a_hat[i] <= hi
-        lo, hi = interval(c_b[i])
+        lo, hi = percentile_interval(c_b[i])
         assert lo <= c_hat[i] <= hi
-    assert all(math.isnan(x) for x in interval(np.array([math.nan])))
+    assert all(math.isnan(x) for x in percentile_interval(np.array([math.nan])))
 
 
 def _synthetic(base_cost: float, fam_cost: float, seeds: int = 5, lift: float = 0.0

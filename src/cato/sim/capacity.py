@@ -215,9 +215,14 @@ def bootstrap_capacities(table: AttainmentTable, target: float, idx: np.ndarray)
     return cap
 
 
-def _interval(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    a = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(values, [a, 1.0 - a])
+def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
+    """The equal-tailed percentile interval of the finite ``values`` (nan when none): the
+    bootstrap interval of `cato capacity` and `cato fronts`."""
+    v = values[np.isfinite(values)]
+    if len(v) == 0:
+        return math.nan, math.nan
+    q = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(v, [q, 1.0 - q])
     return float(lo), float(hi)
 
 
@@ -247,7 +252,7 @@ def estimate_capacity(table: AttainmentTable, target: float, *, knee_rps: float,
     bottom = min(settings.curve_factors) * knee_rps * 2.0 ** -settings.max_widen
     for _ in range(settings.refine_rounds + 1):
         boot = bootstrap_capacities(table, target, idx)
-        lo, hi = _interval(boot, settings.confidence)
+        lo, hi = percentile_interval(boot, settings.confidence)
         rates, _att = table.grid()
         added = False
         for q in (lo, hi):
@@ -270,7 +275,7 @@ def estimate_capacity(table: AttainmentTable, target: float, *, knee_rps: float,
     cap, code = capacity_on_grid(rates, att.mean(axis=1), target)
     censored: Censored = "below" if code[0] < 0 else "above" if code[0] > 0 else None
     boot = bootstrap_capacities(table, target, idx)
-    lo, hi = _interval(boot, settings.confidence)
+    lo, hi = percentile_interval(boot, settings.confidence)
     return CapacityEstimate(target, float(cap[0]), lo, hi, censored, boot)
 
 
@@ -297,7 +302,7 @@ def capacity_ratio(policy: str, estimate: CapacityEstimate,
         boot = np.where(best_boot > 0, estimate.boot_rps / np.where(best_boot > 0, best_boot, 1),
                         math.inf)
     ratio = estimate.capacity_rps / best if best > 0 else math.inf
-    lo, hi = _interval(boot, confidence)
+    lo, hi = percentile_interval(boot, confidence)
     return CapacityRatio(policy, ratio, lo, hi)
 
 

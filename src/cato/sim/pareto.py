@@ -52,6 +52,7 @@ from typing import Any, Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from cato.sim.capacity import percentile_interval
 from cato.sim.runner import run_spec
 from cato.sim.scenarios import (
     UNBOUNDED_ONGOING, PolicySpec, Scenario, build_stream_for, cato_scaling_sweep,
@@ -330,16 +331,6 @@ def resampled_points(att: np.ndarray, replica_s: np.ndarray, met: np.ndarray,
     return point_estimates(att[:, idx], replica_s[:, idx], met[:, idx])
 
 
-def interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """The equal-tailed percentile interval of the finite ``values`` (nan when none)."""
-    v = values[np.isfinite(values)]
-    if len(v) == 0:
-        return math.nan, math.nan
-    q = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(v, [q, 1.0 - q])
-    return float(lo), float(hi)
-
-
 # ---- the measurement ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Point:
@@ -466,7 +457,7 @@ def analyse(families: Sequence[Family], points: Sequence[Point], att: np.ndarray
             cf, cb = cost_at(*ff, lv), cost_at(*fb, lv)
             ratio = cf / cb if math.isfinite(cf) and math.isfinite(cb) and cb > 0 else math.nan
             frac = float(np.isfinite(boot[k]).mean())
-            ci = interval(boot[k], confidence) if frac >= min_computable else None
+            ci = percentile_interval(boot[k], confidence) if frac >= min_computable else None
             ratios.append(CostRatio(lv, ratio, ci, frac, cf, cb,
                                     _cheapest_reaching(points, m, lv),
                                     _cheapest_reaching(points, base_members, lv),
@@ -488,7 +479,8 @@ def rate_fronts(rate_rps: float, families: Sequence[Family], att: np.ndarray,
     a_bs, c_bs = resampled_points(att, replica_s, met, idx)
     points = tuple(
         Point(f.name, s, f.named.get(s.label, ()), float(a_hat[i]),
-              interval(a_bs[i], confidence), float(c_hat[i]), interval(c_bs[i], confidence),
+              percentile_interval(a_bs[i], confidence), float(c_hat[i]),
+              percentile_interval(c_bs[i], confidence),
               tuple(float(x) for x in att[i]), tuple(float(x) for x in replica_s[i]),
               tuple(int(x) for x in met[i]))
         for i, (f, s) in enumerate(members))
