@@ -213,6 +213,14 @@ def _plots(name: str, rows: list[dict[str, Any]], results: dict[str, Any], out: 
         console.print(f"wrote {p}")
 
 
+def _write_json(doc: dict[str, Any], path: Optional[Path]) -> None:
+    """Write a command's JSON document to ``path`` (if given) and say so."""
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=1))
+        console.print(f"wrote {path}")
+
+
 def _attainments(text: str, option: str) -> list[float]:
     """Comma-separated attainments in (0, 1] (``--targets``, ``--levels``), sorted, unique."""
     try:
@@ -287,10 +295,7 @@ def capacity(
         prog.update(task, total=done[0], completed=done[0], description=f"{done[0]} runs")
     doc = report_json(rep)
     _capacity_table(doc)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(doc, indent=1))
-        console.print(f"wrote {json_path}")
+    _write_json(doc, json_path)
     if plots_dir is not None:
         _capacity_plots(doc, plots_dir)
 
@@ -460,10 +465,7 @@ def fronts(
 def _fronts_output(doc: dict[str, Any], json_path: Optional[Path],
                    plots_dir: Optional[Path]) -> None:
     _fronts_tables(doc)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(doc, indent=1))
-        console.print(f"wrote {json_path}")
+    _write_json(doc, json_path)
     if plots_dir is not None:
         from cato.report import plots
 

@@ -13,6 +13,7 @@ are reported as a fraction of it beside the absolute rate.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Sequence
 
@@ -133,38 +134,41 @@ CATO_SWEEP_MAX_EXCEEDED_TIMES: tuple[int, ...] = (1, 2)
 CATO_SWEEP_INTERVAL_S: tuple[float, ...] = (5.0, 10.0, 20.0)
 
 
+def _scaling_grid(spec: PolicySpec, scaling: str,
+                  axes: Sequence[tuple[str, str, str, Sequence[Any]]]) -> dict[str, PolicySpec]:
+    """``spec`` at every point of a grid of its scaling parameters: ``axes`` are (label key,
+    label unit, parameter, values); the grid's values override the spec's, the others are kept,
+    and the label names the point, e.g. ``cato[rpv=0.25,times=2,window=10s]``."""
+    if spec.scaling != scaling:
+        raise ValueError(f"{spec.label!r} does not scale with {scaling} "
+                         f"(it uses {spec.scaling!r})")
+    out: dict[str, PolicySpec] = {}
+    for point in itertools.product(*(values for *_, values in axes)):
+        label = spec.label + "[" + ",".join(
+            f"{key}={v:g}{unit}" for (key, unit, _, _), v in zip(axes, point)) + "]"
+        out[label] = replace(spec, label=label, scaling_params={
+            **spec.scaling_params, **{param: v for (_, _, param, _), v in zip(axes, point)}})
+    return out
+
+
 def cato_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
     """``spec`` (a policy scaling with ``cato``) at every point of the CATO sweep above,
     labelled e.g. ``cato[rpv=0.25,times=2,window=10s]``; the swept parameters override the
     spec's, the others are kept."""
-    if spec.scaling != "cato":
-        raise ValueError(f"{spec.label!r} does not scale with cato (it uses {spec.scaling!r})")
-    out: dict[str, PolicySpec] = {}
-    for rpv in CATO_SWEEP_REPLICAS_PER_VIOLATION:
-        for times in CATO_SWEEP_MAX_EXCEEDED_TIMES:
-            for window in CATO_SWEEP_INTERVAL_S:
-                label = f"{spec.label}[rpv={rpv:g},times={times},window={window:g}s]"
-                out[label] = replace(spec, label=label, scaling_params={
-                    **spec.scaling_params, "replicas_per_violation": rpv,
-                    "max_exceeded_times": times, "interval_s": window})
-    return out
+    return _scaling_grid(spec, "cato", [
+        ("rpv", "", "replicas_per_violation", CATO_SWEEP_REPLICAS_PER_VIOLATION),
+        ("times", "", "max_exceeded_times", CATO_SWEEP_MAX_EXCEEDED_TIMES),
+        ("window", "s", "interval_s", CATO_SWEEP_INTERVAL_S)])
 
 
 def ray_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
     """``spec`` (a policy scaling with ``ray`` whose router is not Ray's, e.g. ``llmd+ray``) at
     every autoscaler point of the Ray-like sweep (target x upscale x downscale delay, 30
     configurations); the routing parameters stay the spec's."""
-    if spec.scaling != "ray":
-        raise ValueError(f"{spec.label!r} does not scale with ray (it uses {spec.scaling!r})")
-    out: dict[str, PolicySpec] = {}
-    for t in RAY_SWEEP_TARGET_ONGOING:
-        for up in RAY_SWEEP_UPSCALE_DELAY_S:
-            for down in RAY_SWEEP_DOWNSCALE_DELAY_S:
-                label = f"{spec.label}[target={t:g},up={up:g}s,down={down:g}s]"
-                out[label] = replace(spec, label=label, scaling_params={
-                    **spec.scaling_params, "target_ongoing_requests": t,
-                    "upscale_delay_s": up, "downscale_delay_s": down})
-    return out
+    return _scaling_grid(spec, "ray", [
+        ("target", "", "target_ongoing_requests", RAY_SWEEP_TARGET_ONGOING),
+        ("up", "s", "upscale_delay_s", RAY_SWEEP_UPSCALE_DELAY_S),
+        ("down", "s", "downscale_delay_s", RAY_SWEEP_DOWNSCALE_DELAY_S)])
 
 
 def is_baseline(spec: PolicySpec) -> bool:
