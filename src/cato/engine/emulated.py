@@ -35,6 +35,11 @@ Timing semantics
   it; the first and the last token leave at their events. Advancing more often never changes
   the engine's schedule (``advance`` only executes steps whose composition was already decided),
   so the emulated engine computes exactly what the simulator computes for the same submit times.
+* **Priority.** ``scheduling_policy="priority"`` (vLLM's ``--scheduling-policy priority``)
+  orders the engine's waiting queue by each request's ``priority`` (smaller first, ties by
+  arrival) and preempts the running request with the largest ``(priority, arrival)`` when KV
+  blocks run out (:mod:`cato.sim.replica_engine`); under ``"fcfs"`` (default) the priority is
+  accepted and ignored, as vLLM V1 does.
 * **Disconnects.** ``cancel`` removes the request from the engine at the current model time
   (a request in the step in flight leaves at that step's end, as in the simulator).
 """
@@ -167,12 +172,14 @@ class EmulatedEngine:
         seed: int = 0,
         jitter_sigma: float = 0.0,
         observer: EngineObserver | None = None,
+        scheduling_policy: str = "fcfs",
     ) -> None:
         if not (time_dilation > 0.0 and math.isfinite(time_dilation)):
             raise ValueError(f"time_dilation must be a finite value > 0, got {time_dilation}")
         self.coeffs = coeffs
         self.time_dilation = float(time_dilation)
-        self._engine = ReplicaEngine(coeffs, rng=np.random.default_rng(seed), jitter_sigma=jitter_sigma)
+        self._engine = ReplicaEngine(coeffs, rng=np.random.default_rng(seed), jitter_sigma=jitter_sigma,
+                                     scheduling_policy=scheduling_policy)
         self._observer: EngineObserver = observer if observer is not None else _NullObserver()
         self._tick_s = MIN_PROGRESS_TICK_S
         self._ids = itertools.count()
@@ -208,6 +215,11 @@ class EmulatedEngine:
         return self._engine.num_preemptions
 
     @property
+    def scheduling_policy(self) -> str:
+        """``"fcfs"`` or ``"priority"``."""
+        return self._engine.scheduling_policy
+
+    @property
     def kv_cache_usage(self) -> float:
         """Allocated KV blocks / KV capacity in blocks, in [0, 1]."""
         c = self.coeffs
@@ -228,16 +240,18 @@ class EmulatedEngine:
         """``loop.time()`` value at which model instant ``model_s`` happens."""
         return self._t0 + model_s * self.time_dilation
 
-    def submit(self, prompt_tokens: int, output_tokens: int, *, stream: bool = True) -> EmulatedRequest:
+    def submit(self, prompt_tokens: int, output_tokens: int, *, stream: bool = True,
+               priority: int = 0) -> EmulatedRequest:
         """Submit a request now. ``stream=False`` skips progressive token release (the request
-        only needs its events). Raises ValueError when the engine rejects it (e.g. it could
+        only needs its events). ``priority``: smaller = more urgent, used under the
+        ``"priority"`` policy. Raises ValueError when the engine rejects it (e.g. it could
         never fit the KV cache); nothing is tracked then."""
         loop = self._bind()
         now = self._now(loop)
         self._advance(now)
         cid = next(self._ids)
         try:
-            self._engine.submit(cid, prompt_tokens, output_tokens, now)
+            self._engine.submit(cid, prompt_tokens, output_tokens, now, priority)
         except ValueError:
             self._rearm(loop)
             raise

@@ -5,8 +5,13 @@ It speaks the subset of vLLM's OpenAI API that the gateway and benchmark clients
 * ``POST /v1/completions`` (``prompt``: a string or a list of one string) and
   ``POST /v1/chat/completions`` (``messages``), streamed (SSE) or not. The engine emits exactly
   ``max_tokens`` tokens (default 16; ``max_completion_tokens`` is accepted for chat), like vLLM
-  with ``ignore_eos``, so ``finish_reason`` is always ``"length"``. Unknown fields (``priority``,
-  ``temperature``, ...) are accepted and ignored. Prompt tokens are counted with
+  with ``ignore_eos``, so ``finish_reason`` is always ``"length"``. ``priority`` (vLLM's
+  extra field: an integer, default 0, smaller = more urgent) orders the engine's queue and picks
+  its preemption victims when the server runs with ``--scheduling-policy priority``
+  (:mod:`cato.sim.replica_engine`); with the default ``fcfs`` it is accepted and ignored, as
+  vLLM V1 does (vLLM V0 refused a non-zero one; V1's FCFS queue never reads it); a priority
+  that is not an integer is a 400 naming ``priority``. Other unknown fields (``temperature``,
+  ...) are accepted and ignored. Prompt tokens are counted with
   :func:`cato.text.count_tokens` (chat: over :func:`cato.text.chat_prompt_text`), generated
   tokens are 4 characters each (:mod:`cato.engine.textgen`).
 * Streaming sends one SSE event per token, released as the engine model produces it (see
@@ -66,6 +71,7 @@ from cato.core.coefficients import preset as preset_coeffs
 from cato.engine.emulated import EmulatedEngine, EmulatedRequest
 from cato.engine.faults import DEFAULT_MID_TOKENS, FAULT_KINDS, FaultKind, FaultPlan, FaultSpecError
 from cato.engine.textgen import TokenText
+from cato.sim.replica_engine import SCHEDULING_POLICIES
 from cato.text import chat_prompt_text, count_tokens
 
 __all__ = ["EngineConfig", "create_app", "engine_command", "main", "serve"]
@@ -89,6 +95,7 @@ class EngineConfig:
     never complete anyway). ``seed`` feeds the step jitter (``jitter_sigma`` > 0) and the text.
     ``faults`` is the fault plan the app starts with (a copy: its RNG at its seed; default no
     faults); ``fault_control`` serves ``GET``/``POST /fault`` to read and replace it at runtime.
+    ``scheduling_policy``: vLLM's ``--scheduling-policy``, ``"fcfs"`` or ``"priority"``.
     """
 
     model: str = DEFAULT_MODEL
@@ -99,10 +106,14 @@ class EngineConfig:
     max_model_len: int | None = None
     faults: FaultPlan = field(default_factory=FaultPlan)
     fault_control: bool = False
+    scheduling_policy: str = "fcfs"
 
     def __post_init__(self) -> None:
         if not self.model:
             raise ValueError("model name must not be empty")
+        if self.scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(f"unknown scheduling policy {self.scheduling_policy!r}; expected one of "
+                             f"{', '.join(SCHEDULING_POLICIES)}")
         if not self.time_dilation > 0.0:
             raise ValueError(f"time_dilation must be > 0, got {self.time_dilation}")
         if self.jitter_sigma < 0.0:
@@ -149,6 +160,7 @@ class _Job:
     max_tokens: int
     stream: bool
     include_usage: bool
+    priority: int = 0
 
 
 async def _json_object(request: Request) -> dict[str, Any]:
@@ -183,6 +195,16 @@ def _int_field(body: dict[str, Any], name: str, default: int, minimum: int) -> i
     return v
 
 
+def _priority(body: dict[str, Any]) -> int:
+    """vLLM's ``priority`` extra field: any integer (default 0)."""
+    v = body.get("priority")
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise _bad(f"'priority' must be an integer, got {v!r}", "priority")
+    return v
+
+
 def _bool_field(body: dict[str, Any], name: str) -> bool:
     v = body.get(name)
     if v is None:
@@ -200,6 +222,7 @@ def _common(body: dict[str, Any], kind: Literal["completion", "chat"], prompt_to
     if kind == "chat" and body.get("max_tokens") is None:
         max_tokens = _int_field(body, "max_completion_tokens", DEFAULT_MAX_TOKENS, 1)
     stream = _bool_field(body, "stream")
+    priority = _priority(body)
     opts = body.get("stream_options")
     include_usage = False
     if opts is not None:
@@ -214,7 +237,7 @@ def _common(body: dict[str, Any], kind: Literal["completion", "chat"], prompt_to
             f"{total} tokens ({prompt_tokens} in the {where}, {max_tokens} in the completion). "
             f"Please reduce the length of the {where} or completion.",
             where, "context_length_exceeded")
-    return _Job(kind, prompt_tokens, max_tokens, stream, include_usage)
+    return _Job(kind, prompt_tokens, max_tokens, stream, include_usage, priority)
 
 
 def parse_completion(body: dict[str, Any], max_model_len: int) -> _Job:
@@ -517,7 +540,8 @@ class _App:
         self.config = config
         self.metrics = EngineMetrics(config.model)
         self.engine = EmulatedEngine(config.coeffs, time_dilation=config.time_dilation, seed=config.seed,
-                                     jitter_sigma=config.jitter_sigma, observer=self.metrics)
+                                     jitter_sigma=config.jitter_sigma, observer=self.metrics,
+                                     scheduling_policy=config.scheduling_policy)
         self.metrics.attach(self.engine, config.model)
         self.text = TokenText(config.seed)
         self.faults = config.faults.copy()
@@ -549,7 +573,8 @@ class _App:
                     self.metrics.faults[fault].inc()
                     return self._fault(fault, job)
             try:
-                req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=job.stream)
+                req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=job.stream,
+                                         priority=job.priority)
             except ValueError as exc:
                 raise _bad(str(exc), "max_tokens") from None
         except ApiError as err:
@@ -574,7 +599,8 @@ class _App:
             return _CrashResponse(job.stream)
         if fault in ("close-mid", "hang-mid") and job.stream:
             try:
-                req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=True)
+                req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=True,
+                                         priority=job.priority)
             except ValueError as exc:
                 raise _bad(str(exc), "max_tokens") from None
             return _CutResponse(fault, self, _Shapes(job, self.config.model), req, self.faults.mid_tokens)
@@ -763,11 +789,13 @@ def engine_command(
     faults: Sequence[str] = (),
     fault_control: bool = False,
     fault_mid_tokens: int = DEFAULT_MID_TOKENS,
+    scheduling_policy: str = "fcfs",
 ) -> None:
     """``cato engine``: serve an emulated engine (coefficient preset ``preset``) on
     ``host:port``. ``faults``: ``KIND[:PROB]`` specs (:mod:`cato.engine.faults`), drawn with
     ``seed``; ``fault_control``: serve ``GET``/``POST /fault``; ``fault_mid_tokens``: tokens the
-    ``*-mid`` faults stream first. Raises ValueError for an unknown preset, a bad fault spec
+    ``*-mid`` faults stream first; ``scheduling_policy``: vLLM's ``--scheduling-policy``
+    (``fcfs`` or ``priority``). Raises ValueError for an unknown preset, a bad fault spec
     (naming it) or another invalid setting, before it listens."""
     plan = FaultPlan.from_specs([faults] if isinstance(faults, str) else faults, seed=seed,
                                 mid_tokens=fault_mid_tokens)
@@ -778,14 +806,15 @@ def engine_command(
         coeffs = coeffs.with_overrides(max_num_seqs=max_num_seqs)
     cfg = EngineConfig(model=model, coeffs=coeffs, time_dilation=time_dilation, seed=seed,
                        jitter_sigma=jitter, max_model_len=max_model_len, faults=plan,
-                       fault_control=fault_control)
+                       fault_control=fault_control, scheduling_policy=scheduling_policy)
     serve(host, port, cfg)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m cato.engine.server [--port N] [--host H] [--model M] [--preset P]
     [--time-dilation D] [--seed S] [--jitter SIGMA] [--max-model-len L] [--max-num-seqs N]
-    [--fault KIND[:PROB]]... [--fault-control] [--fault-mid-tokens N]``; a bad setting (a bad
+    [--fault KIND[:PROB]]... [--fault-control] [--fault-mid-tokens N]
+    [--scheduling-policy fcfs|priority]``; a bad setting (a bad
     ``--fault`` included) exits with status 2 and a message naming it."""
     p = argparse.ArgumentParser(prog="cato engine", description="Emulated OpenAI-compatible LLM engine.")
     p.add_argument("--port", type=int, default=8000)
@@ -804,13 +833,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="serve GET/POST /fault to read and replace the fault plan at runtime")
     p.add_argument("--fault-mid-tokens", type=int, default=DEFAULT_MID_TOKENS,
                    help="tokens close-mid and hang-mid stream before they cut the stream")
+    p.add_argument("--scheduling-policy", choices=SCHEDULING_POLICIES, default="fcfs",
+                   help="the engine's queue order (vLLM's flag): fcfs, or priority (each "
+                        "request's 'priority', smaller first; preemption takes the largest)")
     a = p.parse_args(argv)
     try:
         engine_command(port=a.port, host=a.host, model=a.model, preset=a.preset,
                        time_dilation=a.time_dilation, seed=a.seed, jitter=a.jitter,
                        max_model_len=a.max_model_len, max_num_seqs=a.max_num_seqs,
                        faults=a.fault, fault_control=a.fault_control,
-                       fault_mid_tokens=a.fault_mid_tokens)
+                       fault_mid_tokens=a.fault_mid_tokens,
+                       scheduling_policy=a.scheduling_policy)
     except ValueError as exc:
         p.error(str(exc))
     return 0

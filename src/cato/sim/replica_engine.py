@@ -15,14 +15,42 @@ At the start of every step, in this order:
 2. **Preemption (recompute).** If the new blocks needed in (1) exceed the free blocks, the NEWEST
    running request (latest admission, prefilling or decoding) is preempted, repeatedly, until the
    rest fit: it frees all its blocks, and after this step's scheduling it is put back at the FRONT
-   of the waiting queue (several victims keep their admission order). When re-admitted it
+   of the waiting queue (several victims keep their admission order). (Under the ``"priority"``
+   policy the victim and its place differ: see *Scheduling policy* below.) When re-admitted it
    re-prefills ``prompt + generated`` tokens; the step that completes that prefill produces its
    next token (a first_token event is never emitted twice, its output count carries on).
 3. **Chunked prefill** within ``max_num_batched_tokens`` (minus one token per decode): first the
-   partially prefilled running requests in admission order, then waiting requests admitted FCFS
-   while ``running < max_num_seqs`` and the whole re-/prompt's blocks fit in the free blocks
+   partially prefilled running requests in admission order, then waiting requests admitted in
+   queue order (FCFS; ``(priority, arrival)`` under the ``"priority"`` policy) while ``running < max_num_seqs`` and the whole re-/prompt's blocks fit in the free blocks
    (strict head-of-line: admission stops at the first waiting request that does not fit).
    The step that completes a request's prefill emits its first token.
+
+Scheduling policy (``scheduling_policy``, vLLM's ``--scheduling-policy``)
+-------------------------------------------------------------------------
+``"fcfs"`` (the default) is the model above; a request's ``priority`` is accepted and ignored,
+as vLLM V1 does (its FCFS queue never reads it). ``"priority"`` models vLLM V1's priority
+scheduler (``vllm/v1/core/sched/scheduler.py`` ``Scheduler.schedule`` and
+``vllm/v1/core/sched/request_queue.py`` ``PriorityRequestQueue``, vllm-project/vllm commit
+00024d314514900f361ad072af6931e403b7f589; merged in PR #19057):
+
+* the waiting queue is ordered by ``(priority, arrival)`` -- smaller priority first, ties by
+  arrival, here the submission order (vLLM: ``Request.__lt__`` on ``(priority,
+  arrival_time)``); admission (3) takes waiting requests in that order, still strictly
+  head-of-line (vLLM ``break``s at the first waiting request whose blocks do not fit);
+* a preempted request goes back into that order by its own ``(priority, arrival)`` (vLLM's
+  ``PriorityRequestQueue.prepend_request`` is a heap push), not to the front;
+* the preemption victim (2) is the running request with the LARGEST ``(priority, arrival)``
+  (vLLM: ``max(self.running, key=lambda r: (r.priority, r.arrival_time))``), repeatedly, until
+  the remaining decodes' new blocks fit; FCFS takes the newest admitted one (``running.pop()``).
+
+vLLM V1 preempts ONLY when a running request cannot get its next KV blocks: a waiting request,
+however urgent, never preempts a running one (admission just stops at it), and neither does a
+full batch (``max_num_seqs``) or token budget. This model does the same. Two simplifications,
+shared with the FCFS model: vLLM allocates request by request, so when the request being
+allocated is itself the largest ``(priority, arrival)`` it preempts itself and the running
+requests after it in its running list skip that one step (here every remaining decode runs);
+and vLLM admits no waiting request in a step that preempted (here admission still runs in
+that step, into the blocks left over; the step's victims are never re-admitted in it).
 
 Step duration: ``coeffs.step_ms(N, K, sum_j c_j*(done_j + c_j/2), B)`` with N = decodes + prefill
 chunk tokens, K = sum over the decodes of their context (the k-th decode step of a request with
@@ -79,9 +107,11 @@ execution always see the same factors.
 
 Bounds
 ------
-Memory O(requests present). ``submit``: O(1) amortised; ``cancel``: O(queue length).
-Per executed unit (one step, or one whole segment): O(log R + chunks + victims + admissions +
-block) where R is the number of decoding requests; a busy engine needs about three units per
+Memory O(requests present). ``submit``: O(1) amortised (``"priority"``: O(log W) comparisons
+and an O(W) insertion into the W waiting requests, O(1) when it queues last); ``cancel``:
+O(queue length). Per executed unit (one step, or one whole segment): O(log R + chunks + victims +
+admissions + block) (``"priority"``: a step that preempts also sorts the running requests, and
+each victim is re-queued like a submit) where R is the number of decoding requests; a busy engine needs about three units per
 request (its prefill step, the truncated segment around its arrival, a segment ending at a
 completion). ``next_event_s`` is O(1) when the next unit emits an event, otherwise it runs the
 units up to the next event on an O(R) copy of the state.
@@ -89,10 +119,13 @@ units up to the next event on an O(R) copy of the state.
 
 from __future__ import annotations
 
+import bisect
 import copy
 import heapq
 import math
+import operator
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Callable, Literal
 
@@ -100,7 +133,10 @@ import numpy as np
 
 from cato.core.coefficients import ReplicaCoefficients
 
-__all__ = ["EngineEvent", "ReplicaEngine", "StepRecord"]
+__all__ = ["SCHEDULING_POLICIES", "EngineEvent", "ReplicaEngine", "StepRecord"]
+
+SCHEDULING_POLICIES: tuple[str, ...] = ("fcfs", "priority")
+"""The ``scheduling_policy`` values (vLLM's ``--scheduling-policy`` choices this model has)."""
 
 # request states
 _PENDING = 0  # submitted while a step was in flight; visible from the next step boundary
@@ -111,6 +147,8 @@ _GONE = 4
 
 _ARRIVAL = 0
 _CANCEL = 1
+
+_NO_KEY = (0, 0)  # the queue key of every request under FCFS (never read there)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +200,7 @@ class _Req:
         "base",
         "admit_no",
         "cancel_at",
+        "key",
     )
 
     def __init__(self, cid: int, prompt: int, out: int) -> None:
@@ -177,6 +216,7 @@ class _Req:
         self.base = 0
         self.admit_no = -1
         self.cancel_at: float | None = None
+        self.key: tuple[int, int] = _NO_KEY  # (priority, arrival number) under "priority"
 
     def copy(self) -> _Req:
         r = _Req(self.cid, self.prompt, self.out)
@@ -189,7 +229,11 @@ class _Req:
         r.base = self.base
         r.admit_no = self.admit_no
         r.cancel_at = self.cancel_at
+        r.key = self.key
         return r
+
+
+_key_of = operator.attrgetter("key")
 
 
 @dataclass(slots=True)
@@ -198,8 +242,8 @@ class _StepPlan:
 
     t_start: float
     t_end: float
-    victims: list[_Req]  # newest first
-    admits: list[_Req]  # a prefix of the waiting queue, FCFS
+    victims: list[_Req]  # in preemption order (FCFS: newest first)
+    admits: list[_Req]  # a prefix of the waiting queue (in its order)
     chunks: list[tuple[_Req, int]]  # (request, chunk tokens) in scheduling order
     n_dec: int  # decodes after preemption
     need: int  # new KV blocks for the decodes
@@ -299,6 +343,9 @@ class ReplicaEngine:
     every submitted request that is not cancelled emits exactly one ``first_token`` and then
     exactly one ``finished`` event.
 
+    ``scheduling_policy`` is ``"fcfs"`` (default) or ``"priority"`` (module docstring); any other
+    value raises ValueError.
+
     Debug extras beyond the driver API: ``step_hook`` (a callable receiving a
     :class:`StepRecord` per executed unit; never called during look-ahead) and
     ``num_preemptions``.
@@ -311,7 +358,13 @@ class ReplicaEngine:
         rng: np.random.Generator | None = None,
         jitter_sigma: float = 0.0,
         fast_forward: bool = True,
+        scheduling_policy: str = "fcfs",
     ) -> None:
+        if scheduling_policy not in SCHEDULING_POLICIES:
+            raise ValueError(
+                f"unknown scheduling_policy {scheduling_policy!r}; expected one of "
+                f"{', '.join(map(repr, SCHEDULING_POLICIES))}"
+            )
         if jitter_sigma < 0.0 or not math.isfinite(jitter_sigma):
             raise ValueError(f"jitter_sigma must be a finite value >= 0, got {jitter_sigma}")
         if jitter_sigma > 0.0 and rng is None:
@@ -325,6 +378,9 @@ class ReplicaEngine:
             raise ValueError("kv_capacity_tokens must hold at least one kv block")
         self._coeffs = coeffs
         self._ff = fast_forward
+        self._policy = scheduling_policy
+        self._prio = scheduling_policy == "priority"
+        self._arrivals = 0  # submissions so far: the arrival order of the priority queue
         self._sigma = float(jitter_sigma)
         self._normals: _Normals | None = _Normals(rng) if (jitter_sigma > 0.0 and rng is not None) else None
         self._bt = coeffs.kv_block_tokens
@@ -365,12 +421,19 @@ class ReplicaEngine:
         self.step_hook: Callable[[StepRecord], None] | None = None
 
     # ------------------------------------------------------------------ driver API
-    def submit(self, call_id: int, num_prompt_tokens: int, num_output_tokens: int, now_s: float) -> None:
+    def submit(
+        self, call_id: int, num_prompt_tokens: int, num_output_tokens: int, now_s: float, priority: int = 0
+    ) -> None:
         """Add a request at ``now_s`` (>= every time seen before). A prompt of 0 tokens counts as
-        1 token. Raises ValueError for a duplicate id, ``num_output_tokens < 1``, or a request
-        whose peak KV need (prompt + output - 1 tokens) exceeds the whole KV capacity (it could
-        never complete)."""
+        1 token. ``priority`` (an integer, smaller = more urgent) orders the request under the
+        ``"priority"`` policy and is ignored under ``"fcfs"``. Raises ValueError for a duplicate
+        id, ``num_output_tokens < 1``, a non-integer priority, or a request whose peak KV need
+        (prompt + output - 1 tokens) exceeds the whole KV capacity (it could never complete)."""
         self._check_time(now_s)
+        try:
+            prio = operator.index(priority)
+        except TypeError:
+            raise ValueError(f"priority must be an integer, got {priority!r}") from None
         if call_id in self._by_id:
             raise ValueError(f"call {call_id} is already on this replica")
         if num_output_tokens < 1:
@@ -385,6 +448,9 @@ class ReplicaEngine:
                 f"({self._coeffs.kv_capacity_tokens} tokens)"
             )
         r = _Req(call_id, prompt, out)
+        if self._prio:
+            r.key = (prio, self._arrivals)
+            self._arrivals += 1
         self._by_id[call_id] = r
         self._ev_valid = False
         if not (self._running or self._waiting or self._pending):
@@ -394,7 +460,10 @@ class ReplicaEngine:
             if self._busy_since is None:
                 self._busy_since = now_s
         elif self._t >= now_s:
-            self._waiting.append(r)
+            if self._prio:
+                self._enqueue(r)
+            else:
+                self._waiting.append(r)
             self._drop_head_at_boundary()
         else:
             r.state = _PENDING
@@ -526,6 +595,11 @@ class ReplicaEngine:
         """Preemptions (recompute) so far."""
         return self._preemptions
 
+    @property
+    def scheduling_policy(self) -> str:
+        """``"fcfs"`` or ``"priority"`` (module docstring)."""
+        return self._policy
+
     def generated_tokens(self, call_id: int) -> int | None:
         """Output tokens ``call_id`` has produced as of the last executed step boundary (the
         state ``advance`` left; the step in flight has not produced its tokens yet).
@@ -556,6 +630,16 @@ class ReplicaEngine:
         if now_s < self._clock:
             raise ValueError(f"time went backwards: {now_s} < {self._clock}")
         self._clock = now_s
+
+    def _enqueue(self, r: _Req) -> None:
+        """Put ``r`` into the waiting queue at its ``(priority, arrival)`` place ("priority"
+        policy; the queue is kept sorted by that key, all keys distinct)."""
+        w = self._waiting
+        k = r.key
+        if not w or w[-1].key < k:
+            w.append(r)
+        else:
+            w.insert(bisect.bisect_right(w, k, key=_key_of), r)
 
     def _end_busy(self, t: float) -> None:
         if self._busy_since is not None:
@@ -640,7 +724,10 @@ class ReplicaEngine:
                 tm, kind, r = pend.popleft()
                 if kind == _ARRIVAL:
                     r.state = _WAITING
-                    self._waiting.append(r)
+                    if self._prio:
+                        self._enqueue(r)
+                    else:
+                        self._waiting.append(r)
                     if self._busy_since is None:
                         self._busy_since = tm
                 else:
@@ -691,7 +778,12 @@ class ReplicaEngine:
         need = self._cnt[(1 - s) % bt] if n_dec else 0
         victims: list[_Req] = []
         if need > free:
-            for r in reversed(self._running.values()):
+            order: Iterable[_Req]
+            if self._prio:  # vLLM V1: the largest (priority, arrival) first
+                order = sorted(self._running.values(), key=_key_of, reverse=True)
+            else:  # the newest admitted first
+                order = reversed(self._running.values())
+            for r in order:
                 victims.append(r)
                 if r.state == _DECODE:
                     free += _cdiv(r.base + s - 1, bt)
@@ -817,7 +909,7 @@ class ReplicaEngine:
     def _apply_step(self, plan: _StepPlan, events: list[EngineEvent]) -> None:
         s = self._s
         bt = self._bt
-        for r in plan.victims:  # newest first
+        for r in plan.victims:  # in preemption order
             if r.state == _DECODE:
                 self._used -= _cdiv(r.base + s - 1, bt)
                 self._n_dec -= 1
@@ -855,7 +947,11 @@ class ReplicaEngine:
             self._running[r.cid] = r
             self._prefilling.append(r)
         if plan.victims:
-            self._waiting.extendleft(plan.victims)
+            if self._prio:  # back into the queue at their own (priority, arrival)
+                for r in plan.victims:
+                    self._enqueue(r)
+            else:  # to the front, in admission order
+                self._waiting.extendleft(plan.victims)
         assert self._used <= self._cap
         if self.step_hook is not None:
             self.step_hook(
@@ -994,7 +1090,10 @@ class ReplicaEngine:
         moved = [pend.popleft() for _ in range(k)]
         for item in moved:
             item[2].state = _WAITING
-            self._waiting.append(item[2])
+            if self._prio:
+                self._enqueue(item[2])
+            else:
+                self._waiting.append(item[2])
         try:
             s_end = seg.s0 + seg.m
             self._used += self._crossings(self._s, s_end - self._s)
@@ -1007,7 +1106,10 @@ class ReplicaEngine:
             return nxt.t_end if isinstance(nxt, _StepPlan) else nxt.time(nxt.m)
         finally:
             for item in reversed(moved):
-                self._waiting.pop()
+                if self._prio:
+                    self._waiting.remove(item[2])
+                else:
+                    self._waiting.pop()
                 item[2].state = _PENDING
                 pend.appendleft(item)
             self._s, self._t, self._used, self._u, self._head = saved
