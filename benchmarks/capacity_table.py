@@ -16,6 +16,9 @@ from typing import Any
 def _config(cfg: dict[str, Any]) -> str:
     parts = [cfg.get("routing", "?")]
     params = {**cfg.get("routing_params", {}), **cfg.get("scaling_params", {})}
+    for k in ("engine_concurrency", "engine_scheduling"):
+        if k in cfg:
+            params[k.replace("engine_", "")] = cfg[k]
     if params:
         parts.append(", ".join(f"{k}={v}" for k, v in sorted(params.items())))
     return " ".join(parts)

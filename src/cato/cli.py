@@ -235,7 +235,7 @@ def _attainments(text: str, option: str) -> list[float]:
 @app.command()
 def capacity(
     scenario: str = typer.Option("paper", "--scenario", "-s", help="Named scenario (see `cato scenarios`)."),
-    policies: Optional[str] = typer.Option(None, help="Comma-separated policy labels; 'ray-sweep' expands into the protocol's Ray-like sweep (default: every policy of the scenario plus ray-sweep)."),
+    policies: Optional[str] = typer.Option(None, help="Comma-separated policy labels; 'ray-sweep' expands into the protocol's Ray-like sweep, 'gateway-sweep' into the gateway-queue baselines at other per-engine concurrencies (default: every policy of the scenario plus both sweeps)."),
     seeds: int = typer.Option(5, help="Number of independent seeds (seed, seed+1, ...); at least 5."),
     seed: int = typer.Option(0, help="First seed."),
     targets: str = typer.Option("0.9,0.95,0.99", help="Comma-separated attainment targets."),
@@ -250,7 +250,9 @@ def capacity(
     from rich.markup import escape
 
     from cato.sim.capacity import SearchSettings, measure_capacity, report_json
-    from cato.sim.scenarios import RAY_SWEEP, resolve_policies, scenario as get_scenario
+    from cato.sim.scenarios import (
+        GATEWAY_SWEEP, RAY_SWEEP, resolve_policies, scenario as get_scenario,
+    )
 
     try:
         sc = get_scenario(scenario)
@@ -266,7 +268,7 @@ def capacity(
         sc = replace(sc, duration_s=duration)
     target_list = _attainments(targets, "--targets")
     names = [p.strip() for p in policies.split(",") if p.strip()] if policies \
-        else [*sc.policies, RAY_SWEEP]
+        else [*sc.policies, RAY_SWEEP, GATEWAY_SWEEP]
     try:
         specs = resolve_policies(sc, names)
     except ValueError as exc:
@@ -708,6 +710,10 @@ def engine(
                                             "plan at runtime."),
     fault_mid_tokens: int = typer.Option(3, min=1, help="Tokens close-mid and hang-mid stream "
                                          "before they cut the stream."),
+    scheduling_policy: str = typer.Option(
+        "fcfs", "--scheduling-policy",
+        help="Engine queue order (vLLM's --scheduling-policy): fcfs, or priority (each request's "
+             "integer 'priority', smaller first; KV preemption takes the largest)."),
 ) -> None:
     """Run an emulated engine: an OpenAI-compatible server over the protocol's replica model."""
     from cato.engine.server import engine_command
@@ -716,7 +722,7 @@ def engine(
                        time_dilation=time_dilation, seed=seed, jitter=jitter,
                        max_model_len=max_model_len, max_num_seqs=max_num_seqs,
                        faults=fault or (), fault_control=fault_control,
-                       fault_mid_tokens=fault_mid_tokens)
+                       fault_mid_tokens=fault_mid_tokens, scheduling_policy=scheduling_policy)
     except ValueError as exc:
         _fail(str(exc))
 

@@ -48,9 +48,9 @@ def _simulate(policy: str, rate: float, seed: int) -> tuple[list[tuple[Any, ...]
     def log(now: float, ds: Any) -> None:
         decisions.extend((now, x.call.call_id, x.replica_id, x.priority) for x in ds)
 
-    def rec_submit(call: LlmCall, now: float) -> Any:
+    def rec_submit(call: LlmCall, now: float, **kw: Any) -> Any:
         events.append(("submit", now, call))
-        res = submit(call, now)
+        res = submit(call, now, **kw)
         log(now, res.dispatches)
         return res
 

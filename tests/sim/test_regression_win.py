@@ -1,11 +1,13 @@
-"""The one cell where CATO+ clearly beats the best tuned baseline (BENCHMARKS §0.1: mix B with
-CV-4 bursts, where its 95 % SLO capacity is 1.22x the best baseline's), pinned as a
-deterministic simulator regression: at 50 req/s (about 0.8x the Poisson knee), 120 s, seeds 0
-and 1, CATO+'s attainment exceeds that of every strong SLA-blind or deadline-ordered baseline
-by at least 0.01 (measured: 0.953 vs EDF's 0.935, 0.942 vs 0.921). A change to CATO+'s rules
-or to the baselines that loses this lead fails here: removing the hopeless-last rule (routing
-and demotion) failed both seeds when tried by hand; removing the prefill budget alone did not
-move this cell."""
+"""A cell where CATO+ beats the best tuned baseline, pinned as a deterministic simulator
+regression: mix B with CV-4 bursts at 50 req/s (about 0.8x the Poisson knee), 120 s, seeds 0
+and 1, every policy at the engines' own batch size (256 calls per engine), the gateway-queue
+baselines also at 32 (the gateway sweep) and the uncapped Ray-like router. CATO+'s attainment
+exceeds that of every strong SLA-blind or deadline-ordered baseline by at least 0.02.
+
+A change to CATO+'s rules or to the baselines that loses this lead fails here. Switching off
+"lax prompts wait" (``hold_lax=False``: E2E-critical prompts go to the engine's FCFS prefill
+queue ahead of later urgent ones) fails it: CATO+ then ties the llm-d-like scorer (BENCHMARKS
+§0.2, the ablation)."""
 
 from __future__ import annotations
 
@@ -14,18 +16,31 @@ from dataclasses import replace
 import pytest
 
 from cato.sim.runner import run_spec
-from cato.sim.scenarios import ray_sweep, scenario
+from cato.sim.scenarios import PolicySpec, gateway_sweep, ray_sweep, scenario
 
 RATE = 50.0
-MARGIN = 0.01
+MARGIN = 0.02
 BASELINES = ("edf", "llmd", "least_outstanding", "round_robin", "ray-tuned")
+
+
+def _attainments(seed: int, cato_plus: PolicySpec) -> tuple[float, tuple[float, str]]:
+    sc = replace(scenario("mixB-bursty"), duration_s=120.0)
+    specs = {k: sc.policies[k] for k in BASELINES}
+    specs["ray-sweep[max_ongoing=unbounded]"] = ray_sweep(sc)["ray-sweep[max_ongoing=unbounded]"]
+    specs.update(gateway_sweep(sc))
+    att = {k: run_spec(sc, s, RATE, seed)[0]["attainment"] for k, s in specs.items()}
+    return run_spec(sc, cato_plus, RATE, seed)[0]["attainment"], max((v, k) for k, v in att.items())
 
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_cato_plus_beats_the_best_baseline_on_bursty_mix_b(seed: int) -> None:
-    sc = replace(scenario("mixB-bursty"), duration_s=120.0)
-    specs = {k: sc.policies[k] for k in ("cato-plus", *BASELINES)}
-    specs["ray-sweep[max_ongoing=unbounded]"] = ray_sweep(sc)["ray-sweep[max_ongoing=unbounded]"]
-    att = {k: run_spec(sc, s, RATE, seed)[0]["attainment"] for k, s in specs.items()}
-    best = max((v, k) for k, v in att.items() if k != "cato-plus")
-    assert att["cato-plus"] >= best[0] + MARGIN, (att, best)
+    mine, best = _attainments(seed, scenario("mixB-bursty").policies["cato-plus"])
+    assert mine >= best[0] + MARGIN, (mine, best)
+
+
+def test_the_lead_comes_from_holding_lax_prompts() -> None:
+    """The mutation check, kept: the same cell without rule 3 does not hold the margin."""
+    off = PolicySpec("cato-plus[hold_lax=False]", "cato-plus",
+                     routing_params=dict(hold_lax=False))
+    mine, best = _attainments(0, off)
+    assert mine < best[0] + MARGIN, (mine, best)

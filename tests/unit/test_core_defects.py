@@ -144,7 +144,8 @@ def test_first_token_releases_calls_held_by_the_prefill_budget() -> None:
     d = make_dispatcher("cato-plus", replicas=1, concurrency=8)
     budget = d.pool.get("r0").prefill_budget_tokens
     assert budget == 2 * A100_LLAMA7B.max_num_batched_tokens == 4096
-    a, b, c = (make_call(n_in=2048, n_out=20, deadline=100.0) for _ in range(3))
+    a, b, c = (make_call(n_in=2048, n_out=20, deadline=100.0, ttft_critical=True)
+               for _ in range(3))
     assert len(d.submit(a, 0.0).dispatches) == 1
     assert len(d.submit(b, 0.0).dispatches) == 1        # 2048 pending < 4096
     assert d.submit(c, 0.0).dispatches == []            # 4096 pending: held in the gateway

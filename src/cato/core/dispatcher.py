@@ -10,8 +10,9 @@ actions and reports engine progress back (:meth:`on_first_token`, :meth:`on_fini
 that brings a replica back under its prefill budget).
 
 Invariants (checked by property tests): every submitted call is, at any time, in exactly one of
-{a gateway queue, in flight on one replica, finished/failed/rejected}; a replica never holds more
-than its concurrency limit in flight; only READY replicas receive new work.
+{a gateway queue, in flight on one replica, finished/failed/rejected (refused at arrival
+included)}; a replica never holds more than its concurrency limit in flight; only READY
+replicas receive new work.
 """
 
 from __future__ import annotations
@@ -29,20 +30,30 @@ from cato.core.scaling.base import ScalingContext
 
 @dataclass(frozen=True, slots=True)
 class Dispatch:
-    """Send ``call`` to the engine of ``replica_id`` now (with ``priority`` for engines that
-    accept one, lower = more urgent)."""
+    """Send ``call`` to the engine of ``replica_id`` now. ``priority`` is the routing policy's
+    class (logged, compared by the contract test); ``engine_priority`` is what an engine that
+    orders its own queue by priority (vLLM ``--scheduling-policy priority``) receives, lower =
+    more urgent (the policy's :meth:`~cato.core.routing.base.RoutingPolicy.engine_priority`;
+    by default the class itself)."""
 
     replica_id: str
     call: LlmCall
     priority: int
+    engine_priority: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class SubmitResult:
+    """What :meth:`Dispatcher.submit` did with a call. ``rejected``: it is queued nowhere (a
+    full queue, no replica of its model, or refused); ``refused``: rejected because the routing
+    policy's :meth:`~cato.core.routing.base.RoutingPolicy.refuse` said it cannot meet its SLA
+    (``reason`` says why); ``decision`` is the routing decision, if one was made."""
+
     dispatches: list[Dispatch]
     decision: RoutingDecision | None
     rejected: bool = False
     reason: str = ""
+    refused: bool = False
 
 
 @dataclass(slots=True)
@@ -179,12 +190,21 @@ class Dispatcher:
             r.idle_since_s = None
 
     # ---- calls -----------------------------------------------------------------------------------
-    def submit(self, call: LlmCall, now_s: float, *,
-               avoid: frozenset[str] = frozenset()) -> SubmitResult:
+    def submit(self, call: LlmCall, now_s: float, *, avoid: frozenset[str] = frozenset(),
+               at_arrival: bool | None = None) -> SubmitResult:
         """A call became ready: route it (or queue it) and release what can start now.
 
         ``avoid``: replicas not to place it on while another is ready (a retry after an engine
-        failed it); a retry is not counted again in the scaler's window."""
+        failed it); a retry is not counted again in the scaler's window.
+
+        ``at_arrival``: the call is its task's first LLM call (None: judged as a call ready the
+        instant its task arrived, ``ready_s == arrival_s``). Only such a call, and never a
+        retry, is offered to the policy's
+        :meth:`~cato.core.routing.base.RoutingPolicy.refuse` once routed (early binding with a
+        ready replica: a call held in a per-model queue has no decision yet and is never
+        refused); a refused call is queued nowhere (``SubmitResult.refused``) and counted in
+        the scaler's window as a request and a violation (a miss the scaler must see, or
+        refusing would hide the overload from it)."""
         if call.call_id in self._calls:
             raise ValueError(f"call {call.call_id} submitted twice")
         if call.model not in self._window:
@@ -192,12 +212,16 @@ class Dispatcher:
         self._calls[call.call_id] = _Tracked(call, avoid=avoid)
         if not avoid:
             self._window[call.model].requests += 1
-        return self._place(call, now_s, avoid, bounded=not avoid)
+        first = call.ready_s == call.arrival_s if at_arrival is None else at_arrival
+        return self._place(call, now_s, avoid, bounded=not avoid,
+                           refusable=first and not avoid)
 
     def _place(self, call: LlmCall, now_s: float, avoid: frozenset[str] = frozenset(), *,
-               bounded: bool = True) -> SubmitResult:
+               bounded: bool = True, refusable: bool = False) -> SubmitResult:
         """Route or queue ``call``. Queue bounds apply to new work only (``bounded``): calls
-        re-routed off a drained or ejected replica were accepted and are never shed."""
+        re-routed off a drained or ejected replica were accepted and are never shed.
+        ``refusable``: offer the routing decision to the policy's ``refuse`` (a task's
+        arrival)."""
         tr = self._calls[call.call_id]
         model = call.model
         if self.policy.late_binding or self.pool.num_ready(model) == 0:
@@ -212,6 +236,12 @@ class Dispatcher:
             heapq.heappush(self._model_queue[model], QueueEntry(key, call, 0, False))
             return SubmitResult(self._pump_model(model, now_s), None)
         decision = self._route_avoiding(call, now_s, avoid)
+        if refusable:
+            why = self.policy.refuse(call, decision, now_s)
+            if why is not None:
+                self._calls.pop(call.call_id)
+                self._window[model].violations += 1
+                return SubmitResult([], decision, True, why, refused=True)
         r = self.pool.get(decision.replica_id)
         if bounded and self.max_queue_per_replica is not None \
                 and r.num_queued >= self.max_queue_per_replica and not r.has_free_slot:
@@ -281,6 +311,8 @@ class Dispatcher:
     def _pump_replica(self, r: ReplicaState, now_s: float) -> list[Dispatch]:
         out: list[Dispatch] = []
         while r.queue and r.has_free_slot and r.phase is ReplicaPhase.READY:
+            if r.in_flight and not self.policy.admits(r.queue.peek().call, r, now_s):
+                break   # the policy holds the head back (CATO+'s class-aware prefill budget)
             e = r.pop()
             # a call queued this very instant has not waited: its routing priority stands
             demoted = None if e.queued_s == now_s else self.policy.demote(e.call, e.priority,
@@ -359,7 +391,8 @@ class Dispatcher:
         r.ctx_expected_sum += call.num_prompt_tokens + call.expected_output_tokens / 2.0
         r.ctx_true_sum += call.num_prompt_tokens + (
             call.true_output_tokens or call.expected_output_tokens) / 2.0
-        return Dispatch(r.replica_id, call, priority)
+        return Dispatch(r.replica_id, call, priority,
+                        self.policy.engine_priority(call, priority, now_s))
 
     # ---- engine feedback -------------------------------------------------------------------------
     def _in_flight(self, call_id: int) -> tuple[_Tracked, ReplicaState, InFlight]:

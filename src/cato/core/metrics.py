@@ -22,7 +22,13 @@ Definitions (all exact; every figure is recomputable from the records alone):
   whose ``status != "ok"`` with ``met=True`` is a :class:`ValueError`); **rejected** =
   ``status == "rejected"``; **failed** = any other non-``ok`` status (``failed``, ``timeout``,
   ``cancelled``).
-* **Attainment** = met / arrived (``0.0`` when nothing arrived).
+* **Attainment** = met / arrived (``0.0`` when nothing arrived). A request refused at arrival
+  (early rejection: the routing policy's ``refuse``, or a full queue; ``status == "rejected"``)
+  counts as a miss here.
+* **Refused share** = rejected / arrived (``0.0`` when nothing arrived); **attainment among
+  accepted** = met / (arrived - rejected), ``None`` when every request was refused (or none
+  arrived). Together they say what early rejection trades: ``attainment = attainment_accepted
+  * (1 - refused_share)``.
 * **Feasible-in-isolation attainment** = met among the kept records with ``feasible=True`` /
   their number (:mod:`cato.core.feasibility`: the request's isolated latency on idle replicas
   meets its SLA), beside plain attainment, so that work no policy could serve (e.g. the Azure
@@ -131,6 +137,10 @@ class TaskSummary:
     attainment_both: float | None = None
     """met on every bound the record has / arrived (None when no record has a secondary
     bound)."""
+    refused_share: float = 0.0
+    """rejected (refused at arrival or shed) / arrived (0.0 if none arrived)."""
+    attainment_accepted: float | None = None
+    """met / (arrived - rejected): attainment among accepted requests (None if none was)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +266,8 @@ def _task_summary(records: Iterable[RequestRecord], window_s: float) -> TaskSumm
         num_secondary=num_secondary,
         attainment_secondary=att_secondary,
         attainment_both=att_both,
+        refused_share=rejected / arrived if arrived else 0.0,
+        attainment_accepted=met / (arrived - rejected) if arrived > rejected else None,
     )
 
 
@@ -349,6 +361,8 @@ def _task_fields(ts: TaskSummary, utilization: float | None) -> dict[str, Any]:
         "attainment_secondary": ts.attainment_secondary,
         "attainment_both": ts.attainment_both,
         "num_secondary": ts.num_secondary,
+        "refused_share": ts.refused_share,
+        "attainment_accepted": ts.attainment_accepted,
         "request_throughput": ts.request_throughput,
         "p50_ttft_ms": ts.ttft.p50_ms,
         "p99_ttft_ms": ts.ttft.p99_ms,
@@ -379,9 +393,10 @@ def summary_row(
     ``p99_e2e_ms``, ``mean_ttft_ms``, ``mean_e2e_ms``, ``p95_tpot_ms``, ``replica_seconds``,
     ``replica_seconds_per_met``, ``attainment_feasible``, ``num_feasible`` (``None`` when the
     records carry no feasibility flag), ``attainment_secondary``, ``attainment_both``,
-    ``num_secondary`` (``None`` when no record has a secondary bound); extras ``num_rejected``, ``num_failed``,
-    ``num_completed``, ``request_throughput``, ``p50/p99/mean_tpot_ms``, ``duration_s``, ``num_warmup_discarded``,
-    ``warmup_cut_s``. ``tasks`` maps each task name to the same per-task fields (``utilization``
+    ``num_secondary`` (``None`` when no record has a secondary bound), ``refused_share``,
+    ``attainment_accepted`` (``None`` when no request was accepted); extras ``num_rejected``,
+    ``num_failed``, ``num_completed``, ``request_throughput``, ``p50/p99/mean_tpot_ms``,
+    ``duration_s``, ``num_warmup_discarded``, ``warmup_cut_s``. ``tasks`` maps each task name to the same per-task fields (``utilization``
     is the run's, since replicas are shared).
     """
     row: dict[str, Any] = {

@@ -6,7 +6,8 @@ default serves the four coding tasks over two emulated engines started on loopba
 Example::
 
     listen: {host: 127.0.0.1, port: 8000}
-    routing: {policy: cato}
+    routing: {policy: cato}           # or {policy: cato-plus, params: {refuse: infeasible}}:
+                                      # 429 sla_unattainable at arrival (see Routing)
     models:
       - name: starcoder2-7b           # the engine's model name (sent in each request)
         coefficients: a100-starcoder2-7b
@@ -50,6 +51,22 @@ class Listen(_Strict):
 
 
 class Routing(_Strict):
+    """The routing policy (``cato policies`` lists them) and its constructor parameters, checked
+    at load (a bad name or value is named here, not at start-up).
+
+    Early rejection: ``routing: {policy: cato-plus, params: {refuse: infeasible}}`` refuses, at
+    arrival, a request that cannot meet its SLA -- 429 ``sla_unattainable`` with ``Retry-After``
+    (the client can go elsewhere at once), counted as ``cato_requests{outcome="refused"}``,
+    apart from violations. ``refuse: hopeless`` refuses only a request that cannot make it even
+    alone on an idle replica (its own token counts, this engine's latency model);
+    ``infeasible`` also one that no replica is predicted to serve in time under the current
+    load; ``none`` (the default) refuses nothing. Only a call ready the instant its request
+    arrived is judged (``/v1/completions`` and ``/v1/chat/completions``: the request itself;
+    not yet the calls of a ``/v1/tasks`` pipeline, made once it runs), never a retry. A
+    per-request SLA (``x-slo-*-ms``) below what the task takes on an idle replica at typical
+    lengths is a 400 ``slo_infeasible`` before any of this: no load would help it.
+    """
+
     policy: str = "cato"
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -60,6 +77,17 @@ class Routing(_Strict):
         if v not in known:
             raise ValueError(f"unknown routing policy {v!r}; known: {', '.join(known)}")
         return v
+
+    @model_validator(mode="after")
+    def _params(self) -> Routing:
+        import numpy as np
+
+        from cato.core.estimator import LatencyEstimator
+        from cato.core.routing import make_routing_policy
+        # names a bad parameter or value (e.g. refuse: sometimes) at load
+        make_routing_policy(self.policy, LatencyEstimator({}), np.random.default_rng(0),
+                            **self.params)
+        return self
 
 
 class Replica(_Strict):

@@ -6,7 +6,9 @@ every engine; load the profile (or measure one when there is none for these engi
 planner from it; register every replica with the dispatcher. Only then is ``/ready`` 200.
 
 One LLM call (:meth:`Gateway.invoke`): submit to the scheduler (429 when the dispatcher sheds
-it), wait in the gateway's queue until released, stream from the chosen engine (with the routing
+it; 429 ``sla_unattainable`` with ``Retry-After`` when the routing policy refuses it at its
+task's arrival, ``routing.params.refuse``, counted as ``cato_requests{outcome="refused"}``), wait
+in the gateway's queue until released, stream from the chosen engine (with the routing
 priority for engines that accept one), report the first token and the end back to the
 dispatcher, which feeds the latency estimator and releases queued calls.
 """
@@ -50,6 +52,11 @@ from cato.gateway.provisioner import Provisioner
 from cato.gateway.scheduler import LiveScheduler, Rejected
 
 log = logging.getLogger("cato.gateway")
+
+#: error code of a 429 refusing a request at arrival as unable to meet its SLA under the
+#: current load (admission control, or the routing policy's early rejection); a per-request
+#: SLA below what the task takes on an idle replica is a 400 ``slo_infeasible`` instead
+SLA_UNATTAINABLE = "sla_unattainable"
 
 
 @dataclass(frozen=True, slots=True)
@@ -425,7 +432,7 @@ class Gateway:
                 rep = self.replicas[rid]
                 fwd = dict(body, model=call.model)
                 if rep.accepts_priority:
-                    fwd["priority"] = d.priority
+                    fwd["priority"] = d.engine_priority
                 held: list[EngineEvent] = []
                 finished = False
                 try:
@@ -532,6 +539,11 @@ class Gateway:
         try:
             fut = self.scheduler.submit(call, avoid=avoid)
         except Rejected as e:
+            if e.refused:   # early rejection by the routing policy (routing.params.refuse)
+                self.metrics.observe_failure(call.task, "refused")
+                raise overloaded(f"refused at arrival: this {call.task} request cannot meet its "
+                                 f"SLA here now ({e.reason}); try elsewhere or later",
+                                 self._retry_after(call), code=SLA_UNATTAINABLE) from None
             self.metrics.observe_failure(call.task, "rejected")
             raise overloaded(f"request shed: {e.reason}", self._retry_after(call)) \
                 from None
@@ -585,7 +597,7 @@ class Gateway:
             self.metrics.observe_failure(call.task, "refused")
             raise ApiError(429, f"refused at arrival: the best estimate on any ready replica "
                            f"is {best:.3g} s, its SLA allows {slack:.3g} s (admission)",
-                           type="rate_limit_error", code="sla_unattainable",
+                           type="rate_limit_error", code=SLA_UNATTAINABLE,
                            headers={"Retry-After": str(self._retry_after(call))})
 
     def _serving(self, model: str) -> bool:

@@ -116,7 +116,10 @@ class GatewayMetrics:
         if authn.enabled or authn.config.admin_keys or authn.config.metrics_keys:
             self.registry.register(_AuthCollector(authn))
 
-    #: outcomes that are not SLA violations: shed by a full queue, refused at arrival
+    #: outcomes that are not SLA violations: ``rejected`` (shed by a full queue) and
+    #: ``refused`` (refused at arrival as unable to meet its SLA: 429 ``sla_unattainable``, by
+    #: admission control or the routing policy's ``refuse``). Both are misses in attainment
+    #: (met / all requests) but are counted apart from ``cato_sla_violations``.
     NOT_VIOLATIONS = frozenset({"rejected", "refused"})
 
     def observe_failure(self, task: str, outcome: str) -> None:

@@ -29,11 +29,14 @@ from cato.core.dispatcher import Dispatch, Dispatcher
 
 
 class Rejected(Exception):
-    """The dispatcher refused the call (full queue, or no replica serves the model)."""
+    """The dispatcher rejected the call: a full queue, no replica serves the model, or
+    (``refused``) the routing policy refused it at its task's arrival as unable to meet its
+    SLA (:meth:`~cato.core.routing.base.RoutingPolicy.refuse`)."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, *, refused: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.refused = refused
 
 
 class LiveScheduler:
@@ -54,7 +57,7 @@ class LiveScheduler:
         now = self.clock()
         res = self.dispatcher.submit(call, now, avoid=avoid)
         if res.rejected:
-            raise Rejected(res.reason)
+            raise Rejected(res.reason, refused=res.refused)
         fut: asyncio.Future[Dispatch] = asyncio.get_running_loop().create_future()
         self._waiting[call.call_id] = fut
         self._perform(res.dispatches, now)

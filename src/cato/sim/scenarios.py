@@ -36,6 +36,12 @@ class PolicySpec:
     scaling: str = "fixed"
     routing_params: Mapping[str, Any] = field(default_factory=dict)
     scaling_params: Mapping[str, Any] = field(default_factory=dict)
+    engine_concurrency: int | None = None
+    """The gateway's calls per engine under this policy (``None``: the scenario's); a sweep
+    point of :func:`gateway_sweep`."""
+    engine_scheduling: str = "fcfs"
+    """How the engines order their waiting queues: ``"fcfs"`` (vLLM's default) or
+    ``"priority"`` (``--scheduling-policy priority``: by the ``priority`` the gateway sends)."""
 
 
 #: Ray Serve's defaults: max_ongoing_requests=5, target_ongoing_requests=2.
@@ -50,6 +56,8 @@ def fixed_policies(engine_concurrency: int) -> dict[str, PolicySpec]:
     return {
         "cato": PolicySpec("cato", "cato"),
         "cato-plus": PolicySpec("cato-plus", "cato-plus"),
+        "cato-plus-refuse": PolicySpec("cato-plus-refuse", "cato-plus",
+                                       routing_params=dict(refuse="infeasible")),
         "round_robin": PolicySpec("round_robin", "round_robin"),
         "least_outstanding": PolicySpec("least_outstanding", "least_outstanding"),
         "ray": PolicySpec("ray", "pow2", routing_params=RAY_DEFAULT),
@@ -94,6 +102,32 @@ RAY_SWEEP_DOWNSCALE_DELAY_S: tuple[float, ...] = (60.0, 120.0, 600.0)
 UNBOUNDED_ONGOING = 1_000_000_000
 #: The name that expands into the Ray-like sweep (:func:`ray_sweep`).
 RAY_SWEEP = "ray-sweep"
+#: The name that expands into the gateway-concurrency sweep of the SLA-blind gateway-queue
+#: baselines (:func:`gateway_sweep`).
+GATEWAY_SWEEP = "gateway-sweep"
+#: Calls per engine swept for those baselines, beside the scenario's own concurrency.
+GATEWAY_SWEEP_CONCURRENCY: tuple[int, ...] = (32,)
+#: The baselines whose calls wait in the gateway's per-replica queues up to the gateway's
+#: concurrency (Ray-like routing has its own cap, ``max_ongoing_requests``, swept apart).
+GATEWAY_QUEUE_BASELINES = ("round_robin", "least_outstanding", "edf", "llmd")
+
+
+def gateway_sweep(sc: Scenario) -> dict[str, PolicySpec]:
+    """Every gateway-queue baseline of ``sc`` (:data:`GATEWAY_QUEUE_BASELINES`) at every
+    concurrency of :data:`GATEWAY_SWEEP_CONCURRENCY` other than the scenario's own (which the
+    baseline's plain label already runs), labelled e.g. ``llmd[conc=32]``: a baseline is taken at
+    its best concurrency, never only at the one CATO prefers."""
+    out: dict[str, PolicySpec] = {}
+    for name in GATEWAY_QUEUE_BASELINES:
+        base = sc.policies.get(name)
+        if base is None:
+            continue
+        for conc in GATEWAY_SWEEP_CONCURRENCY:
+            if conc == sc.engine_concurrency:
+                continue
+            label = f"{name}[conc={conc}]"
+            out[label] = replace(base, label=label, engine_concurrency=conc)
+    return out
 
 
 def ray_sweep(sc: Scenario) -> dict[str, PolicySpec]:
@@ -184,6 +218,8 @@ def resolve_policies(sc: Scenario, names: Sequence[str]) -> list[PolicySpec]:
     for name in names:
         if name == RAY_SWEEP:
             out.update(ray_sweep(sc))
+        elif name == GATEWAY_SWEEP:
+            out.update(gateway_sweep(sc))
         elif name in sc.policies:
             out[name] = sc.policies[name]
         else:
@@ -197,8 +233,14 @@ def describe_config(spec: PolicySpec) -> dict[str, Any]:
     (``max_ongoing_requests`` of :data:`UNBOUNDED_ONGOING` written as ``"unbounded"``)."""
     routing = {k: ("unbounded" if k == "max_ongoing_requests" and v == UNBOUNDED_ONGOING else v)
                for k, v in sorted(spec.routing_params.items())}
-    return {"routing": spec.routing, "routing_params": routing, "scaling": spec.scaling,
-            "scaling_params": dict(sorted(spec.scaling_params.items()))}
+    out: dict[str, Any] = {"routing": spec.routing, "routing_params": routing,
+                           "scaling": spec.scaling,
+                           "scaling_params": dict(sorted(spec.scaling_params.items()))}
+    if spec.engine_concurrency is not None:
+        out["engine_concurrency"] = spec.engine_concurrency
+    if spec.engine_scheduling != "fcfs":
+        out["engine_scheduling"] = spec.engine_scheduling
+    return out
 
 
 AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato", "round_robin+ray",
@@ -328,15 +370,21 @@ def _scenarios() -> dict[str, Scenario]:
     # ---- beyond the paper: plain A100 replicas with full batching --------------------------------
     one = single_step_tasks(ONE_MODEL)
     a100 = (ModelDeployment("llama-7b", A100_LLAMA7B, 4, 4, 4),)
+    # The gateway lets each engine run as many calls as it batches (max_num_seqs): a lower cap
+    # throttles every gateway-queue policy (32 cost CATO 15 % of its capacity on mix B); the
+    # baselines are swept at 32 too (gateway_sweep). The autoscaled scenarios keep 32, which
+    # their Ray-like targets are derived from.
+    conc_a100 = A100_LLAMA7B.max_num_seqs
     for mix_name, mix, knee in (("A", MIX_A, 50.0), ("B", MIX_B, 62.0)):
         base = Scenario(
             f"mix{mix_name}-poisson",
             f"Mix {mix_name} on 4 fixed A100 Llama-7B replicas (full batching, gateway "
-            f"concurrency 32 per engine), Poisson, 300 s.",
+            f"concurrency {conc_a100} per engine = max_num_seqs), Poisson, 300 s.",
             a100, one, mix, "poisson", 300.0,
             tuple(round(knee * f, 2) for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.2, 1.3)),
-            fixed_policies(32), ("cato", "cato-plus", "round_robin", "least_outstanding", "ray",
-                                 "ray-tuned", "edf", "oracle"), 32, knee_rps=knee)
+            fixed_policies(conc_a100), ("cato", "cato-plus", "round_robin", "least_outstanding",
+                                        "ray", "ray-tuned", "edf", "oracle"), conc_a100,
+            knee_rps=knee)
         out[base.name] = base
         out[f"mix{mix_name}-bursty"] = replace(
             base, name=f"mix{mix_name}-bursty", arrival="gamma4",
@@ -350,7 +398,7 @@ def _scenarios() -> dict[str, Scenario]:
                         f"in the middle third of 900 s.",
             deployments=(ModelDeployment("llama-7b", A100_LLAMA7B, 2, 1, 16),), duration_s=900.0,
             rates_rps=tuple(round(knee * f, 2) for f in (0.25, 0.5)),
-            policies=autoscaled_policies(32),
+            policies=autoscaled_policies(32), engine_concurrency=32,
             default_policies=AUTOSCALED_DEFAULTS)
     out["multistep"] = replace(
         out["mixB-poisson"], name="multistep",
@@ -432,7 +480,9 @@ def build_config(sc: Scenario, policy: PolicySpec, *,
     return SimConfig(
         deployments=sc.deployments, tasks=sc.tasks, routing=policy.routing,
         routing_params=dict(policy.routing_params), scaling=policy.scaling,
-        scaling_params=scaling_params, engine_concurrency=sc.engine_concurrency,
+        scaling_params=scaling_params,
+        engine_concurrency=policy.engine_concurrency or sc.engine_concurrency,
+        engine_scheduling=policy.engine_scheduling,
         cold_start_median_s=sc.cold_start_median_s, cold_start_p90_s=sc.cold_start_p90_s,
         jitter_sigma=sc.jitter_sigma, label=policy.label,
     )

@@ -12,7 +12,10 @@ dispatcher and advance the task's DAG. When every node is done the task's
 :class:`~cato.core.records.RequestRecord` is written, with ``feasible`` judged at arrival
 (:mod:`cato.core.feasibility`: the request's isolated latency along its DAG, by the
 deployments' latency model, meets its SLA), and, for a task with a secondary E2E bound (a
-TTFT-critical task), ``met_secondary``: whether its last node ended within the bound.
+TTFT-critical task), ``met_secondary``: whether its last node ended within the bound. A task
+whose call the dispatcher rejects -- e.g. its first LLM call refused at arrival by the routing
+policy (:meth:`~cato.core.routing.base.RoutingPolicy.refuse`) -- runs no further node; its record
+has status ``rejected`` and ``met=False``.
 
 Randomness: the request stream is drawn before the run (common random numbers); the simulator's
 own draws (cold starts, router sampling, engine jitter) come from children of one
@@ -40,7 +43,7 @@ from cato.core.scaling import apply_bounds, make_scaling_policy
 from cato.core.scaling.base import ScalingPolicy
 from cato.core.slack import TaskPlan, model_baselines, plan_task
 from cato.core.task import SlaKind, TaskType
-from cato.sim.replica_engine import EngineEvent, ReplicaEngine
+from cato.sim.replica_engine import SCHEDULING_POLICIES, EngineEvent, ReplicaEngine
 from cato.sim.workload import TaskArrival
 
 
@@ -73,6 +76,9 @@ class SimConfig:
     scaling: str = "fixed"
     scaling_params: Mapping[str, Any] = field(default_factory=dict)
     engine_concurrency: int | None = None
+    engine_scheduling: str = "fcfs"
+    """The engines' ``--scheduling-policy``: ``"fcfs"`` or ``"priority"`` (each dispatch's
+    ``engine_priority`` then orders the engine's queue; :mod:`cato.sim.replica_engine`)."""
     cold_start_median_s: float = 45.0
     cold_start_p90_s: float = 90.0
     jitter_sigma: float = 0.0
@@ -117,7 +123,7 @@ _ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE = range(5)
 
 class _TaskRun:
     __slots__ = ("arrival", "task", "pending_deps", "remaining", "offsets", "first_token_s",
-                 "last_s", "replica", "sla_s", "failed", "feasible", "bound_s")
+                 "last_s", "replica", "sla_s", "failed", "feasible", "bound_s", "llm_started")
 
     def __init__(self, arrival: TaskArrival, task: TaskType, offsets: Mapping[str, float],
                  feasible: bool) -> None:
@@ -133,6 +139,7 @@ class _TaskRun:
         self.failed = False
         self.feasible = feasible
         self.bound_s = task.e2e_bound_s
+        self.llm_started = False   # an LLM call of the task was submitted (its arrival)
 
 
 class Simulator:
@@ -140,6 +147,9 @@ class Simulator:
 
     def __init__(self, config: SimConfig, stream: Sequence[TaskArrival], *, seed: int = 0,
                  on_progress: Callable[[int, int], None] | None = None) -> None:
+        if config.engine_scheduling not in SCHEDULING_POLICIES:
+            raise ValueError(f"unknown engine_scheduling {config.engine_scheduling!r}; expected one "
+                             f"of {', '.join(map(repr, SCHEDULING_POLICIES))}")
         self.cfg = config
         self.stream = stream
         self.on_progress = on_progress
@@ -202,7 +212,8 @@ class Simulator:
         rid = f"{model}-{idx}"
         d = self._deploy[model]
         rng = np.random.default_rng(self._jitter_ss.spawn(1)[0]) if self.cfg.jitter_sigma else None
-        self._engines[rid] = ReplicaEngine(d.coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma)
+        self._engines[rid] = ReplicaEngine(d.coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma,
+                                           scheduling_policy=self.cfg.engine_scheduling)
         self._engine_version[rid] = 0
         self._perform(self.dispatcher.add_replica(rid, model, now, ready=ready), now)
         if not ready:
@@ -239,7 +250,7 @@ class Simulator:
             eng = self._engines[d.replica_id]
             self._handle_engine_events(d.replica_id, eng.advance(now))
             n_out = d.call.true_output_tokens or d.call.expected_output_tokens
-            eng.submit(d.call.call_id, d.call.num_prompt_tokens, n_out, now)
+            eng.submit(d.call.call_id, d.call.num_prompt_tokens, n_out, now, d.engine_priority)
             touched.add(d.replica_id)
         for rid in touched:
             if rid in self._engines:
@@ -282,7 +293,8 @@ class Simulator:
 
     def _start_node(self, run: _TaskRun, name: str, now: float) -> None:
         node = run.task.node(name)
-        if name in run.arrival.skipped:
+        if name in run.arrival.skipped or run.failed:
+            # (a rejected task -- refused at arrival, or shed -- runs no further node)
             self._node_done(run, name, now)
             return
         if not node.is_llm:
@@ -300,8 +312,9 @@ class Simulator:
             true_output_tokens=int(n_out), seq=cid,
         )
         self._calls[cid] = (run, name)
-        res = self.dispatcher.submit(call, now)
-        if res.rejected:
+        first, run.llm_started = not run.llm_started, True
+        res = self.dispatcher.submit(call, now, at_arrival=first)
+        if res.rejected:   # the record says "rejected" (met=False): _finish_task
             self._calls.pop(cid)
             run.failed = True
             self._node_done(run, name, now)

@@ -66,9 +66,33 @@ class RoutingPolicy(ABC):
         further calls back (None: no such limit)."""
         return None
 
+    def admits(self, call: LlmCall, replica: ReplicaState, now_s: float) -> bool:
+        """Whether ``replica`` may take ``call``, the head of its gateway queue, now (asked only
+        while the replica has calls in flight and a free slot under its concurrency limit and
+        prefill budget: an idle replica always takes its head). False holds the call, and the
+        queue behind it, in the gateway until the next release attempt (a first token, an end,
+        a new call). Default: always."""
+        return True
+
+    def engine_priority(self, call: LlmCall, priority: int, now_s: float) -> int:
+        """The ``priority`` an engine that orders its own waiting queue by it receives with
+        ``call`` (vLLM's ``priority`` field: smaller runs first, ties by arrival). Default: the
+        routing class itself."""
+        return priority
+
     def demote(self, call: LlmCall, priority: int, now_s: float) -> int | None:
         """Called when a queued call is about to be released: a new (larger) priority to queue it
         behind others instead, or None to release it."""
+        return None
+
+    def refuse(self, call: LlmCall, decision: RoutingDecision, now_s: float) -> str | None:
+        """Early rejection: called by :meth:`Dispatcher.submit
+        <cato.core.dispatcher.Dispatcher.submit>` right after ``route`` chose ``decision`` for
+        the *first* LLM call of a task (its arrival; never for a later node of a task already
+        accepted, nor for a retry). A string refuses the whole task, so that its client can go
+        elsewhere at once: the call is queued nowhere and the string is the reason the driver
+        reports (the gateway: 429 ``sla_unattainable``; the simulator: a record with status
+        ``rejected``). ``None`` (the default) accepts it."""
         return None
 
 
