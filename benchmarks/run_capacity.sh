@@ -23,6 +23,10 @@ for sc in mixA-poisson mixB-poisson mixA-bursty mixB-bursty multistep azure; do
   cap "$sc" --duration "$DURATION"
 done
 .venv/bin/python benchmarks/capacity_table.py "$OUT"/*.json > "$OUT/SUMMARY.md"
+.venv/bin/python benchmarks/capacity_table.py --readme "$OUT"/*.json > "$OUT/README_TABLE.md"
+
+# CATO+'s levers one by one at fixed cells (BENCHMARKS §0.2), ~20 minutes
+.venv/bin/python benchmarks/ablation.py --seeds 5 --out docs/results/ablation
 
 FRONTS=docs/results/fronts
 mkdir -p "$FRONTS"

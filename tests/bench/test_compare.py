@@ -125,6 +125,15 @@ def test_live_compare_of_two_gateway_policies(tmp_path: Path) -> None:
         assert r["num_completed"] == r["num_arrived"]
         assert r["mean_replicas"] == pytest.approx(12.0)
         assert 0.0 < r["utilization"] <= 1.0
+        # measured as the protocol's section 4 asks: the gateway's CPU apart from the 12
+        # engines', per completed request; the same calls per engine; late sends counted
+        assert r["engine_processes"] == 12 and r["gateway_processes"] >= 1
+        assert r["gateway_cpu_s"] > 0 and r["engine_cpu_s"] > 0
+        assert r["cpu_s_per_request"] == pytest.approx(
+            r["gateway_cpu_s"] / r["num_requests"])            # every request completed
+        assert r["per_engine_concurrency"] == {"codellama-7b": 1, "starcoder2-7b": 1}
+        assert r["late_tolerance_ms"] == 50.0 and len(r["late_ids"]) == r["late_discarded"]
+    assert result["settings"]["pinning"]["mode"] in ("separate", "shared", "none")
     records = {name: [RequestRecord.from_json(json.loads(line)) for line in
                       (tmp_path / "runs" / "seed0" / f"{name}.records.jsonl").read_text()
                       .splitlines()]
@@ -138,8 +147,9 @@ def test_live_compare_of_two_gateway_policies(tmp_path: Path) -> None:
     for name, recs in records.items():
         assert all(r.status == "ok" and r.replica is not None for r in recs)
         kept, cut = discard_warmup(recs)                      # live_summary's defaults
-        met = sum(r.met for r in kept)
         run = runs[name]
+        kept = [r for r in kept if r.id not in set(run["late_ids"])]   # sent late: discarded
+        met = sum(r.met for r in kept)
         assert (run["num_arrived"], run["num_met"]) == (len(kept), met)
         assert run["warmup_cut_s"] == pytest.approx(cut)
         ttft_ms = [1000 * r.ttft_s for r in kept if r.task == "generation" and r.ttft_s is not None]

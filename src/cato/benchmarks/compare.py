@@ -30,6 +30,23 @@ own window of it); attainment among the requests feasible in isolation is report
 attainment; and a system's ratio to a baseline is the ratio of its mean over the seeds to the
 baseline's (:func:`cato.core.metrics.ratio_of_means_ci`, paired bootstrap 95 % interval over
 seeds), never the mean of per-seed ratios -- which stay in the JSON as detail.
+
+Measuring the systems, not the machine (BENCHMARK_PROTOCOL.md section 4):
+
+* **Pinning** (:mod:`cato.benchmarks.pinning`): the load generator, the gateway (for Ray Serve:
+  every Ray process) and the engines run on separate CPUs where they fit; one plan for every
+  system, written into the JSON (``settings.pinning``).
+* **Late sends**: a request the load generator sent more than ``late_tolerance_s`` (50 ms)
+  after its scheduled time is left out of the figures; each run counts them
+  (``late_discarded``, ``late_share``) and the report gives them per system.
+* **Same per-engine concurrency**: one setting (``concurrency``; default the scenario's
+  ``engine_concurrency``) is the gateway's calls per engine and Ray Serve's
+  ``max_ongoing_requests`` per replica (``ray-serve-tuned``, ``ray-serve-cato``); ``ray-serve``
+  is Ray's defaults by definition (5) and the report says so beside it.
+* **CPU per request** (:mod:`cato.benchmarks.cpu_accounting`): user + system CPU-seconds of each
+  system's processes other than the engines over the load, divided by the completed requests
+  (``gateway_cpu_s``, ``cpu_s_per_request``; the engines' in ``engine_cpu_s``, the load
+  generator's in ``loadgen_cpu_s``).
 """
 
 from __future__ import annotations
@@ -47,17 +64,26 @@ from typing import Any
 import httpx
 import yaml
 
+from cato.benchmarks.cpu_accounting import TreeCpu, own_cpu_s
+from cato.benchmarks.pinning import (PinPlan, cpu_ranges, pin_tree, pinned_self, plan_pinning,
+                                     thread_affinity)
 from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import PRESETS, ReplicaCoefficients, preset, slowed
 from cato.core.metrics import ratio_of_means_ci
 from cato.core.records import RequestRecord
-from cato.sim.scenarios import Scenario
+from cato.sim.scenarios import RAY_DEFAULT, Scenario
 
 GATEWAY_SYSTEMS: dict[str, str] = {"cato": "cato", "cato-plus": "cato-plus",
                                    "round-robin": "round_robin",
                                    "least-outstanding": "least_outstanding"}
 RAY_SYSTEMS: tuple[str, ...] = ("ray-serve", "ray-serve-tuned", "ray-serve-cato")
 SYSTEMS: tuple[str, ...] = (*GATEWAY_SYSTEMS, *RAY_SYSTEMS)
+#: Ray Serve's default ``max_ongoing_requests``: the ``ray-serve`` system's calls per engine.
+RAY_DEFAULT_MAX_ONGOING: int = int(RAY_DEFAULT["max_ongoing_requests"])
+#: The protocol's minimum number of seeds for a comparison.
+MIN_SEEDS = 5
+#: Default tolerance for a late send (BENCHMARK_PROTOCOL.md section 4).
+LATE_TOLERANCE_S = 0.05
 
 #: The report's headline metrics: (summary path, label, lower is better).
 HEADLINE: tuple[tuple[str, str, bool], ...] = (
@@ -71,6 +97,7 @@ HEADLINE: tuple[tuple[str, str, bool], ...] = (
     ("utilization", "utilisation", False),
     ("replica_s_per_met", "replica-s / met", True),
     ("mean_replicas", "mean replicas", True),
+    ("gateway_cpu_ms_per_request", "gateway CPU (ms) / request", True),
 )
 
 
@@ -126,6 +153,25 @@ def scenario_sla_scale(sc: Scenario) -> float:
     return ratios.pop()
 
 
+def engine_concurrency(sc: Scenario, m: LiveModel, override: int | None = None) -> int:
+    """Calls per engine of model ``m``: ``override``, else the scenario's
+    ``engine_concurrency``, else the engine's batch cap -- one value given to the gateway
+    (``concurrency``) and to Ray Serve (``max_ongoing_requests`` of the tuned variants)."""
+    if override is not None:
+        if override < 1:
+            raise ValueError(f"per-engine concurrency must be >= 1, got {override}")
+        return int(override)
+    if sc.engine_concurrency is not None:
+        return int(sc.engine_concurrency)
+    return int(m.max_num_seqs if m.max_num_seqs is not None else preset(m.preset).max_num_seqs)
+
+
+def system_concurrency(system: str, concurrency: int) -> int:
+    """The calls per engine ``system`` actually runs with, given the comparison's setting:
+    the setting, except ``ray-serve`` (Ray's defaults: ``max_ongoing_requests`` 5)."""
+    return RAY_DEFAULT_MAX_ONGOING if system == "ray-serve" else concurrency
+
+
 # ---- starting and stopping a system -------------------------------------------------------------
 @dataclass
 class RunningSystem:
@@ -134,6 +180,8 @@ class RunningSystem:
     stop: Callable[[], None]
     replica_count: Callable[[], int | None]
     samples: list[tuple[float, int]] = field(default_factory=list)   # (unix time, replicas)
+    pid: int | None = None
+    """The root of the system's process tree (``cato serve``; Ray's driver)."""
 
 
 def autoscale_policy(routing: str, concurrency: int, scaling: dict[str, Any] | None
@@ -151,19 +199,22 @@ def autoscale_policy(routing: str, concurrency: int, scaling: dict[str, Any] | N
 
 def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, dilation: float,
                    seed: int, autoscale: bool, scaling: dict[str, Any] | None = None,
-                   port: int = 0, sla_scale: float | None = None) -> dict[str, Any]:
+                   port: int = 0, sla_scale: float | None = None,
+                   concurrency: int | None = None) -> dict[str, Any]:
     """``cato serve``'s config for the scenario's engines and one routing policy (SLAs scaled
-    with the dilation unless ``sla_scale`` is given)."""
+    with the dilation unless ``sla_scale`` is given; calls per engine by
+    :func:`engine_concurrency`)."""
     ms = []
     for m in models:
         emulated: dict[str, Any] = {"replicas": m.replicas, "preset": m.preset,
                                     "time_dilation": m.slowdown * dilation, "seed": seed}
         if m.max_num_seqs is not None:
             emulated["max_num_seqs"] = m.max_num_seqs
+        conc = engine_concurrency(sc, m, concurrency)
         mc: dict[str, Any] = {"name": m.name, "coefficients": m.preset, "accepts_priority": True,
-                              "concurrency": sc.engine_concurrency, "emulated": emulated}
+                              "concurrency": conc, "emulated": emulated}
         if autoscale:
-            mc["autoscale"] = {**autoscale_policy(policy, sc.engine_concurrency, scaling),
+            mc["autoscale"] = {**autoscale_policy(policy, conc, scaling),
                                "min_replicas": m.min_replicas, "max_replicas": m.max_replicas}
         ms.append(mc)
     return {"listen": {"port": port}, "routing": {"policy": policy}, "models": ms,
@@ -176,10 +227,12 @@ def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, di
 def start_gateway_system(name: str, sc: Scenario, models: Sequence[LiveModel], *,
                          dilation: float, seed: int, autoscale: bool, work: Path,
                          scaling: dict[str, Any] | None = None,
-                         sla_scale: float | None = None) -> RunningSystem:
+                         sla_scale: float | None = None,
+                         concurrency: int | None = None) -> RunningSystem:
     from cato.demo import start_gateway, stop
     cfg = gateway_config(sc, models, GATEWAY_SYSTEMS[name], dilation=dilation, seed=seed,
-                         autoscale=autoscale, scaling=scaling, sla_scale=sla_scale)
+                         autoscale=autoscale, scaling=scaling, sla_scale=sla_scale,
+                         concurrency=concurrency)
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc, url = start_gateway(["--config", str(path), "--profile", str(work / "none.json")],
@@ -192,20 +245,21 @@ def start_gateway_system(name: str, sc: Scenario, models: Sequence[LiveModel], *
             return None
         return sum(r["state"] in ("ready", "draining") for r in reps)
 
-    return RunningSystem(name, url, lambda: stop(proc), count)
+    return RunningSystem(name, url, lambda: stop(proc), count, pid=proc.pid)
 
 
 def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, dilation: float,
                      seed: int, autoscale: bool, work: Path,
                      scaling: dict[str, Any] | None = None,
-                     sla_scale: float | None = None) -> RunningSystem:
+                     sla_scale: float | None = None,
+                     concurrency: int | None = None) -> RunningSystem:
     from cato.gateway.launcher import free_port
     from cato.rayserve.launch import start_ray_serve
     specs = []
     for m in models:
         engine: dict[str, Any] = {
             "model": m.name, "preset": m.preset, "time_dilation": m.slowdown * dilation,
-            "seed": seed, "concurrency": sc.engine_concurrency,
+            "seed": seed, "concurrency": engine_concurrency(sc, m, concurrency),
             "sla_scale": sla_scale if sla_scale is not None else scenario_sla_scale(sc) * dilation}
         if m.max_num_seqs is not None:
             engine["max_num_seqs"] = m.max_num_seqs
@@ -221,7 +275,7 @@ def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, di
     def stop() -> None:
         rs.stop()
 
-    return RunningSystem(name, rs.url, stop, rs.num_replicas)
+    return RunningSystem(name, rs.url, stop, rs.num_replicas, pid=rs.proc.pid)
 
 
 def start_system(name: str, sc: Scenario, models: Sequence[LiveModel], **kw: Any
@@ -234,10 +288,12 @@ def start_system(name: str, sc: Scenario, models: Sequence[LiveModel], **kw: Any
 
 
 class _Sampler:
-    """Replica count of a running system, every ``every_s``."""
+    """Replica count of a running system, every ``every_s``; ``also`` is called at each tick
+    (re-pinning the system's processes, sampling their CPU time)."""
 
-    def __init__(self, system: RunningSystem, every_s: float = 1.0) -> None:
-        self.system, self.every_s = system, every_s
+    def __init__(self, system: RunningSystem, every_s: float = 1.0,
+                 also: Callable[[], None] | None = None) -> None:
+        self.system, self.every_s, self.also = system, every_s, also
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
@@ -246,6 +302,8 @@ class _Sampler:
             n = self.system.replica_count()
             if n is not None:
                 self.system.samples.append((time.time(), n))
+            if self.also is not None:
+                self.also()
             self._stop.wait(self.every_s)
 
     def __enter__(self) -> _Sampler:
@@ -308,6 +366,21 @@ class CompareSettings:
     """azure: > 0 pins every seed's window there; ``None``/0: each seed its own window."""
     out_dir: Path = Path("out/compare")
     progress: bool = True
+    pin: bool = True
+    """Pin load generator, gateway and engines to separate CPUs (:mod:`.pinning`)."""
+    late_tolerance_s: float | None = LATE_TOLERANCE_S
+    """A request sent later than this after its schedule is discarded (``None``: none is)."""
+    concurrency: int | None = None
+    """Calls per engine for every system (``None``: the scenario's ``engine_concurrency``)."""
+    plan: PinPlan | None = None
+    """The pinning plan (``None``: :func:`.pinning.plan_pinning` of this process's CPUs)."""
+    idle_s: float = 2.0
+    """Seconds the system's idle CPU is measured for before the load (0: not measured)."""
+
+    def pin_plan(self) -> PinPlan:
+        if self.plan is None:
+            self.plan = plan_pinning(enabled=self.pin)
+        return self.plan
 
 
 def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any],
@@ -316,27 +389,88 @@ def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any]
     from cato.benchmarks.live_load import live_summary, run_live_load, write_outputs
     work = settings.out_dir / "runs" / f"seed{seed}"
     work.mkdir(parents=True, exist_ok=True)
+    plan = settings.pin_plan()
     t0 = time.monotonic()
-    sysm = start_system(system, sc, models, dilation=settings.time_dilation, seed=seed,
-                        autoscale=settings.autoscale, work=work, scaling=settings.scaling)
-    log(f"  {system}: up in {time.monotonic() - t0:.1f} s at {sysm.url}")
+    with thread_affinity(plan.gateway):      # the system and all it starts inherit these CPUs
+        sysm = start_system(system, sc, models, dilation=settings.time_dilation, seed=seed,
+                            autoscale=settings.autoscale, work=work, scaling=settings.scaling,
+                            concurrency=settings.concurrency)
+    meter = TreeCpu(sysm.pid)
+    pinned = pin_tree(sysm.pid, plan)
+
+    def tick() -> None:
+        roles = meter.sample()
+        pin_tree(sysm.pid, plan, roles)      # engines started since (autoscaling) move too
+
+    log(f"  {system}: up in {time.monotonic() - t0:.1f} s at {sysm.url}"
+        + (f"; pinned {pinned['gateway']} gateway and {pinned['engines']} engine processes"
+           if plan.active else ""))
     try:
-        with _Sampler(sysm):
+        with pinned_self(plan.loadgen), _Sampler(sysm, also=tick):
+            idle_rate = idle_cpu_rate(sysm.pid, settings.idle_s)
+            meter.start()
+            own0 = own_cpu_s()
             run = asyncio.run(run_live_load(sysm.url, stream, progress=settings.progress,
                                             system=system))
+            own = own_cpu_s() - own0
+            usage = meter.stop()
     finally:
         sysm.stop()
     summary = live_summary(run, system=system, scenario=sc.name, rate_rps=settings.rate,
-                           seed=seed)
+                           seed=seed, late_tolerance_s=settings.late_tolerance_s)
     fixed = sum(m.replicas for m in models)
     summary.update(cost_fields(run.records, sysm.samples, run.started_at, run.duration_s, fixed))
+    summary.update(cpu_fields(usage, run.records, loadgen_cpu_s=own, idle_cpu_per_s=idle_rate))
+    conc = {m.name: system_concurrency(system, engine_concurrency(sc, m, settings.concurrency))
+            for m in models}
+    summary["per_engine_concurrency"] = conc
+    summary["pinned_processes"] = pinned
     summary["replica_samples"] = [(round(t - run.started_at, 2), n) for t, n in sysm.samples]
     write_outputs(run, summary, work)
     goodput = summary["request_goodput"]
+    cpu = summary["gateway_cpu_ms_per_request"]
     log(f"  {system}: attainment {summary['attainment']:.3f}, goodput "
         f"{'-' if goodput is None else format(goodput, '.2f')} req/s, "
-        f"{summary['num_completed']}/{summary['num_arrived']} completed")
+        f"{summary['num_completed']}/{summary['num_arrived']} completed, "
+        f"{summary['late_discarded']} late sends discarded, gateway CPU "
+        f"{'-' if cpu is None else format(cpu, '.2f')} ms/request")
     return summary
+
+
+def idle_cpu_rate(pid: int | None, seconds: float) -> float | None:
+    """CPU-seconds per second the system's gateway processes spend with no request in flight,
+    over ``seconds`` (``None`` when not measured)."""
+    if pid is None or seconds <= 0:
+        return None
+    meter = TreeCpu(pid)
+    meter.start()
+    time.sleep(seconds)
+    u = meter.stop()
+    return None if u.gateway_cpu_s is None or u.wall_s <= 0 else u.gateway_cpu_s / u.wall_s
+
+
+def cpu_fields(usage: Any, records: Sequence[RequestRecord], *,
+               loadgen_cpu_s: float | None = None,
+               idle_cpu_per_s: float | None = None) -> dict[str, Any]:
+    """CPU-seconds of the system's gateway processes and engines over the load, and the
+    gateway's per completed request (every ``ok`` request of the run: warm-up and late sends
+    cost CPU too); with the system's idle rate (``idle_cpu_per_s``, measured before the load),
+    also the CPU above idle per request. ``usage``: a
+    :class:`~cato.benchmarks.cpu_accounting.CpuUsage`."""
+    completed = sum(r.status == "ok" for r in records)
+    per = usage.per_request(completed)
+    above = None
+    if per is not None and idle_cpu_per_s is not None:
+        above = max(0.0, usage.gateway_cpu_s - idle_cpu_per_s * usage.wall_s) / completed
+    return {"gateway_cpu_s": usage.gateway_cpu_s, "engine_cpu_s": usage.engine_cpu_s,
+            "loadgen_cpu_s": loadgen_cpu_s, "cpu_s_per_request": per,
+            "gateway_cpu_ms_per_request": None if per is None else per * 1000.0,
+            "gateway_idle_cpu_per_s": idle_cpu_per_s,
+            "gateway_cpu_ms_per_request_above_idle": None if above is None else above * 1000.0,
+            "cpu_window_s": usage.wall_s,
+            "gateway_cpu_by_process": dict(list(usage.gateway_by_process.items())[:10]),
+            "gateway_processes": usage.gateway_processes,
+            "engine_processes": usage.engine_processes}
 
 
 def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
@@ -349,6 +483,14 @@ def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
     sc = live_scenario(settings.scenario, duration_s=settings.duration_s,
                        arrival=settings.arrival, trace_start_s=settings.trace_start_s)
     models = live_models(sc)
+    plan = settings.pin_plan()
+    log(plan.describe())
+    conc = {m.name: engine_concurrency(sc, m, settings.concurrency) for m in models}
+    log(f"calls per engine: {conc}" + ("; ray-serve keeps Ray's default max_ongoing_requests "
+                                       f"({RAY_DEFAULT_MAX_ONGOING})"
+                                       if "ray-serve" in settings.systems else ""))
+    if len(settings.seeds) < MIN_SEEDS:
+        log(f"{len(settings.seeds)} seed(s): the protocol asks for >= {MIN_SEEDS}")
     runs = []
     for k, seed in enumerate(settings.seeds):
         stream = build_live_stream(settings.scenario, settings.rate, seed,
@@ -366,7 +508,11 @@ def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
                          "arrival": settings.arrival or sc.arrival,
                          "autoscale": settings.autoscale, "scaling": settings.scaling,
                          "trace_start_s": settings.trace_start_s,
-                         "models": [vars(m) for m in models]},
+                         "models": [vars(m) for m in models],
+                         "pinning": plan.to_json(),
+                         "per_engine_concurrency": conc,
+                         "late_tolerance_ms": None if settings.late_tolerance_s is None
+                         else settings.late_tolerance_s * 1000.0},
             "runs": runs}
 
 
@@ -427,6 +573,72 @@ def _ratio_cell(entry: dict[str, Any] | None) -> str:
             f"{fmt.format(entry['hi'])}]")
 
 
+def _conc_cell(system: str, runs: Sequence[dict[str, Any]]) -> str:
+    values = sorted({int(v) for r in runs for v in (r.get("per_engine_concurrency") or {})
+                     .values()})
+    if not values:
+        return "–"
+    text = "/".join(str(v) for v in values)
+    return f"{text} (Ray's default)" if system == "ray-serve" else text
+
+
+def measurement_lines(result: dict[str, Any]) -> list[str]:
+    """How the systems were measured (BENCHMARK_PROTOCOL.md section 4): the pinning plan, the
+    late-send rule with each system's discarded requests over all seeds, the calls per engine
+    and each system's gateway CPU per request. Empty for a result without these fields."""
+    st = result["settings"]
+    runs = result["runs"]
+    if not any("late_discarded" in r or "gateway_cpu_s" in r for r in runs):
+        return []
+    pin = st.get("pinning") or {}
+    tol = st.get("late_tolerance_ms")
+    lines = ["", "How the systems were measured (BENCHMARK_PROTOCOL.md section 4): "
+             + _pin_text(pin) + "; "
+             + (f"requests sent more than {tol:g} ms after their schedule are discarded"
+                if tol is not None else "no late-send rule")
+             + "; CPU is user + system time of each system's processes other than the "
+               "engines (for Ray Serve: all of Ray), over the load, per completed request; "
+               "'above idle' first subtracts what the system spends idle (measured before the "
+               "load) over the same time."]
+    if len(st["seeds"]) < MIN_SEEDS:
+        lines[-1] += (f" **{len(st['seeds'])} seed(s): fewer than the protocol's {MIN_SEEDS};"
+                      f" a first look.**")
+    lines += ["", "| system | calls per engine | late sends discarded | gateway CPU-s "
+                  "| gateway CPU (ms) / request | above idle (ms) / request | idle CPU-s/s "
+                  "| engine CPU-s | load generator CPU-s |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for system in st["systems"]:
+        rs = [r for r in runs if r["system"] == system]
+        late = sum(int(r.get("late_discarded") or 0) for r in rs)
+        past = sum(int(r.get("num_arrived") or 0) + int(r.get("late_discarded") or 0)
+                   for r in rs)
+        late_cell = f"{late} of {past} ({100.0 * late / past:.2f} %)" if past else "–"
+
+        def col(key: str) -> str:
+            return _ms([float(v) for r in rs if (v := r.get(key)) is not None])
+        lines.append(f"| {system} | {_conc_cell(system, rs)} | {late_cell} | "
+                     f"{col('gateway_cpu_s')} | {col('gateway_cpu_ms_per_request')} | "
+                     f"{col('gateway_cpu_ms_per_request_above_idle')} | "
+                     f"{col('gateway_idle_cpu_per_s')} | "
+                     f"{col('engine_cpu_s')} | {col('loadgen_cpu_s')} |")
+    return lines
+
+
+def _pin_text(pin: dict[str, Any]) -> str:
+    if not pin:
+        return "pinning not recorded"
+    if pin.get("gateway") is None:
+        return f"not pinned ({pin.get('mode')}: {'; '.join(pin.get('notes') or [])})"
+
+    def cpus(key: str) -> str:
+        return cpu_ranges(pin.get(key) or [])
+    text = (f"pinned by {pin.get('unit', 'cpu')} -- load generator on CPU {cpus('loadgen')}, "
+            f"gateway on {cpus('gateway')}, engines on {cpus('engines')}")
+    if pin.get("mode") == "shared":
+        text += " (2 CPUs: load generator and gateway share one)"
+    return text
+
+
 def report_markdown(result: dict[str, Any], baselines: Sequence[str]) -> str:
     st = result["settings"]
     lines = [f"**{st['scenario']}**, {st['rate_rps']} req/s, {st['arrival']} arrivals, "
@@ -441,6 +653,7 @@ def report_markdown(result: dict[str, Any], baselines: Sequence[str]) -> str:
         rs = [r for r in result["runs"] if r["system"] == system]
         cells = [_ms([v for r in rs if (v := _get(r, p)) is not None]) for p, _, _ in shown]
         lines.append(f"| {system} | " + " | ".join(cells) + " |")
+    lines += measurement_lines(result)
     for base in baselines:
         if base not in st["systems"]:
             continue

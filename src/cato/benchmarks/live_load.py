@@ -26,7 +26,9 @@ The measuring instrument for comparing CATO with Ray Serve and round robin on th
   the summary is :func:`cato.core.metrics.summary_row` (the ``cato simulate --json`` contract)
   plus ``vllm bench serve``-style names, overall and per task. Rates are over the stream's
   arrival span as scheduled (:attr:`LiveRun.arrival_span_s`), the same for every system run on
-  the stream, never up to a system's last completion.
+  the stream, never up to a system's last completion. With a late tolerance (``cato bench
+  compare``: 50 ms), requests the load generator sent later than that after their scheduled
+  time are left out of the figures and counted (``late_discarded``, ``late_share``).
 * **Outputs** (:func:`write_outputs`): records as JSON lines, the summary JSON, and plots (TTFT
   and E2E CDFs per task, attainment over time).
 """
@@ -50,7 +52,7 @@ import numpy as np
 
 from cato.core.coefficients import ReplicaCoefficients, slowed
 from cato.core.feasibility import feasible_in_isolation
-from cato.core.metrics import summarize, summary_row
+from cato.core.metrics import discard_warmup, summarize, summary_row
 from cato.core.records import RequestRecord, Status
 from cato.loadgen import Timing, session, stream_request
 from cato.sim import arrivals as arr
@@ -67,6 +69,7 @@ __all__ = [
     "attainment_over_time",
     "build_live_stream",
     "check_reachable",
+    "late_sends",
     "live_scenario",
     "live_summary",
     "parse_headers",
@@ -408,12 +411,33 @@ def _ms(values: Sequence[float], q: float) -> float | None:
     return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else None
 
 
+def late_sends(run: LiveRun, tolerance_s: float | None) -> set[int]:
+    """Ids of the requests the load generator sent more than ``tolerance_s`` after their
+    scheduled time (none for ``None``)."""
+    if tolerance_s is None:
+        return set()
+    if not (math.isfinite(tolerance_s) and tolerance_s >= 0):
+        raise ValueError(f"late tolerance must be >= 0 s, got {tolerance_s!r}")
+    return {req.id for req, lag in zip(run.requests, run.send_lag_s) if lag > tolerance_s}
+
+
 def live_summary(run: LiveRun, *, system: str, utilization: float | None = None,
                  scenario: str = "", rate_rps: float | None = None, seed: int | None = None,
-                 warmup_fraction: float = 0.05, warmup_s: float = 60.0) -> dict[str, Any]:
+                 warmup_fraction: float = 0.05, warmup_s: float = 60.0,
+                 late_tolerance_s: float | None = None) -> dict[str, Any]:
     """The run's JSON summary: :func:`cato.core.metrics.summary_row` (the ``cato simulate
     --json`` contract; warm-up discarded per the protocol) plus, overall and per task, the
     ``vllm bench serve`` names of :data:`VLLM_KEYS`.
+
+    Late sends (BENCHMARK_PROTOCOL.md section 4): with ``late_tolerance_s``, a request the load
+    generator sent more than that after its scheduled time is left out of every figure (it
+    measured the load generator, not the system), after the warm-up cut, which is the same
+    whether or not anything was late. ``late_discarded`` counts them (warm-up excluded),
+    ``late_share`` is their share of the requests past the warm-up, ``late_tolerance_ms`` the
+    rule's tolerance (``None``: no rule, nothing discarded), ``late_ids`` their ids (the
+    records and these ids recompute every figure). Goodput still divides by the
+    stream's arrival span, so a discarded request is one not met: a run with late sends is
+    reported with their count, never silently.
 
     ``duration`` is the window the rates are over (= ``duration_s``: the stream's arrival span
     as scheduled, :attr:`LiveRun.arrival_span_s`, less the discarded warm-up -- the same for
@@ -425,10 +449,17 @@ def live_summary(run: LiveRun, *, system: str, utilization: float | None = None,
     if utilization is not None and not 0.0 <= utilization <= 1.0:
         raise ValueError(f"utilization must be in [0, 1], got {utilization!r}")
     records = [replace(r, policy=system) for r in run.records]
-    s = summarize(records, duration_s=run.arrival_span_s, warmup_fraction=warmup_fraction,
-                  warmup_s=warmup_s)
+    kept, cut = discard_warmup(records, warmup_fraction=warmup_fraction, warmup_s=warmup_s)
+    late = late_sends(run, late_tolerance_s)
+    on_time = [r for r in kept if r.id not in late]
+    n_late = len(kept) - len(on_time)
+    # the warm-up is cut once, over every request: the window and the cut are the system's
+    # whatever was late
+    s = summarize(on_time, duration_s=max(0.0, run.arrival_span_s - cut), warmup_fraction=0.0)
     rate = rate_rps if rate_rps is not None else _offered_rate(run)
     row = summary_row(s, policy=system, scenario=scenario, rate_rps=rate, seed=seed)
+    row["num_warmup_discarded"] = len(records) - len(kept)
+    row["warmup_cut_s"] = cut
     row["utilization"] = utilization
     row.update(_vllm_fields(row, s.duration_s))
     for t in row["tasks"].values():
@@ -441,6 +472,9 @@ def live_summary(run: LiveRun, *, system: str, utilization: float | None = None,
         "num_timeout": sum(r.status == "timeout" for r in run.records),
         "send_lag_p50_ms": _ms(run.send_lag_s, 50.0), "send_lag_p99_ms": _ms(run.send_lag_s, 99.0),
         "send_lag_max_ms": _ms(run.send_lag_s, 100.0), "errors": dict(errors.most_common(10)),
+        "late_tolerance_ms": None if late_tolerance_s is None else late_tolerance_s * 1000.0,
+        "late_discarded": n_late, "late_share": n_late / len(kept) if kept else 0.0,
+        "late_ids": sorted(r.id for r in kept if r.id in late),
     })
     return row
 
