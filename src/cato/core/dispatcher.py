@@ -21,6 +21,7 @@ import heapq
 from dataclasses import dataclass
 
 from cato.core.calls import InFlight, LlmCall
+from cato.core.coefficients import ReplicaCoefficients
 from cato.core.estimator import Estimate, LatencyEstimator
 from cato.core.pool import ReplicaPool
 from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState
@@ -95,11 +96,21 @@ class Dispatcher:
 
     # ---- replicas --------------------------------------------------------------------------------
     def add_replica(self, replica_id: str, model: str, now_s: float, *, ready: bool = True,
-                    concurrency_limit: int | None = None) -> list[Dispatch]:
+                    concurrency_limit: int | None = None,
+                    coeffs: ReplicaCoefficients | None = None) -> list[Dispatch]:
+        """Register a replica of ``model`` (READY, or STARTING until :meth:`mark_ready`).
+        ``coeffs``: its own latency model, when it differs from the model's profile (a mixed
+        pool); the estimator then predicts on it with that set (and counts it among the
+        model's variants), and the policy's prefill budget is sized on its
+        ``max_num_batched_tokens``. ``None``: the model's profile."""
         limit = concurrency_limit or self.policy.concurrency_limit(self.default_concurrency)
         r = ReplicaState(replica_id, model, limit, now_s,
-                         ReplicaPhase.READY if ready else ReplicaPhase.STARTING)
-        if model in self.estimator.models():
+                         ReplicaPhase.READY if ready else ReplicaPhase.STARTING, coeffs=coeffs)
+        if coeffs is not None:
+            self.estimator.add_variant(model, coeffs)
+            r.prefill_budget_tokens = self.policy.prefill_budget_tokens(
+                coeffs.max_num_batched_tokens)
+        elif model in self.estimator.models():
             r.prefill_budget_tokens = self.policy.prefill_budget_tokens(
                 self.estimator.coeffs(model).max_num_batched_tokens)
         self.pool.add(r)

@@ -22,6 +22,17 @@ clipped to [1/4, 4]. The dispatcher fits it on calls released to replicas, again
 (the routers' "can an idle replica still make it" test). With ``learning_rate=0`` estimates are
 pure model.
 
+Heterogeneous replicas. A replica may carry its own coefficient set
+(:attr:`ReplicaState.coeffs <cato.core.replica.ReplicaState.coeffs>`: a pool mixing A100 and
+H100 replicas of one model, or engines of different ``max_num_seqs``); :meth:`estimate` then
+uses it (:meth:`LatencyEstimator.coeffs_for`), else the model's profile (:meth:`coeffs`). The
+learned correction stays per model. The sets a model's replicas may have are its *variants*
+(the profile plus every set registered with :meth:`LatencyEstimator.add_variant`, which the
+dispatcher does for a replica added with its own set); :meth:`isolated` and :meth:`floor` take
+the best over them, i.e. the fastest replica's, so that "even an idle replica misses" (CATO+'s
+hopeless rule) and "no replica beats the floor" stay true in a mixed pool. A model with one
+variant (every homogeneous pool) takes exactly the single-set code path.
+
 Bounds. O(1) per estimate while the replica has a free slot (context sums and pending prefill
 are kept incrementally by the dispatcher), O(in_flight log in_flight) when it is full.
 """
@@ -57,11 +68,13 @@ class LatencyEstimator:
         if not 0.0 <= learning_rate <= 1.0:
             raise ValueError(f"learning_rate must be in [0, 1], got {learning_rate}")
         self._coeffs = dict(coeffs_by_model)
+        # per model, coefficient sets of replicas beyond the profile (heterogeneous pools)
+        self._extra: dict[str, list[ReplicaCoefficients]] = {}
         self._lr = learning_rate
         self._log_corr: dict[tuple[str, str], float] = {}
         self._corr: dict[tuple[str, str], float] = {}
         self._isolated_cache: dict[tuple[str, int, int], tuple[float, float]] = {}
-        self._empty: dict[str, ReplicaState] = {}
+        self._empty: dict[str, list[ReplicaState]] = {}
 
     def models(self) -> list[str]:
         return list(self._coeffs)
@@ -72,14 +85,49 @@ class LatencyEstimator:
         except KeyError:
             raise KeyError(f"no latency model for model {model!r}") from None
 
+    def coeffs_for(self, replica: ReplicaState, model: str | None = None) -> ReplicaCoefficients:
+        """The coefficient set of ``replica``: its own (:attr:`ReplicaState.coeffs`) if it has
+        one, else the profile of ``model`` (default: the replica's model)."""
+        c = replica.coeffs
+        return c if c is not None else self.coeffs(replica.model if model is None else model)
+
+    def variants(self, model: str) -> list[ReplicaCoefficients]:
+        """The distinct coefficient sets ``model``'s replicas may have: its profile first, then
+        those added with :meth:`add_variant`."""
+        return [self.coeffs(model), *self._extra.get(model, ())]
+
+    def is_uniform(self, model: str) -> bool:
+        """Whether every replica of ``model`` has its profile's coefficient set (one variant)."""
+        return not self._extra.get(model)
+
+    def add_variant(self, model: str, coeffs: ReplicaCoefficients) -> None:
+        """Register a coefficient set some replica of ``model`` has (its own, not the
+        profile), so that :meth:`isolated` and :meth:`floor` bound it too. A set equal to one
+        already known changes nothing; a model with no profile yet takes it as its profile."""
+        if model not in self._coeffs:
+            self.set_coeffs(model, coeffs)
+            return
+        if coeffs in self.variants(model):
+            return
+        self._extra.setdefault(model, []).append(coeffs)
+        self._forget_derived(model)
+
     def set_coeffs(self, model: str, coeffs: ReplicaCoefficients) -> None:
-        """Replace a model's coefficient set (a new profile); learned corrections restart."""
+        """Replace a model's coefficient set (a new profile); learned corrections restart.
+        Variants added with :meth:`add_variant` stay (those replicas keep their own sets)."""
         self._coeffs[model] = coeffs
-        self._empty.pop(model, None)
-        self._isolated_cache = {k: v for k, v in self._isolated_cache.items() if k[0] != model}
+        extra = self._extra.get(model)
+        if extra is not None:
+            self._extra[model] = [c for c in extra if c != coeffs]
+        self._forget_derived(model)
         for kind in ("ttft", "e2e"):
             self._log_corr.pop((model, kind), None)
             self._corr.pop((model, kind), None)
+
+    def _forget_derived(self, model: str) -> None:
+        """Drop what was derived from ``model``'s coefficient sets (cache, idle replicas)."""
+        self._empty.pop(model, None)
+        self._isolated_cache = {k: v for k, v in self._isolated_cache.items() if k[0] != model}
 
     def correction(self, model: str, kind: Literal["ttft", "e2e"]) -> float:
         return self._corr.get((model, kind), 1.0)
@@ -100,28 +148,42 @@ class LatencyEstimator:
     def isolated(self, call: LlmCall, *, clairvoyant: bool = False) -> Estimate:
         """The call's service time alone on an idle replica, by the latency model (the
         protocol's calibration table): no learned correction, which is fitted on latencies
-        under load."""
+        under load. With several :meth:`variants` (a mixed pool), on the fastest idle replica:
+        the least TTFT and the least completion over them."""
         n_out = self._n_out(call, clairvoyant)
         key = (call.model, call.num_prompt_tokens, n_out)
         cached = self._isolated_cache.get(key)
         if cached is None:
+            extra = self._extra.get(call.model)
             c = self.coeffs(call.model)
-            cached = (isolated_ttft_ms(c, call.num_prompt_tokens) / 1000.0,
-                      decode_phase_ms(c, call.num_prompt_tokens, n_out) / 1000.0)
+            ttft = isolated_ttft_ms(c, call.num_prompt_tokens) / 1000.0
+            dec = decode_phase_ms(c, call.num_prompt_tokens, n_out) / 1000.0
+            cached = (ttft, ttft + dec)
+            for v in extra or ():
+                t = isolated_ttft_ms(v, call.num_prompt_tokens) / 1000.0
+                d = decode_phase_ms(v, call.num_prompt_tokens, n_out) / 1000.0
+                cached = (min(cached[0], t), min(cached[1], t + d))
             if len(self._isolated_cache) < 1_000_000:
                 self._isolated_cache[key] = cached
-        ttft, dec = cached
-        return Estimate(0.0, ttft, ttft + dec)
+        return Estimate(0.0, cached[0], cached[1])
 
     def floor(self, call: LlmCall, *, clairvoyant: bool = False) -> Estimate:
         """:meth:`estimate` on an idle replica of the call's model (learned correction
         included): no wait, no prefill ahead, a batch of one. Estimates on loaded replicas are
         not below it (more wait, more prefill, larger batches), so a router may skip searching
-        for a replica that meets a slack this exceeds. O(1)."""
-        r = self._empty.get(call.model)
-        if r is None:
-            r = self._empty[call.model] = ReplicaState("", call.model, 1, 0.0)
-        return self.estimate(call, r, 0.0, clairvoyant=clairvoyant)
+        for a replica that meets a slack this exceeds. With several :meth:`variants`, the
+        least TTFT and completion over an idle replica of each (the fastest replica's).
+        O(variants)."""
+        rs = self._empty.get(call.model)
+        if rs is None:
+            rs = self._empty[call.model] = [
+                ReplicaState("", call.model, 1, 0.0, coeffs=v if i else None)
+                for i, v in enumerate(self.variants(call.model))]
+        est = self.estimate(call, rs[0], 0.0, clairvoyant=clairvoyant)
+        for r in rs[1:]:
+            e = self.estimate(call, r, 0.0, clairvoyant=clairvoyant)
+            est = Estimate(0.0, min(est.ttft_s, e.ttft_s), min(est.completion_s, e.completion_s))
+        return est
 
     @staticmethod
     def _n_out(call: LlmCall, clairvoyant: bool) -> int:
@@ -129,8 +191,11 @@ class LatencyEstimator:
             return call.true_output_tokens
         return call.expected_output_tokens
 
-    def decode_step_s(self, model: str, batch: int, mean_ctx_tokens: float) -> float:
-        c = self.coeffs(model)
+    def decode_step_s(self, model: str, batch: int, mean_ctx_tokens: float, *,
+                      coeffs: ReplicaCoefficients | None = None) -> float:
+        """One decode step of ``batch`` sequences of mean context ``mean_ctx_tokens`` on a
+        replica with ``coeffs`` (default: ``model``'s profile)."""
+        c = self.coeffs(model) if coeffs is None else coeffs
         b = max(1, batch)
         ms = (max(c.t_floor_ms, c.a_ms + c.b_ms_per_token * b) + c.e_ms_per_kv_token * b
               * mean_ctx_tokens + c.c_step_ms + c.c_req_ms * b)
@@ -142,8 +207,11 @@ class LatencyEstimator:
                  clairvoyant: bool = False) -> Estimate:
         """Expected wait, TTFT and completion (relative to ``now_s``) of ``call`` on ``replica``
         behind ``num_ahead`` queued calls (default: the whole queue) holding
-        ``prompt_tokens_ahead`` prompt tokens (default: the queue's)."""
-        c = self.coeffs(call.model)
+        ``prompt_tokens_ahead`` prompt tokens (default: the queue's), by the replica's own
+        coefficient set if it has one (:meth:`coeffs_for`)."""
+        c = replica.coeffs
+        if c is None:
+            c = self.coeffs(call.model)
         q = replica.num_queued if num_ahead is None else num_ahead
         q_tokens = replica.queued_prompt_tokens if prompt_tokens_ahead is None else prompt_tokens_ahead
         limit = min(replica.concurrency_limit, c.max_num_seqs)
@@ -154,7 +222,7 @@ class LatencyEstimator:
             replica.ctx_true_sum if clairvoyant else replica.ctx_expected_sum)
         pending_prefill = replica.pending_prefill_tokens
         mean_ctx = ctx_sum / (n_f + 1)
-        step = self.decode_step_s(call.model, batch, mean_ctx)
+        step = self.decode_step_s(call.model, batch, mean_ctx, coeffs=c)
         need = n_f + q + 1 - limit
         if need <= 0:
             wait = 0.0

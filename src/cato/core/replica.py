@@ -18,6 +18,7 @@ from enum import Enum
 from typing import Iterator
 
 from cato.core.calls import InFlight, LlmCall
+from cato.core.coefficients import ReplicaCoefficients
 
 
 class ReplicaPhase(str, Enum):
@@ -116,20 +117,27 @@ class GatewayQueue:
 
 class ReplicaState:
     """Mutable gateway view of a replica. ``concurrency_limit`` bounds calls released to the
-    engine at once; the rest wait in :attr:`queue` (a :class:`GatewayQueue`, sorted on ``key``)."""
+    engine at once; the rest wait in :attr:`queue` (a :class:`GatewayQueue`, sorted on ``key``).
+
+    ``coeffs``: the replica's own latency model (a pool mixing accelerators, or engines of
+    different ``max_num_seqs``, for one model); ``None``, the default, means the model's
+    profile in the :class:`~cato.core.estimator.LatencyEstimator`
+    (:meth:`~cato.core.estimator.LatencyEstimator.coeffs_for`)."""
 
     __slots__ = (
         "replica_id", "model", "concurrency_limit", "phase", "queue", "in_flight",
-        "idle_since_s", "started_s", "ready_s",
+        "idle_since_s", "started_s", "ready_s", "coeffs",
         "prefill_budget_tokens", "pending_prefill_tokens", "ctx_expected_sum", "ctx_true_sum",
     )
 
     def __init__(self, replica_id: str, model: str, concurrency_limit: int, now_s: float,
-                 phase: ReplicaPhase = ReplicaPhase.READY) -> None:
+                 phase: ReplicaPhase = ReplicaPhase.READY, *,
+                 coeffs: ReplicaCoefficients | None = None) -> None:
         if concurrency_limit < 1:
             raise ValueError(f"concurrency_limit must be >= 1, got {concurrency_limit}")
         self.replica_id = replica_id
         self.model = model
+        self.coeffs = coeffs
         self.concurrency_limit = concurrency_limit
         self.phase = phase
         self.queue = GatewayQueue()

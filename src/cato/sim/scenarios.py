@@ -328,6 +328,10 @@ PAPER_MAX_NUM_SEQS = 1
 #: it places the knee of the best SLA-blind baseline near 3.33 req/s, as the protocol asks).
 PAPER_SLOWDOWN = 2.5
 RQ1_MIX = {"generation": 0.5, "translation": 0.5}
+#: Knees of the heterogeneous pools (best of round robin, least outstanding and llmd at 90 %
+#: attainment; seeds 0-1, 120 s; :func:`cato.sim.runner.find_knee`).
+HETERO_KNEE_RPS = 137.6
+HETERO_SEQS_KNEE_RPS = 72.4
 
 
 def _scenarios() -> dict[str, Scenario]:
@@ -421,6 +425,33 @@ def _scenarios() -> dict[str, Scenario]:
         tasks=single_step_tasks(ONE_MODEL, completion_sla_s=0.150),
         description="Mix A on 4 fixed H100 replicas, completion SLA 150 ms.", knee_rps=130.0,
         rates_rps=(65.0, 117.0, 130.0, 143.0))
+    # ---- heterogeneous pools (issue 14, lever 6): one model, replicas of different speed ----
+    # Several deployments of "llama-7b", fixed replicas; each replica's engine runs its own
+    # deployment's coefficients and the gateway knows them. The A100 deployment comes first: it
+    # is the model's profile (slack-plan baselines); isolated/floor estimates and `feasible`
+    # take the fastest set. Same SLAs, mix, policies and gateway concurrency as mixB-poisson.
+    hetero_knee = HETERO_KNEE_RPS
+    out["hetero"] = replace(
+        out["mixB-poisson"], name="hetero",
+        description=f"Mix B on a mixed pool: 2 A100 + 2 H100 fixed Llama-7B replicas (gateway "
+                    f"concurrency {conc_a100} per engine), Poisson, 300 s.",
+        deployments=(ModelDeployment("llama-7b", A100_LLAMA7B, 2, 2, 2),
+                     ModelDeployment("llama-7b", H100_LLAMA7B, 2, 2, 2)),
+        rates_rps=tuple(round(hetero_knee * f, 2)
+                        for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.2, 1.3)),
+        knee_rps=hetero_knee)
+    seqs_knee = HETERO_SEQS_KNEE_RPS
+    out["hetero-seqs"] = replace(
+        out["hetero"], name="hetero-seqs",
+        description=f"Mix B on 4 fixed A100 Llama-7B replicas, two batching up to 256 "
+                    f"sequences and two up to 32 (max_num_seqs; gateway concurrency "
+                    f"{conc_a100} per engine), Poisson, 300 s.",
+        deployments=(ModelDeployment("llama-7b", A100_LLAMA7B, 2, 2, 2),
+                     ModelDeployment("llama-7b", A100_LLAMA7B.with_overrides(
+                         name="a100-llama7b-seqs32", max_num_seqs=32), 2, 2, 2)),
+        rates_rps=tuple(round(seqs_knee * f, 2)
+                        for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.2, 1.3)),
+        knee_rps=seqs_knee)
     out["scale"] = Scenario(
         "scale", "Scale check: 1,000 A100 replicas, Poisson 100 req/s for one hour, mix A.",
         (ModelDeployment("llama-7b", A100_LLAMA7B, 1000, 1000, 1000),), one, MIX_A, "poisson",

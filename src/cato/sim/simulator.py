@@ -49,7 +49,17 @@ from cato.sim.workload import TaskArrival
 
 @dataclass(frozen=True, slots=True)
 class ModelDeployment:
-    """Replicas of one model: their latency model and replica bounds."""
+    """Replicas of one model: their latency model and replica bounds.
+
+    Several deployments may name the same model with different coefficient sets: a
+    heterogeneous pool (e.g. 2 A100 + 2 H100 replicas of one model, or engines of different
+    ``max_num_seqs``). Each replica's engine then runs its own deployment's set, and the
+    gateway registers the replica with it (:meth:`Dispatcher.add_replica
+    <cato.core.dispatcher.Dispatcher.add_replica>`), so estimates, prefill budgets and load
+    scores use it. Such a pool is fixed-replica only (no scaling policy: which kind a scale-up
+    would add is not defined). The model's profile -- the slack plan's baselines and the
+    estimator's default set -- is its first deployment's; the estimator's isolated and floor
+    estimates, and a record's ``feasible``, take the fastest of its sets."""
 
     model: str
     coeffs: ReplicaCoefficients
@@ -157,9 +167,36 @@ class Simulator:
         cold_ss, router_ss, jitter_ss = ss.spawn(3)
         self._cold_rng = np.random.default_rng(cold_ss)
         self._jitter_ss = jitter_ss
-        coeffs = {d.model: d.coeffs for d in config.deployments}
+        coeffs: dict[str, ReplicaCoefficients] = {}
+        variants: dict[str, list[ReplicaCoefficients]] = {}
+        for d in config.deployments:   # a model's profile: its first deployment's set
+            coeffs.setdefault(d.model, d.coeffs)
+            vs = variants.setdefault(d.model, [])
+            if d.coeffs not in vs:
+                vs.append(d.coeffs)
+        #: models whose replicas differ in their coefficient sets (a heterogeneous pool)
+        self._mixed = {m for m, vs in variants.items() if len(vs) > 1}
+        shared = {d.model for d in config.deployments
+                  if sum(e.model == d.model for e in config.deployments) > 1}
+        if shared and config.scaling != "fixed":
+            raise ValueError(
+                f"model(s) {', '.join(sorted(shared))} have several deployments (a "
+                f"heterogeneous pool), which only a fixed replica count supports; got scaling "
+                f"policy {config.scaling!r}")
         self._coeffs = coeffs
+        # feasibility in isolation, per task: on the fastest replicas, i.e. feasible with some
+        # choice of a coefficient set per mixed model the task uses (in a homogeneous pool, the
+        # one map of profiles)
+        self._feasibility_maps: dict[str, list[dict[str, ReplicaCoefficients]]] = {}
+        for name, t in config.tasks.items():
+            mixed = sorted({n.model for n in t.llm_nodes if n.model in self._mixed})
+            self._feasibility_maps[name] = [
+                {**coeffs, **dict(zip(mixed, choice))}
+                for choice in itertools.product(*(variants[m] for m in mixed))]
         self.estimator = LatencyEstimator(coeffs, learning_rate=0.05 if config.learn else 0.0)
+        for m in self._mixed:
+            for v in variants[m]:
+                self.estimator.add_variant(m, v)
         policy = make_routing_policy(config.routing, self.estimator,
                                      np.random.default_rng(router_ss), **config.routing_params)
         default_conc = config.engine_concurrency or max(d.coeffs.max_num_seqs
@@ -170,7 +207,7 @@ class Simulator:
             d.model: make_scaling_policy(config.scaling, **config.scaling_params)
             for d in config.deployments
         }
-        self._deploy = {d.model: d for d in config.deployments}
+        self._deploy = {d.model: d for d in config.deployments}   # (scaling: one per model)
         self.plans: dict[str, TaskPlan] = {}
         self._expected_out: dict[tuple[str, str], int] = {}
         for name, t in config.tasks.items():
@@ -207,15 +244,25 @@ class Simulator:
     def _push(self, t: float, kind: int, payload: Any) -> None:
         heapq.heappush(self._heap, (t, next(self._seq), kind, payload))
 
-    def _new_replica(self, model: str, now: float, *, ready: bool) -> str:
+    def _new_replica(self, model: str, now: float, *, ready: bool,
+                     deployment: ModelDeployment | None = None) -> str:
+        """Start a replica of ``deployment`` (default: the model's one deployment). In a mixed
+        pool it is registered with its deployment's coefficient set; with no
+        ``engine_concurrency`` its gateway concurrency defaults to that set's
+        ``max_num_seqs`` (through the policy's :meth:`concurrency_limit
+        <cato.core.routing.base.RoutingPolicy.concurrency_limit>`)."""
         idx = next(self._replica_counter)
         rid = f"{model}-{idx}"
-        d = self._deploy[model]
+        d = self._deploy[model] if deployment is None else deployment
         rng = np.random.default_rng(self._jitter_ss.spawn(1)[0]) if self.cfg.jitter_sigma else None
         self._engines[rid] = ReplicaEngine(d.coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma,
                                            scheduling_policy=self.cfg.engine_scheduling)
         self._engine_version[rid] = 0
-        self._perform(self.dispatcher.add_replica(rid, model, now, ready=ready), now)
+        limit = None if self.cfg.engine_concurrency else \
+            self.dispatcher.policy.concurrency_limit(d.coeffs.max_num_seqs)
+        own = d.coeffs if model in self._mixed else None
+        self._perform(self.dispatcher.add_replica(rid, model, now, ready=ready,
+                                                  concurrency_limit=limit, coeffs=own), now)
         if not ready:
             cold = float(self.cfg.cold_start_median_s
                          * math.exp(self._cold_sigma * self._cold_rng.standard_normal()))
@@ -282,9 +329,10 @@ class Simulator:
     # ---- tasks -----------------------------------------------------------------------------------
     def _start_task(self, arrival: TaskArrival) -> None:
         task = self.cfg.tasks[arrival.task]
-        feasible = feasible_in_isolation(task, arrival.lengths, self._coeffs,
-                                         tool_costs_s=arrival.tool_costs_s,
-                                         skipped=arrival.skipped)
+        feasible = any(feasible_in_isolation(task, arrival.lengths, m,
+                                             tool_costs_s=arrival.tool_costs_s,
+                                             skipped=arrival.skipped)
+                       for m in self._feasibility_maps[arrival.task])
         run = _TaskRun(arrival, task, self._offsets[arrival.task], feasible)
         self._runs[id(run)] = run
         for n in task.nodes:
@@ -384,7 +432,7 @@ class Simulator:
         t0 = stream[0].arrival_s if stream else 0.0
         for d in self.cfg.deployments:
             for _ in range(d.initial_replicas):
-                self._new_replica(d.model, t0, ready=True)
+                self._new_replica(d.model, t0, ready=True, deployment=d)
         self._record_count(t0)
         if self.cfg.scaling != "fixed":
             for d in self.cfg.deployments:

@@ -23,9 +23,10 @@ dispatcher releases calls to the engine up to the concurrency limit.
 Bounds: replicas are visited in ascending queue length (the pool's bucket index), so the
 priority-2 case stops at the first replica that meets the slack; a call whose estimate on an
 idle replica (:meth:`~cato.core.estimator.LatencyEstimator.floor`) exceeds its slack skips that
-search; the shortest-wait search stops at an idle replica (none predicts sooner). Each
-estimate is O(log queue length) while the replica has a free slot (the queue ahead is a rank
-query, :func:`~cato.core.routing.base.count_ahead`). At most ``max_candidates`` replicas (the
+search; the shortest-wait search stops at an idle replica (none predicts sooner), unless the
+model's replicas have different coefficient sets (a mixed pool: every visited replica is
+estimated). Each estimate is O(log queue length) while the replica has a free slot (the
+queue ahead is a rank query, :func:`~cato.core.routing.base.count_ahead`). At most ``max_candidates`` replicas (the
 shortest queues; default 32, ``None`` = all) are visited, so a decision is
 O(max_candidates * log queue length) whatever the pool size; with fewer replicas than that
 the rule is exactly the brief's.
@@ -81,12 +82,15 @@ class CatoPolicy(RoutingPolicy):
         best: tuple[ReplicaState, Estimate] | None = None
         best_rank = (0.0, 0.0)
         ttft = call.ttft_critical
+        # with one coefficient set per model an idle replica is as fast as any; in a mixed
+        # pool (replicas with their own sets) an idle slow one may lose to a faster one
+        stop_at_idle = self.estimator.is_uniform(call.model)
         for r in self._visit(call, pool, replicas):
             est = self._estimate(call, r, priority, now_s)
             rank = (est.for_deadline(ttft), est.wait_s)
             if best is None or rank < best_rank:
                 best, best_rank = (r, est), rank
-            if r.is_idle:
+            if stop_at_idle and r.is_idle:
                 break   # nothing queued or running: no replica predicts sooner
         return best
 

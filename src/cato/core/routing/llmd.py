@@ -30,10 +30,11 @@ class LlmdScorer(RoutingPolicy):
     * **KV-cache use** (llm-d's ``kv-cache-utilization-scorer``): the gateway does not see the
       engine's KV blocks, so the estimator's view stands in for it: ``r.ctx_expected_sum`` (per
       in-flight call, prompt + half its expected output, the mean context it holds) divided by
-      the model's ``kv_capacity_tokens``, clipped to 1;
+      the replica's ``kv_capacity_tokens`` (its own coefficient set's in a mixed pool, else the
+      model's), clipped to 1;
     * **running prefill**: ``r.pending_prefill_tokens`` (prompt tokens of in-flight calls that
-      have not produced their first token yet) over one step's ``max_num_batched_tokens``,
-      clipped to 1 (a full prefill step ahead is as loaded as it gets).
+      have not produced their first token yet) over one step's ``max_num_batched_tokens`` (the
+      replica's), clipped to 1 (a full prefill step ahead is as loaded as it gets).
 
     ``load = w_queue * queue + w_kv * kv + w_prefill * prefill``; the replica with the smallest
     load gets the call (priority 0, FIFO gateway queue), ties at random with the injected rng.
@@ -63,14 +64,14 @@ class LlmdScorer(RoutingPolicy):
         """The combined load of each replica (same order), as :meth:`route` compares them."""
         if not replicas:
             return []
-        coeffs = self.estimator.coeffs(model)
-        kv_cap = float(max(1, coeffs.kv_capacity_tokens))
-        step = float(max(1, coeffs.max_num_batched_tokens))
         depths = [r.num_queued for r in replicas]
         q_min, q_max = min(depths), max(depths)
         span = q_max - q_min
         out = []
         for r, q in zip(replicas, depths):
+            c = self.estimator.coeffs_for(r, model)   # its own set in a mixed pool
+            kv_cap = float(max(1, c.kv_capacity_tokens))
+            step = float(max(1, c.max_num_batched_tokens))
             queue = (q - q_min) / span if span else 0.0
             kv = min(1.0, max(0.0, r.ctx_expected_sum) / kv_cap)
             prefill = min(1.0, max(0, r.pending_prefill_tokens) / step)
