@@ -218,3 +218,24 @@ def test_capacity_command_end_to_end(tmp_path: Path) -> None:
     assert all(len(c["rates_rps"]) >= 10 for c in doc["curves"])
     assert (tmp_path / "img" / "paper_capacity_0.9.png").read_bytes()[:4] == b"\x89PNG"
     assert "best tuned baseline" in res.stdout
+
+
+def test_simulated_attainment_tells_apart_specs_that_differ_only_in_engine_settings() -> None:
+    """The run cache must key on the gateway's concurrency and the engines' scheduling too:
+    a gateway-sweep point (``llmd[conc=1]``) is not the plain policy's run."""
+    from dataclasses import replace as _replace
+
+    from cato.sim.capacity import SimAttainment
+    from cato.sim.scenarios import gateway_sweep, scenario as _scenario
+    import cato.sim.scenarios as S
+
+    sc = _replace(_scenario("mixB-poisson"), duration_s=10.0)
+    sim = SimAttainment(sc)
+    plain = sc.policies["llmd"]
+    capped = _replace(plain, label="llmd[conc=1]", engine_concurrency=1)
+    prio = _replace(plain, label="llmd[priority]", engine_scheduling="priority")
+    a, b = sim.attainment(plain, 60.0, 0), sim.attainment(capped, 60.0, 0)
+    sim.attainment(prio, 60.0, 0)
+    assert sim.num_runs == 3 and b < a - 0.2
+    assert set(gateway_sweep(sc)) == {f"{p}[conc={c}]" for p in S.GATEWAY_QUEUE_BASELINES
+                                      for c in S.GATEWAY_SWEEP_CONCURRENCY}

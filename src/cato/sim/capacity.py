@@ -337,7 +337,8 @@ class SimAttainment:
 
     def attainment(self, spec: PolicySpec, rate_rps: float, seed: int) -> float:
         key = (spec.routing, tuple(sorted(spec.routing_params.items())), spec.scaling,
-               tuple(sorted(spec.scaling_params.items())), _rate(rate_rps), seed)
+               tuple(sorted(spec.scaling_params.items())), spec.engine_concurrency,
+               spec.engine_scheduling, _rate(rate_rps), seed)
         if key not in self._cache:
             if self.on_run is not None:
                 self.on_run(spec.label, rate_rps, seed)
