@@ -48,6 +48,7 @@ def test_gateway_config_reproduces_the_scenario_engines() -> None:
         assert m.emulated is not None and m.emulated.replicas == 6
         assert m.emulated.time_dilation == pytest.approx(10.0) and m.emulated.max_num_seqs == 1
         assert m.concurrency == 1
+        assert m.accepts_priority and m.emulated.scheduling_policy == "priority"
     assert cfg.task_models["completion"] == "starcoder2-7b"
     # the gateway's latency model is the emulated engines' (same batch cap, same slowdown)
     mp = ModelProfile(coefficients="a100-llama7b", time_scale=10.0, max_num_seqs=1)

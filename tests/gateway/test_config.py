@@ -43,6 +43,10 @@ def test_ray_example_places_replicas_by_resources() -> None:
      "models.0.autoscale.ray_resources.num_gpus"),
     ({"models": [{"name": "m", "emulated": {}}], "ray": {"adress": "auto"}}, "ray.adress"),
     ({"models": [{"name": "m", "emulated": {}}], "local_capacity": 0}, "local_capacity"),
+    ({"models": [{"name": "m", "emulated": {"scheduling_policy": "lifo"}}]},
+     "models.0.emulated.scheduling_policy"),
+    ({"models": [{"name": "m", "emulated": {"scheduling_policy": "priority"}}]},
+     "needs accepts_priority: true"),
 ])
 def test_bad_config_names_the_field(raw: dict[str, object], where: str) -> None:
     with pytest.raises(ConfigError) as e:
@@ -56,3 +60,16 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("models: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(tmp_path / "bad.yaml")
+
+
+def test_emulated_priority_engines_get_the_vllm_flag() -> None:
+    from cato.gateway.launcher import emulated_engine_argv
+    cfg = parse_config({"models": [{"name": "m", "accepts_priority": True,
+                                    "emulated": {"scheduling_policy": "priority"}}]})
+    em = cfg.models[0].emulated
+    assert em is not None and em.scheduling_policy == "priority"
+    argv = emulated_engine_argv(1, model="m", preset=em.preset, time_dilation=1.0, seed=0,
+                                scheduling_policy=em.scheduling_policy)
+    assert argv[argv.index("--scheduling-policy") + 1] == "priority"
+    plain = emulated_engine_argv(1, model="m", preset=em.preset, time_dilation=1.0, seed=0)
+    assert "--scheduling-policy" not in plain

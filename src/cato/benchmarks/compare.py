@@ -210,6 +210,9 @@ def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, di
                                     "time_dilation": m.slowdown * dilation, "seed": seed}
         if m.max_num_seqs is not None:
             emulated["max_num_seqs"] = m.max_num_seqs
+        # the engines honour the gateway's `priority` (vLLM --scheduling-policy priority); with
+        # every priority equal that is FCFS, as Ray Serve's engines run
+        emulated["scheduling_policy"] = "priority"
         conc = engine_concurrency(sc, m, concurrency)
         mc: dict[str, Any] = {"name": m.name, "coefficients": m.preset, "accepts_priority": True,
                               "concurrency": conc, "emulated": emulated}

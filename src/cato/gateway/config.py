@@ -111,6 +111,10 @@ class Emulated(_Strict):
     max_num_seqs: int | None = Field(None, ge=1, le=4096)   # batch cap (default: the preset's)
     faults: tuple[str, ...] = ()
     """Chaos drills: ``cato engine --fault`` specs (``hang:0.1``, ``crash``) for these engines."""
+    scheduling_policy: Literal["fcfs", "priority"] = "fcfs"
+    """The engines' ``--scheduling-policy`` (vLLM's flag): ``priority`` orders each engine's
+    waiting queue by the ``priority`` the gateway sends (the model's ``accepts_priority`` must
+    then be true)."""
 
     @field_validator("faults")
     @classmethod
@@ -207,6 +211,10 @@ class ModelConfig(_Strict):
         if self.autoscale is not None and self.autoscale.command is None \
                 and self.emulated is None:
             raise ValueError(f"model {self.name!r}: autoscale needs a `command` (or `emulated`)")
+        if self.emulated is not None and self.emulated.scheduling_policy == "priority" \
+                and not self.accepts_priority:
+            raise ValueError(f"model {self.name!r}: emulated.scheduling_policy 'priority' needs "
+                             f"accepts_priority: true (else the gateway sends no priority)")
         return self
 
 

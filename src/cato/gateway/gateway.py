@@ -152,7 +152,8 @@ class Gateway:
                                             time_dilation=m.emulated.time_dilation,
                                             seed=m.emulated.seed + i,
                                             max_num_seqs=m.emulated.max_num_seqs,
-                                            faults=m.emulated.faults)
+                                            faults=m.emulated.faults,
+                                            scheduling_policy=m.emulated.scheduling_policy)
                 self.processes.append(start_process(argv, f"http://127.0.0.1:{port}",
                                                     self.engine_log_dir, model=m.name))
         wait_ready(self.processes, timeout_s=60.0)
@@ -304,7 +305,8 @@ class Gateway:
                                     time_dilation=m.emulated.time_dilation,
                                     seed=m.emulated.seed, host=host,
                                     max_num_seqs=m.emulated.max_num_seqs,
-                                    faults=m.emulated.faults)
+                                    faults=m.emulated.faults,
+                                    scheduling_policy=m.emulated.scheduling_policy)
 
     def _make_providers(self) -> None:
         local = {m.name: self._command(m) for m in self.config.models

@@ -134,12 +134,15 @@ def start_process(argv: list[str], url: str, log_dir: Path | None = None, *,
 def emulated_engine_argv(port: int | str, *, model: str, preset: str, time_dilation: float,
                          seed: int, host: str = "127.0.0.1",
                          max_num_seqs: int | None = None,
-                         faults: tuple[str, ...] = ()) -> list[str]:
+                         faults: tuple[str, ...] = (),
+                         scheduling_policy: str = "fcfs") -> list[str]:
     argv = [sys.executable, "-m", "cato", "engine", "--host", host, "--port", str(port),
             "--model", model, "--preset", preset, "--time-dilation", repr(time_dilation),
             "--seed", str(seed)]
     if max_num_seqs is not None:
         argv += ["--max-num-seqs", str(max_num_seqs)]
+    if scheduling_policy != "fcfs":
+        argv += ["--scheduling-policy", scheduling_policy]
     for spec in faults:
         argv += ["--fault", spec]
     return argv
