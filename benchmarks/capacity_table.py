@@ -77,6 +77,8 @@ def readme_rows(path: Path) -> list[str]:
 
 
 def main(args: list[str]) -> None:
+    # a `cato capacity --policies gateway-sweep,...` supplement is no scenario table of its own
+    args = [a for a in args if not a.endswith(".gateway-sweep.json")]
     if args and args[0] == "--readme":
         print("| scenario | best tuned baseline at 90 % (capacity) | CATO / best, 90 % | "
               "CATO+ / best, 90 % | CATO+ refusing / best, 90 % | CATO+ / best, 95 % | "
