@@ -116,6 +116,11 @@ class CatoPolicy(RoutingPolicy):
                 if est.for_deadline(ttft) <= slack:
                     return RoutingDecision(r.replica_id, 2, est, False)
         # (else not even an idle replica meets it, and a loaded one estimates no less)
+        return self._at_risk(call, candidates, pool, now_s)
+
+    def _at_risk(self, call: LlmCall, candidates: Sequence[ReplicaState] | None,
+                 pool: ReplicaPool, now_s: float) -> RoutingDecision | None:
+        """Priority 1: no replica is predicted to meet the slack; the shortest expected wait."""
         found = self._shortest_wait(call, candidates, pool, 1, now_s)
         if found is None:
             return None
@@ -280,7 +285,4 @@ class CatoPlusPolicy(CatoPolicy):
                 return None
             if found[1].for_deadline(ttft) <= slack:
                 return RoutingDecision(found[0].replica_id, 2, found[1], False)
-        found = self._shortest_wait(call, candidates, pool, 1, now_s)
-        if found is None:
-            return None
-        return RoutingDecision(found[0].replica_id, 1, found[1], True)
+        return self._at_risk(call, candidates, pool, now_s)
