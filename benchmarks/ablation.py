@@ -23,7 +23,8 @@ import numpy as np
 
 from cato.sim.capacity import percentile_interval
 from cato.sim.runner import run_spec
-from cato.sim.scenarios import PolicySpec, UNBOUNDED_ONGOING, build_stream_for, scenario
+from cato.sim.policies import UNBOUNDED_ONGOING, PolicySpec
+from cato.sim.scenarios import build_stream_for, scenario
 
 #: (scenario, rate req/s, what the cell is): fixed before the runs, near the best baseline's
 #: 90 % capacity and in overload.

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cato.core.coefficients import A100_LLAMA7B
-from cato.sim.replica_engine import ReplicaEngine
+from cato.replica_model import ReplicaEngine
 from cato.workloads.code_index import CodeIndex
 from cato.workloads.validate import MAX_ANSWER_CHARS, validate_python
 

@@ -1,4 +1,4 @@
-"""A tiny driver for :class:`~cato.sim.replica_engine.ReplicaEngine` tests: the simulator's
+"""A tiny driver for :class:`~cato.replica_model.ReplicaEngine` tests: the simulator's
 protocol (advance(now) before an input at now, re-read next_event_s() after every input;
 advance(next_event_s()) must return events at that time), and the lifecycle check every
 engine test makes."""
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from hypothesis import strategies as st
 
 from cato.core.coefficients import A100_LLAMA7B, H100_LLAMA7B, ReplicaCoefficients
-from cato.sim.replica_engine import EngineEvent, ReplicaEngine
+from cato.replica_model import EngineEvent, ReplicaEngine
 
 
 @dataclass(frozen=True)

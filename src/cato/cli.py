@@ -250,9 +250,8 @@ def capacity(
     from rich.markup import escape
 
     from cato.sim.capacity import SearchSettings, measure_capacity, report_json
-    from cato.sim.scenarios import (
-        GATEWAY_SWEEP, RAY_SWEEP, resolve_policies, scenario as get_scenario,
-    )
+    from cato.sim.scenarios import scenario as get_scenario
+    from cato.sim.sweeps import GATEWAY_SWEEP, RAY_SWEEP, resolve_policies
 
     try:
         sc = get_scenario(scenario)
@@ -341,7 +340,7 @@ def _capacity_table(doc: dict[str, Any]) -> None:
 
 def _capacity_plots(doc: dict[str, Any], out: Path) -> None:
     from cato.report import plots
-    from cato.sim.scenarios import RAY_SWEEP
+    from cato.sim.sweeps import RAY_SWEEP
 
     name = doc["scenario"]
     for target in doc["targets"]:
@@ -390,10 +389,8 @@ def fronts(
     from rich.markup import escape
     from rich.progress import TimeRemainingColumn
 
-    from cato.sim.pareto import (
-        DEFAULT_FAMILIES, count_runs, family_grid, measure_fronts, parse_ray_grid, reanalyse,
-        report_json,
-    )
+    from cato.sim.pareto import DEFAULT_FAMILIES, count_runs, family_grid, parse_ray_grid
+    from cato.sim.pareto_report import measure_fronts, reanalyse, report_json
     from cato.sim.scenarios import scenario as get_scenario
 
     if resamples < 10:
@@ -957,7 +954,8 @@ def bench_compare_cmd(
     write one report (table with ratios per metric, plots). Measured as the protocol's
     section 4 asks: roles pinned to separate CPUs, late sends discarded and counted, the same
     calls per engine, each gateway's CPU-seconds per request."""
-    from cato.benchmarks.compare import MIN_SEEDS, CompareSettings, run_compare, write_report
+    from cato.benchmarks.compare import (MIN_SEEDS, CompareSettings, EmptyStream, run_compare,
+                                         write_report)
     names = _systems(systems)
     try:
         seed_list = [int(s) for s in seeds.split(",") if s.strip()]
@@ -993,7 +991,10 @@ def bench_compare_cmd(
                                pin=pin, concurrency=concurrency,
                                late_tolerance_s=None if late_tolerance_ms < 0
                                else late_tolerance_ms / 1000.0)
-    result = run_compare(settings, log=console.print)
+    try:
+        result = run_compare(settings, log=console.print)
+    except EmptyStream as e:
+        _fail(str(e))
     paths = write_report(result, out)
     console.print(paths[1].read_text())
     console.print("wrote " + ", ".join(str(p) for p in paths))

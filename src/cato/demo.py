@@ -21,6 +21,8 @@ import httpx
 import numpy as np
 
 from cato.core.catalog import single_step_tasks
+from cato.core.metrics import percentile_ms
+from cato.core.sla import sla_met
 from cato.core.task import SlaKind
 from cato.gateway.launcher import free_port, start_process, stop_process, wait_ready
 from cato.sim.arrivals import poisson
@@ -101,10 +103,8 @@ async def send_one(client: httpx.AsyncClient, url: str, a: TaskArrival, prompt: 
     kind = summary.get("sla_kind", "")
     ttft = None if first is None else first - start
     e2e = None if end is None else end - start
-    if kind == SlaKind.TTFT.value:
-        met = ttft is not None and ttft <= sla
-    else:
-        met = e2e is not None and e2e <= sla
+    met = sla_met(SlaKind.TTFT if kind == SlaKind.TTFT.value else SlaKind.E2E, sla,
+                  ttft_s=ttft, e2e_s=e2e)
     return DemoResult(a.task, status, ttft, e2e, sla, kind, bool(met and status == 200),
                       summary.get("sla_met"))
 
@@ -124,6 +124,10 @@ async def run_load(url: str, requests: list[tuple[TaskArrival, str]],
         return list(await asyncio.gather(*(one(a, p) for a, p in requests)))
 
 
+def _or_nan(v: float | None) -> float:
+    return float("nan") if v is None else v
+
+
 def per_task(results: list[DemoResult]) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for task in sorted({r.task for r in results}):
@@ -133,9 +137,9 @@ def per_task(results: list[DemoResult]) -> dict[str, dict[str, float]]:
         out[task] = {
             "requests": len(rs), "ok": sum(r.status == 200 for r in rs),
             "goodput": sum(r.met for r in rs) / len(rs),
-            "p50_ttft_ms": float(np.percentile(ttft, 50) * 1000) if ttft else float("nan"),
-            "p95_ttft_ms": float(np.percentile(ttft, 95) * 1000) if ttft else float("nan"),
-            "p95_e2e_ms": float(np.percentile(e2e, 95) * 1000) if e2e else float("nan"),
+            "p50_ttft_ms": _or_nan(percentile_ms(ttft, 50.0)),
+            "p95_ttft_ms": _or_nan(percentile_ms(ttft, 95.0)),
+            "p95_e2e_ms": _or_nan(percentile_ms(e2e, 95.0)),
             "sla_ms": rs[0].sla_s * 1000,
         }
     return out

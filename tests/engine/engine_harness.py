@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 
 from cato.core.coefficients import ReplicaCoefficients
-from cato.sim.replica_engine import ReplicaEngine
+from cato.replica_model import ReplicaEngine
 
 WARM_CONNECTIONS = 48
 

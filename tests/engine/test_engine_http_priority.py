@@ -1,6 +1,6 @@
 """``cato engine --scheduling-policy priority`` over real HTTP on loopback: the body's integer
 ``priority`` orders the engine's queue (vLLM V1's priority scheduler, modelled in
-:mod:`cato.sim.replica_engine`); under the default ``fcfs`` it is accepted and ignored, as vLLM V1
+:mod:`cato.replica_model.scheduling`); under the default ``fcfs`` it is accepted and ignored, as vLLM V1
 does; a non-integer priority is an OpenAI-shaped 400 naming the field; an unknown policy is
 refused before the server listens. (Named apart from tests/sim/test_engine_priority.py: two test
 modules with one basename break collection without package ``__init__`` files.)"""

@@ -27,7 +27,7 @@ from engine_harness import (
 
 from cato.core.coefficients import decode_phase_ms, isolated_ttft_ms, preset
 from cato.engine.emulated import EmulatedEngine, EmulatedRequest
-from cato.sim.replica_engine import ReplicaEngine, StepRecord
+from cato.replica_model import ReplicaEngine, StepRecord
 
 A100 = preset("a100-llama7b")
 

@@ -22,11 +22,13 @@ import pytest
 from cato.core.calls import LlmCall
 from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import preset
+from cato.gateway.calls import CallStats
 from cato.gateway.config import GatewayConfig, Limits, ModelConfig, Replica, Routing
 from cato.gateway.engine_client import EngineEvent
-from cato.gateway.gateway import CallStats, Gateway
+from cato.gateway.gateway import Gateway
 from cato.sim.arrivals import poisson
-from cato.sim.simulator import ModelDeployment, SimConfig, Simulator
+from cato.sim.config import ModelDeployment, SimConfig
+from cato.sim.simulator import Simulator
 from cato.sim.workload import MIX_B, build_stream
 
 TASKS = ("completion", "generation", "summarization", "translation")
@@ -101,9 +103,9 @@ async def _replay(policy: str, events: list[tuple[Any, ...]]) -> Gateway:
                                                       Replica(url="http://e1"))),),
                         routing=Routing(policy=policy), limits=Limits(max_queue_per_replica=10**6, max_queue_per_model=10**6,
                                                    max_queue_per_task=10**6))
-    gw = Gateway(cfg, clock=lambda: now[0], log_decisions=10**6)
     engine = ScriptedEngine()
-    gw.client = engine  # type: ignore[assignment]
+    gw = Gateway(cfg, clock=lambda: now[0], log_decisions=10**6,
+                 client=engine)  # type: ignore[arg-type]
     gw.apply_profile(None)
     for r in cfg.models[0].replicas:
         gw.attach_replica("m", r.url)

@@ -16,10 +16,9 @@ from cato.sim.capacity import (
     AttainmentFn, AttainmentTable, SearchSettings, SimAttainment, capacity_on_grid, capacity_ratio,
     estimate_capacity, monotone_fit, resample_indices,
 )
-from cato.sim.scenarios import (
-    RAY_SWEEP, UNBOUNDED_ONGOING, describe_config, is_baseline, ray_sweep, resolve_policies,
-    scenario,
-)
+from cato.sim.policies import UNBOUNDED_ONGOING, describe_config, is_baseline
+from cato.sim.scenarios import scenario
+from cato.sim.sweeps import RAY_SWEEP, ray_sweep, resolve_policies
 
 SEEDS = list(range(5))
 FAST = SearchSettings(num_resamples=200)
@@ -226,8 +225,9 @@ def test_simulated_attainment_tells_apart_specs_that_differ_only_in_engine_setti
     from dataclasses import replace as _replace
 
     from cato.sim.capacity import SimAttainment
-    from cato.sim.scenarios import gateway_sweep, scenario as _scenario
-    import cato.sim.scenarios as S
+    from cato.sim.scenarios import scenario as _scenario
+    from cato.sim.sweeps import gateway_sweep
+    import cato.sim.sweeps as S
 
     sc = _replace(_scenario("mixB-poisson"), duration_s=10.0)
     sim = SimAttainment(sc)

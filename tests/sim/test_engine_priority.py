@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cato.core.coefficients import A100_LLAMA7B, H100_LLAMA7B, ReplicaCoefficients
-from cato.sim.replica_engine import ReplicaEngine, StepRecord
+from cato.replica_model import ReplicaEngine, StepRecord
 from engine_driver import Op, Trace, engine_scenarios, check_lifecycle as lifecycle, drive
 from cato.sim.scenarios import build_config, build_stream_for, scenario
 from cato.sim.simulator import Simulator

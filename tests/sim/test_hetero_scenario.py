@@ -10,8 +10,9 @@ from dataclasses import replace
 import pytest
 
 from cato.core.coefficients import A100_LLAMA7B, H100_LLAMA7B
+from cato.sim.config import ModelDeployment, SimConfig
 from cato.sim.scenarios import build_config, build_stream_for, scenario, with_sla_scale
-from cato.sim.simulator import ModelDeployment, SimConfig, Simulator
+from cato.sim.simulator import Simulator
 
 
 def _run(sc, policy: str, rate: float, seed: int = 0, *, duration_s: float = 20.0,

@@ -14,12 +14,15 @@ from typer.testing import CliRunner
 from cato.cli import app
 from cato.sim.capacity import percentile_interval
 from cato.sim.pareto import (
-    CostRatio, Family, Point, analyse, cost_at, count_runs, family_grid, goal_verdict,
-    pareto_front, parse_ray_grid, point_estimates, resample_plan, resampled_points, verdict_at, verdict_ranges,
+    Family, cost_at, count_runs, family_grid, pareto_front, parse_ray_grid, point_estimates,
+    resample_plan, resampled_points, verdict_at, verdict_ranges,
 )
-from cato.sim.scenarios import (
+from cato.sim.pareto_report import CostRatio, Point, analyse, goal_verdict
+from cato.sim.policies import UNBOUNDED_ONGOING, PolicySpec
+from cato.sim.scenarios import scenario
+from cato.sim.sweeps import (
     CATO_SWEEP_INTERVAL_S, CATO_SWEEP_MAX_EXCEEDED_TIMES, CATO_SWEEP_REPLICAS_PER_VIOLATION,
-    PolicySpec, UNBOUNDED_ONGOING, ray_sweep, scenario,
+    ray_sweep,
 )
 
 

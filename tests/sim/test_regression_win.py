@@ -16,7 +16,9 @@ from dataclasses import replace
 import pytest
 
 from cato.sim.runner import run_spec
-from cato.sim.scenarios import PolicySpec, gateway_sweep, ray_sweep, scenario
+from cato.sim.policies import PolicySpec
+from cato.sim.scenarios import scenario
+from cato.sim.sweeps import gateway_sweep, ray_sweep
 
 RATE = 50.0
 MARGIN = 0.02

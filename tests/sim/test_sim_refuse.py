@@ -16,7 +16,8 @@ from cato.core.routing import base as routing_base
 from cato.core.routing.base import RoutingDecision
 from cato.core.routing.cato import CatoPlusPolicy
 from cato.sim.runner import run_spec
-from cato.sim.scenarios import PolicySpec, build_config, build_stream_for, scenario
+from cato.sim.policies import PolicySpec
+from cato.sim.scenarios import build_config, build_stream_for, scenario
 from cato.sim.simulator import Simulator
 
 

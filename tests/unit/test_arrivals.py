@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 
 from cato.sim import arrivals as A
+from cato.sim import azure_trace as T
 
 
 
 def _trace_path() -> Path:
-    return A.default_azure_trace_path()
+    return T.default_azure_trace_path()
 
 
 def rng(seed: int = 0) -> np.random.Generator:
@@ -214,11 +215,11 @@ def test_rate_functions_are_frozen() -> None:
 
 # ---- Azure trace ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trace() -> A.AzureTrace:
-    return A.load_azure_code_trace(_trace_path())
+def trace() -> T.AzureTrace:
+    return T.load_azure_code_trace(_trace_path())
 
 
-def test_trace_loads(trace: A.AzureTrace) -> None:
+def test_trace_loads(trace: T.AzureTrace) -> None:
     assert len(trace) == 5740
     assert trace.arrival_s[0] == 0.0
     assert np.all(np.diff(trace.arrival_s) >= 0)
@@ -241,7 +242,7 @@ def test_trace_parses_seven_fractional_digits(tmp_path: Path) -> None:
         "2023-11-16 18:17:03.9999999,1,2\n"
         "2023-11-16 18:17:05,3,4\n"
     )
-    t = A.load_azure_code_trace(p)
+    t = T.load_azure_code_trace(p)
     np.testing.assert_allclose(t.arrival_s, [0.0, 2e-7, 1.0000001], rtol=0, atol=1e-12)
     assert t.context_tokens.tolist() == [1, 5, 3]
     assert t.generated_tokens.tolist() == [2, 6, 4]
@@ -251,14 +252,14 @@ def test_trace_bad_file(tmp_path: Path) -> None:
     p = tmp_path / "bad.csv"
     p.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 xx,1,2\n")
     with pytest.raises(ValueError, match="2023-11-16 xx"):
-        A.load_azure_code_trace(p)
+        T.load_azure_code_trace(p)
     q = tmp_path / "cols.csv"
     q.write_text("TIME,ContextTokens\n1,2\n")
     with pytest.raises(ValueError, match="GeneratedTokens"):
-        A.load_azure_code_trace(q)
+        T.load_azure_code_trace(q)
 
 
-def test_trace_time_scaling(trace: A.AzureTrace) -> None:
+def test_trace_time_scaling(trace: T.AzureTrace) -> None:
     s = trace.time_scaled(target_rate_rps=10.0)
     assert s.mean_rate_rps == pytest.approx(10.0, rel=1e-9)
     assert len(s) == len(trace)
@@ -277,7 +278,7 @@ def test_trace_time_scaling(trace: A.AzureTrace) -> None:
         trace.time_scaled(speedup=-1.0)
 
 
-def test_trace_window_loops_the_trace(trace: A.AzureTrace) -> None:
+def test_trace_window_loops_the_trace(trace: T.AzureTrace) -> None:
     s = trace.time_scaled(target_rate_rps=10.0)
     period = s.period_s
     assert period == pytest.approx(s.span_s + 0.1)
@@ -298,32 +299,32 @@ def test_trace_window_loops_the_trace(trace: A.AzureTrace) -> None:
 
 def test_trace_window_starts_give_disjoint_windows_per_seed() -> None:
     # 1000 s of trace, 300 s windows: 3 disjoint slots, then laps shifted by frac(lap * phi)
-    starts = [A.trace_window_start(k, 300.0, 1000.0) for k in range(7)]
+    starts = [T.trace_window_start(k, 300.0, 1000.0) for k in range(7)]
     assert starts[:3] == [0.0, 300.0, 600.0]
     assert len({round(x, 9) for x in starts}) == 7
     assert starts[3] == pytest.approx(0.618034 * 300.0, rel=1e-5)
-    assert A.trace_window_start(5, 300.0, 1000.0) == starts[5]           # deterministic
+    assert T.trace_window_start(5, 300.0, 1000.0) == starts[5]           # deterministic
     # the window is the whole trace: rotations, all different
-    rot = [A.trace_window_start(k, 2000.0, 1000.0) for k in range(5)]
+    rot = [T.trace_window_start(k, 2000.0, 1000.0) for k in range(5)]
     assert rot[0] == 0.0 and len({round(x, 9) for x in rot}) == 5
     assert all(0.0 <= x < 1000.0 for x in rot)
     with pytest.raises(ValueError, match="window_s"):
-        A.trace_window_start(0, 0.0, 1000.0)
+        T.trace_window_start(0, 0.0, 1000.0)
 
 
 def test_default_trace_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv(A.AZURE_TRACE_ENV, raising=False)
+    monkeypatch.delenv(T.AZURE_TRACE_ENV, raising=False)
     found = _trace_path()
-    assert found.name == A.AZURE_CODE_TRACE_FILE and found.is_file()
+    assert found.name == T.AZURE_CODE_TRACE_FILE and found.is_file()
     assert found.parent.name == "azure-llm-inference-2023"
     assert (found.parent / "LICENSE").is_file(), "the trace ships with its licence"
-    monkeypatch.setenv(A.AZURE_TRACE_ENV, str(found.parent))
-    assert A.default_azure_trace_path() == found
-    monkeypatch.setenv(A.AZURE_TRACE_ENV, str(found))
-    assert A.default_azure_trace_path() == found
-    monkeypatch.setenv(A.AZURE_TRACE_ENV, str(tmp_path / "nope.csv"))
+    monkeypatch.setenv(T.AZURE_TRACE_ENV, str(found.parent))
+    assert T.default_azure_trace_path() == found
+    monkeypatch.setenv(T.AZURE_TRACE_ENV, str(found))
+    assert T.default_azure_trace_path() == found
+    monkeypatch.setenv(T.AZURE_TRACE_ENV, str(tmp_path / "nope.csv"))
     with pytest.raises(FileNotFoundError, match="nope.csv"):
-        A.default_azure_trace_path()
+        T.default_azure_trace_path()
 
 
 # ---- task mapping -------------------------------------------------------------------------------
@@ -338,20 +339,20 @@ def test_default_trace_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
     ],
 )
 def test_azure_task_thresholds(ctx: int, gen: int, task: str) -> None:
-    assert A.azure_task_for(ctx, gen, rng()) == task
+    assert T.azure_task_for(ctx, gen, rng()) == task
 
 
 def test_azure_task_split() -> None:
     g = rng(0)
-    got = [A.azure_task_for(1000, 33, g) for _ in range(4000)]
+    got = [T.azure_task_for(1000, 33, g) for _ in range(4000)]
     assert set(got) == {"summarization", "translation"}
     assert got.count("summarization") / 4000 == pytest.approx(0.5, abs=0.03)
     with pytest.raises(ValueError, match="-1"):
-        A.azure_task_for(-1, 10, rng())
+        T.azure_task_for(-1, 10, rng())
 
 
 def test_time_scaled_trace_can_skip_its_start() -> None:
-    from cato.sim.arrivals import AzureTrace
+    from cato.sim.azure_trace import AzureTrace
     t = AzureTrace(np.array([0.0, 10.0, 20.0, 30.0, 40.0]), np.array([1, 2, 3, 4, 5]),
                    np.array([5, 4, 3, 2, 1]))
     s = t.time_scaled(speedup=2.0, start_s=5.0, duration_s=10.0)

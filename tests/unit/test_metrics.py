@@ -9,14 +9,13 @@ import pytest
 from dataclasses import replace
 
 from cato.core.metrics import (
-    aggregate_seeds,
     discard_warmup,
     RunSummary,
     percentile_ms,
-    ratio_of_means_ci,
     summarize,
     summary_row,
 )
+from cato.core.seeds import aggregate_seeds, ratio_of_means_ci
 from cato.core.records import RequestRecord, Status
 
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cato.core.coefficients import A100_LLAMA7B, H100_LLAMA7B, ReplicaCoefficients, isolated_ttft_ms
-from cato.sim.replica_engine import EngineEvent, ReplicaEngine, StepRecord
+from cato.replica_model import EngineEvent, ReplicaEngine, StepRecord
 from engine_driver import Op, Trace, engine_scenarios, check_lifecycle, drive
 
 # the driver (tests/engine_driver.py): the simulator's protocol

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from cato.core.coefficients import A100_LLAMA7B, isolated_ttft_ms
-from cato.sim.replica_engine import ReplicaEngine
+from cato.replica_model import ReplicaEngine
 
 
 def _step_to_step(eng: ReplicaEngine) -> float:

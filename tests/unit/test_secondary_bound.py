@@ -177,7 +177,8 @@ def test_old_records_load_without_a_bound_and_bad_ones_are_refused() -> None:
 def test_simulator_judges_the_secondary_bound() -> None:
     from cato.core.coefficients import preset
     from cato.sim.arrivals import poisson
-    from cato.sim.simulator import ModelDeployment, SimConfig, Simulator
+    from cato.sim.config import ModelDeployment, SimConfig
+    from cato.sim.simulator import Simulator
     from cato.sim.workload import MIX_B, build_stream
 
     tasks = multi_step_tasks({t: "m" for t in TASKS})

@@ -9,6 +9,7 @@ import pytest
 
 from cato.core.task import CostModel, LengthDist, Node, NodeKind, SlaKind, TaskType
 from cato.sim import arrivals as A
+from cato.sim import azure_trace as T
 from cato.sim import workload as W
 
 
@@ -189,10 +190,10 @@ def test_build_stream_bad_inputs() -> None:
 
 
 # ---- trace replay --------------------------------------------------------------------------------------
-def _small_trace() -> A.AzureTrace:
+def _small_trace() -> T.AzureTrace:
     ctx = np.array([5000, 10, 999, 999, 1000, 1000, 20_000, 3000, 50, 4000], dtype=np.int64)
     gen = np.array([32, 1, 0, 33, 33, 600, 900, 40, 1000, 200], dtype=np.int64)
-    return A.AzureTrace(np.arange(10, dtype=np.float64) * 0.5, ctx, gen)
+    return T.AzureTrace(np.arange(10, dtype=np.float64) * 0.5, ctx, gen)
 
 
 def test_trace_stream_mapping_and_clipping() -> None:
@@ -221,8 +222,8 @@ def test_trace_stream_mapping_and_clipping() -> None:
 
 
 def test_trace_stream_real_trace_is_deterministic() -> None:
-    path = A.default_azure_trace_path()
-    tr = A.load_azure_code_trace(path).time_scaled(speedup=1.0, duration_s=300.0)
+    path = T.default_azure_trace_path()
+    tr = T.load_azure_code_trace(path).time_scaled(speedup=1.0, duration_s=300.0)
     a = W.build_trace_stream(tr, TASKS, rng(1))
     b = W.build_trace_stream(tr, TASKS, rng(1))
     assert a == b and len(a) == len(tr)

@@ -69,9 +69,10 @@ from cato.benchmarks.pinning import (PinPlan, cpu_ranges, pin_tree, pinned_self,
                                      thread_affinity)
 from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import PRESETS, ReplicaCoefficients, preset, slowed
-from cato.core.metrics import ratio_of_means_ci
+from cato.core.seeds import ratio_of_means_ci
 from cato.core.records import RequestRecord
-from cato.sim.scenarios import RAY_DEFAULT, Scenario
+from cato.sim.policies import RAY_DEFAULT
+from cato.sim.scenarios import Scenario
 
 GATEWAY_SYSTEMS: dict[str, str] = {"cato": "cato", "cato-plus": "cato-plus",
                                    "round-robin": "round_robin",
@@ -476,6 +477,10 @@ def cpu_fields(usage: Any, records: Sequence[RequestRecord], *,
             "engine_processes": usage.engine_processes}
 
 
+class EmptyStream(ValueError):
+    """A seed's stream has no request (a silent window of a replayed trace)."""
+
+
 def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
                 ) -> dict[str, Any]:
     """Every system on every seed's stream; returns ``{"settings", "runs": [summary...]}``."""
@@ -494,12 +499,20 @@ def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
                                        if "ray-serve" in settings.systems else ""))
     if len(settings.seeds) < MIN_SEEDS:
         log(f"{len(settings.seeds)} seed(s): the protocol asks for >= {MIN_SEEDS}")
+    streams = {seed: build_live_stream(settings.scenario, settings.rate, seed,
+                                       duration_s=settings.duration_s, arrival=settings.arrival,
+                                       sla_scale=settings.time_dilation,
+                                       trace_start_s=settings.trace_start_s)
+               for seed in settings.seeds}
+    empty = [seed for seed, stream in streams.items() if not stream]
+    if empty:   # a replayed trace's window can be silent: say so before any system starts
+        raise EmptyStream(
+            f"seed(s) {empty}: no request arrives in their {settings.duration_s or 'default'} s "
+            f"window of the {settings.scenario} stream at {settings.rate} req/s (a replayed "
+            "trace has silent stretches); choose other seeds or a longer --duration")
     runs = []
     for k, seed in enumerate(settings.seeds):
-        stream = build_live_stream(settings.scenario, settings.rate, seed,
-                                   duration_s=settings.duration_s, arrival=settings.arrival,
-                                   sla_scale=settings.time_dilation,
-                                   trace_start_s=settings.trace_start_s)
+        stream = streams[seed]
         log(f"seed {seed}: {len(stream)} requests over {stream[-1].arrival_s:.0f} s")
         order = list(settings.systems)
         order = order[k % len(order):] + order[:k % len(order)]

@@ -45,6 +45,7 @@ from cato.benchmarks.compare import (LATE_TOLERANCE_S, LiveModel, engine_concurr
 from cato.benchmarks.cpu_accounting import TreeCpu
 from cato.benchmarks.live_load import LiveRequest, LiveRun, late_sends, run_live_load
 from cato.benchmarks.pinning import PinPlan, pin_tree, pinned_self, plan_pinning, thread_affinity
+from cato.core.metrics import percentile_ms
 from cato.sim.arrivals import poisson
 from cato.sim.scenarios import scenario
 from cato.text import count_tokens
@@ -89,12 +90,12 @@ def capacity_stream(rate: float, duration_s: float, seed: int) -> list[LiveReque
     return out
 
 
-def _ttft_ms(runs: Sequence[LiveRun], late_tolerance_s: float | None) -> list[float]:
-    """TTFTs (ms) of the ``ok`` requests sent on time."""
+def _ttft_s(runs: Sequence[LiveRun], late_tolerance_s: float | None) -> list[float]:
+    """TTFTs (s) of the ``ok`` requests sent on time."""
     out = []
     for run in runs:
         late = late_sends(run, late_tolerance_s)
-        out += [r.ttft_s * 1000 for r in run.records
+        out += [r.ttft_s for r in run.records
                 if r.status == "ok" and r.ttft_s is not None and r.id not in late]
     return out
 
@@ -107,10 +108,9 @@ def _point(system: str, rate: float, stream: list[LiveRequest], url: str,
     run = asyncio.run(run_live_load(url, stream, progress=False, system=system, timeout_s=60.0))
     usage = meter.stop()
     ok = [r for r in run.records if r.status == "ok"]
-    ttft = _ttft_ms([run], late_tolerance_s)
+    ttft = _ttft_s([run], late_tolerance_s)
     thr = len(ok) / run.duration_s
-    p50 = float(np.percentile(ttft, 50)) if ttft else None
-    p99 = float(np.percentile(ttft, 99)) if ttft else None
+    p50, p99 = percentile_ms(ttft, 50.0), percentile_ms(ttft, 99.0)
     sustained = (len(ok) >= 0.99 * len(stream) and thr >= 0.95 * rate
                  and p99 is not None and p99 <= p99_limit_ms)
     per = usage.per_request(len(ok))
@@ -201,11 +201,10 @@ def _direct_point(rate: float, stream: list[LiveRequest], urls: list[str],
     runs = asyncio.run(all_parts())
     recs = [r for run in runs for r in run.records]
     ok = [r for r in recs if r.status == "ok"]
-    ttft = _ttft_ms(runs, late_tolerance_s)
+    ttft = _ttft_s(runs, late_tolerance_s)
     dur = max(run.duration_s for run in runs)
     thr = len(ok) / dur
-    p50 = float(np.percentile(ttft, 50)) if ttft else None
-    p99 = float(np.percentile(ttft, 99)) if ttft else None
+    p50, p99 = percentile_ms(ttft, 50.0), percentile_ms(ttft, 99.0)
     return CapacityPoint("direct", rate, len(stream), len(ok), thr, p50, p99,
                          len(ok) >= 0.99 * len(stream) and thr >= 0.95 * rate
                          and p99 is not None and p99 <= p99_limit_ms,

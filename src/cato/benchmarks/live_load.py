@@ -52,8 +52,9 @@ import numpy as np
 
 from cato.core.coefficients import ReplicaCoefficients, slowed
 from cato.core.feasibility import feasible_in_isolation
-from cato.core.metrics import discard_warmup, summarize, summary_row
+from cato.core.metrics import discard_warmup, percentile_ms, summarize, summary_row
 from cato.core.records import RequestRecord, Status
+from cato.core.sla import bound_met, sla_met
 from cato.loadgen import Timing, session, stream_request
 from cato.sim import arrivals as arr
 from cato.sim.scenarios import Scenario, build_stream_for, scenario as get_scenario, with_sla_scale
@@ -346,13 +347,10 @@ def _record(req: LiveRequest, t: Timing, t0: float, system: str) -> RequestRecor
     sent = (t.sent_at if t.sent_at is not None else t0 + req.arrival_s) - t0
     first = None if t.first_at is None else t.first_at - t0
     last = t.last_at - t0 if status == "ok" and t.last_at is not None else None
-    met = False
-    if status == "ok":
-        value = first if req.sla_kind == "ttft" else last
-        met = value is not None and value - sent <= req.sla_s
-    met2: bool | None = None
-    if req.e2e_bound_s is not None:
-        met2 = status == "ok" and last is not None and last - sent <= req.e2e_bound_s
+    ttft = None if first is None else first - sent
+    e2e = None if last is None else last - sent      # last is None unless status is "ok"
+    met = status == "ok" and sla_met(req.sla_kind, req.sla_s, ttft_s=ttft, e2e_s=e2e)
+    met2 = bound_met(req.e2e_bound_s, e2e)
     return RequestRecord(id=req.id, task=req.task, policy=system, arrival_s=sent,
                          first_token_s=first, last_token_s=last, n_in=req.prompt_tokens,
                          n_out=t.output_tokens or req.max_tokens, sla_kind=req.sla_kind,
@@ -405,10 +403,6 @@ def _offered_rate(run: LiveRun) -> float:
     times = sorted(r.arrival_s for r in run.requests)
     span = times[-1] - times[0]
     return (len(times) - 1) / span if len(times) > 1 and span > 0 else len(times) / run.duration_s
-
-
-def _ms(values: Sequence[float], q: float) -> float | None:
-    return float(np.percentile(np.asarray(values) * 1000.0, q)) if values else None
 
 
 def late_sends(run: LiveRun, tolerance_s: float | None) -> set[int]:
@@ -470,8 +464,9 @@ def live_summary(run: LiveRun, *, system: str, utilization: float | None = None,
         "system": system, "url": run.url, "started_at": run.started_at,
         "run_duration_s": run.duration_s, "num_requests": len(run.records),
         "num_timeout": sum(r.status == "timeout" for r in run.records),
-        "send_lag_p50_ms": _ms(run.send_lag_s, 50.0), "send_lag_p99_ms": _ms(run.send_lag_s, 99.0),
-        "send_lag_max_ms": _ms(run.send_lag_s, 100.0), "errors": dict(errors.most_common(10)),
+        "send_lag_p50_ms": percentile_ms(run.send_lag_s, 50.0),
+        "send_lag_p99_ms": percentile_ms(run.send_lag_s, 99.0),
+        "send_lag_max_ms": percentile_ms(run.send_lag_s, 100.0), "errors": dict(errors.most_common(10)),
         "late_tolerance_ms": None if late_tolerance_s is None else late_tolerance_s * 1000.0,
         "late_discarded": n_late, "late_share": n_late / len(kept) if kept else 0.0,
         "late_ids": sorted(r.id for r in kept if r.id in late),

@@ -30,7 +30,8 @@ from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import preset, slowed
 from cato.loadgen import session, stream_request
 from cato.sim import arrivals as arr
-from cato.sim.simulator import ModelDeployment, SimConfig, Simulator
+from cato.sim.config import ModelDeployment, SimConfig
+from cato.sim.simulator import Simulator
 from cato.sim.workload import MIX_A, TaskArrival, build_stream
 
 TASKS = ("completion", "generation", "summarization", "translation")

@@ -13,6 +13,10 @@ Invariants (checked by property tests): every submitted call is, at any time, in
 {a gateway queue, in flight on one replica, finished/failed/rejected (refused at arrival
 included)}; a replica never holds more than its concurrency limit in flight; only READY
 replicas receive new work.
+
+The actions it returns (:class:`~cato.core.actions.Dispatch`,
+:class:`~cato.core.actions.SubmitResult`) and the scaler's window counters live in
+:mod:`cato.core.actions`; they are importable from here.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 
+from cato.core.actions import Dispatch, SubmitResult, WindowStats
 from cato.core.calls import InFlight, LlmCall
 from cato.core.coefficients import ReplicaCoefficients
 from cato.core.estimator import Estimate, LatencyEstimator
@@ -28,41 +33,7 @@ from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState
 from cato.core.routing.base import RoutingDecision, RoutingPolicy
 from cato.core.scaling.base import ScalingContext
 
-
-@dataclass(frozen=True, slots=True)
-class Dispatch:
-    """Send ``call`` to the engine of ``replica_id`` now. ``priority`` is the routing policy's
-    class (logged, compared by the contract test); ``engine_priority`` is what an engine that
-    orders its own queue by priority (vLLM ``--scheduling-policy priority``) receives, lower =
-    more urgent (the policy's :meth:`~cato.core.routing.base.RoutingPolicy.engine_priority`;
-    by default the class itself)."""
-
-    replica_id: str
-    call: LlmCall
-    priority: int
-    engine_priority: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class SubmitResult:
-    """What :meth:`Dispatcher.submit` did with a call. ``rejected``: it is queued nowhere (a
-    full queue, no replica of its model, or refused); ``refused``: rejected because the routing
-    policy's :meth:`~cato.core.routing.base.RoutingPolicy.refuse` said it cannot meet its SLA
-    (``reason`` says why); ``decision`` is the routing decision, if one was made."""
-
-    dispatches: list[Dispatch]
-    decision: RoutingDecision | None
-    rejected: bool = False
-    reason: str = ""
-    refused: bool = False
-
-
-@dataclass(slots=True)
-class WindowStats:
-    """Per-model counters since the scaler last read them."""
-
-    requests: int = 0
-    violations: int = 0
+__all__ = ["Dispatch", "Dispatcher", "SubmitResult", "WindowStats"]
 
 
 @dataclass(slots=True)

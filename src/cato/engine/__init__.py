@@ -2,7 +2,7 @@
 time (``cato engine``).
 
 * :mod:`cato.engine.emulated` — :class:`EmulatedEngine`, the wall-clock driver of a
-  :class:`cato.sim.replica_engine.ReplicaEngine`;
+  :class:`cato.replica_model.ReplicaEngine`;
 * :mod:`cato.engine.server` — ``EngineConfig``, ``create_app``, ``serve``, ``engine_command``,
   ``main`` (also ``python -m cato.engine.server``); not imported here, so that running it with
   ``-m`` does not import it twice;

@@ -1,6 +1,6 @@
 """The wall-clock driver of the emulated engine: a :class:`ReplicaEngine` run in real time.
 
-The simulator drives :class:`cato.sim.replica_engine.ReplicaEngine` from an event heap in pure
+The simulator drives :class:`cato.replica_model.ReplicaEngine` from an event heap in pure
 model time. :class:`EmulatedEngine` drives the very same object from an asyncio event loop, so an
 HTTP server in front of it behaves, in wall-clock time, exactly like the simulated replica.
 
@@ -38,7 +38,7 @@ Timing semantics
 * **Priority.** ``scheduling_policy="priority"`` (vLLM's ``--scheduling-policy priority``)
   orders the engine's waiting queue by each request's ``priority`` (smaller first, ties by
   arrival) and preempts the running request with the largest ``(priority, arrival)`` when KV
-  blocks run out (:mod:`cato.sim.replica_engine`); under ``"fcfs"`` (default) the priority is
+  blocks run out (:mod:`cato.replica_model.scheduling`); under ``"fcfs"`` (default) the priority is
   accepted and ignored, as vLLM V1 does.
 * **Disconnects.** ``cancel`` removes the request from the engine at the current model time
   (a request in the step in flight leaves at that step's end, as in the simulator).
@@ -54,7 +54,7 @@ from typing import Protocol
 import numpy as np
 
 from cato.core.coefficients import ReplicaCoefficients
-from cato.sim.replica_engine import EngineEvent, ReplicaEngine
+from cato.replica_model import EngineEvent, ReplicaEngine
 
 __all__ = ["EmulatedEngine", "EmulatedRequest", "EngineObserver", "MIN_PROGRESS_TICK_S", "TIMER_LEAD_S"]
 

@@ -8,7 +8,7 @@ It speaks the subset of vLLM's OpenAI API that the gateway and benchmark clients
   with ``ignore_eos``, so ``finish_reason`` is always ``"length"``. ``priority`` (vLLM's
   extra field: an integer, default 0, smaller = more urgent) orders the engine's queue and picks
   its preemption victims when the server runs with ``--scheduling-policy priority``
-  (:mod:`cato.sim.replica_engine`); with the default ``fcfs`` it is accepted and ignored, as
+  (:mod:`cato.replica_model.scheduling`); with the default ``fcfs`` it is accepted and ignored, as
   vLLM V1 does (vLLM V0 refused a non-zero one; V1's FCFS queue never reads it); a priority
   that is not an integer is a 400 naming ``priority``. Other unknown fields (``temperature``,
   ...) are accepted and ignored. Prompt tokens are counted with
@@ -71,7 +71,7 @@ from cato.core.coefficients import preset as preset_coeffs
 from cato.engine.emulated import EmulatedEngine, EmulatedRequest
 from cato.engine.faults import DEFAULT_MID_TOKENS, FAULT_KINDS, FaultKind, FaultPlan, FaultSpecError
 from cato.engine.textgen import TokenText
-from cato.sim.replica_engine import SCHEDULING_POLICIES
+from cato.replica_model import SCHEDULING_POLICIES
 from cato.text import chat_prompt_text, count_tokens
 
 __all__ = ["EngineConfig", "create_app", "engine_command", "main", "serve"]

@@ -12,6 +12,11 @@ object in non-streamed bodies and in a last streamed chunk (``choices: []``) bef
 A streamed response starts (status and headers) only once the first token is there, so errors
 before it are ordinary JSON errors; an engine failure after it ends the stream with an
 OpenAI-style ``{"error": ...}`` event, then ``[DONE]``.
+
+What the gateway could not serve comes up as a domain outcome
+(:class:`~cato.gateway.outcomes.CallOutcome`); :mod:`cato.gateway.http_errors` maps outcomes and
+engine failures to status codes and error bodies, in one place. Request validation (400s) and
+auth errors are :class:`~cato.gateway.errors.ApiError` from the start.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -39,12 +43,14 @@ from cato.core.calls import LlmCall
 from cato.core.task import SlaKind
 from cato.exits import EngineExited
 from cato.gateway.auth import Scope
+from cato.gateway.calls import CallStats
 from cato.gateway.engine_client import EngineError, EngineEvent, sse_passthrough
-from cato.gateway.errors import ApiError, overloaded, unavailable
-from cato.gateway.executor import run_pipeline
-from cato.gateway.gateway import CallStats, Gateway
+from cato.gateway.gateway import Gateway
+from cato.gateway.http_errors import engine_error, exception_handlers, stream_error_event
+from cato.gateway.outcomes import CallOutcome, GatewayBusy, NotReady, ShuttingDown
 from cato.gateway.sse import SseResponse
 from cato.gateway.requests import LlmRequest, feasible_slos, parse_llm_request, read_json
+from cato.gateway.task_api import run_task
 
 log = logging.getLogger("cato.gateway")
 
@@ -131,14 +137,13 @@ class Api:
 
     def _check_ready(self) -> None:
         if self.gw.draining:
-            raise ApiError(503, "the gateway is shutting down", type="service_unavailable",
-                           code="shutting_down", headers={"Retry-After": "1"})
+            raise ShuttingDown("the gateway is shutting down")
         if not self.gw.ready or self.gw.planner is None:
-            raise unavailable("the gateway is starting: engines or profile not ready yet")
+            raise NotReady("the gateway is starting: engines or profile not ready yet")
         if self.active >= self.gw.config.limits.max_active_requests:
             self.gw.metrics.requests.labels("any", "rejected").inc()
-            raise overloaded(f"request shed: the gateway holds {self.active} requests "
-                             f"(limits.max_active_requests)", 1.0, code="gateway_busy")
+            raise GatewayBusy(f"request shed: the gateway holds {self.active} requests "
+                              f"(limits.max_active_requests)", retry_after_s=1.0)
 
     # ---- /v1/completions and /v1/chat/completions ------------------------------------------------
     async def completions(self, request: Request) -> Response:
@@ -191,7 +196,7 @@ class Api:
                 raise
             await agen.aclose()
             return Response(status_code=499)   # the client left while queued: nothing to send
-        except ApiError:
+        except CallOutcome:
             await agen.aclose()
             raise
         finally:
@@ -214,8 +219,7 @@ class Api:
                 pass
         except EngineError as e:
             self.gw.metrics.observe_failure(call.task, _outcome(e))
-            raise ApiError(504 if e.code == "sla_timeout" else 502, str(e),
-                           type="engine_error", code=e.code) from None
+            raise engine_error(e) from None
         s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s, bound_s)
         self._observe(call, s)
         text = "".join(stats.text)
@@ -254,8 +258,7 @@ class Api:
             ok = True
         except EngineError as e:
             self.gw.metrics.observe_failure(call.task, _outcome(e))
-            yield _sse({"error": {"message": str(e), "type": "engine_error", "param": None,
-                                  "code": e.code}}) + _DONE
+            yield _sse(stream_error_event(e)) + _DONE
             return
         finally:
             if not ok:
@@ -280,7 +283,11 @@ class Api:
         if self.gw.planner is not None and task in self.gw.planner.pipelines:
             self.gw.auth.authorize(who, task)
         self.gw.auth.admit(who)
-        return await self._counted(lambda: run_pipeline(self.gw, request, task))
+        gw, planner = self.gw, self.gw.planner
+        assert planner is not None
+        return await self._counted(lambda: run_task(
+            request, task, planner=planner, limits=gw.config.limits, invoke=gw.invoke,
+            tools=gw.tools, metrics=gw.metrics, clock=gw.clock))
 
     # ---- read-only views -------------------------------------------------------------------------
     async def models(self, request: Request) -> Response:
@@ -370,22 +377,6 @@ class Api:
                              "profile": p.model_dump() if p else None, "plans": plans})
 
 
-async def _api_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ApiError)
-    return exc.response()
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    code = "not_found" if exc.status_code == 404 else None
-    return ApiError(exc.status_code, str(exc.detail), code=code).response()
-
-
-async def _internal(request: Request, exc: Exception) -> Response:
-    log.exception("internal error on %s", request.url.path)
-    return ApiError(500, f"internal error: {type(exc).__name__}", type="server_error").response()
-
-
 class _RequestLog:
     """``logging.requests``: one INFO line per client request once its response is over: method,
     path, status, task, API key name, milliseconds. Prompts only with ``logging.prompts``."""
@@ -453,5 +444,4 @@ def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
     ]
     middleware = [Middleware(_RequestLog)] if gw.config.logging.requests else []
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
-                     exception_handlers={ApiError: _api_error, HTTPException: _http_error,
-                                         Exception: _internal})
+                     exception_handlers=exception_handlers())

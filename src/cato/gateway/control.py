@@ -14,12 +14,18 @@ While the call waits in the gateway's queue, or for the engine's response header
 cancels the future it awaits; once the engine streams, it closes the response, so the read
 fails at once. The waiting side tells an abort from its own task's cancellation by
 :attr:`reason` being set while its task is not being cancelled.
+
+:class:`CallControls` holds the handles of the calls in the gateway now, so that health checks
+(an ejection) and shutdown can abort them without knowing who runs them. The transport
+(:mod:`cato.gateway.engine_client`) sees a handle only as its small
+:class:`~cato.gateway.engine_client.AbortHandle` protocol; this module uses the transport's
+public :data:`AbortKind` and :class:`CallAborted` and nothing else of it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Iterator
 
 from cato.gateway.engine_client import AbortKind, CallAborted
 
@@ -100,3 +106,38 @@ class CallControl:
             self._timer = None
         self._waiter = None
         self._resp = None
+
+
+class CallControls:
+    """The abort handles of the calls in the gateway now, by call id."""
+
+    def __init__(self) -> None:
+        self._by_call: dict[int, CallControl] = {}
+
+    def open(self, call_id: int) -> CallControl:
+        ctl = self._by_call[call_id] = CallControl(call_id)
+        return ctl
+
+    def close(self, call_id: int) -> None:
+        self._by_call.pop(call_id, None)
+
+    def __len__(self) -> int:
+        return len(self._by_call)
+
+    def __iter__(self) -> Iterator[CallControl]:
+        return iter(list(self._by_call.values()))
+
+    def abort_attempts_on(self, rid: str, reason: str, *, streaming_too: bool = True) -> int:
+        """Abort the calls in flight on replica ``rid`` (it was ejected): those whose client has
+        seen no output yet are retried elsewhere; those streaming end with an error, unless
+        ``streaming_too`` is False (they go on, bounded by ``timeouts.stall_s``)."""
+        n = 0
+        for ctl in self:
+            if ctl.replica == rid and (streaming_too or not ctl.visible):
+                ctl.abort_attempt(reason)
+                n += 1
+        return n
+
+    def abort_all(self, kind: AbortKind, reason: str) -> None:
+        for ctl in self:
+            ctl.abort(kind, reason)

@@ -9,20 +9,36 @@ The gateway always asks the engine to stream (``stream: true`` with usage), what
 asked, so it sees the first token when it comes. Failures are translated here, at the edge, into
 :class:`EngineError` with a message that names the engine: unreachable, HTTP error status (with
 the engine's own error message), a malformed event, or a stream that ends without ``[DONE]``.
+
+The transport knows nothing of how the gateway aborts calls: :meth:`EngineClient.stream` takes
+any :class:`AbortHandle` (a small protocol defined here), and the gateway's
+:class:`~cato.gateway.control.CallControl` satisfies it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Any, AsyncGenerator, AsyncIterator, Literal
+from typing import Any, AsyncGenerator, AsyncIterator, Literal, Protocol
 
 import aiohttp
 
-if TYPE_CHECKING:
-    from cato.gateway.control import CallControl
-
 AbortKind = Literal["timeout", "ejected", "shutdown"]
+
+
+class AbortHandle(Protocol):
+    """What :meth:`EngineClient.stream` needs of a call's abort handle (the gateway's
+    :class:`~cato.gateway.control.CallControl` is one): to be told what the call awaits, and to
+    raise :class:`CallAborted` when the call was aborted from outside."""
+
+    def wait_on(self, fut: asyncio.Future[Any] | None) -> None:
+        """The call now awaits ``fut`` (the engine's response headers)."""
+
+    def streaming(self, resp: Any) -> None:
+        """The engine's response (an ``aiohttp.ClientResponse``) streams now."""
+
+    def raise_if_aborted(self) -> None:
+        """Raise :class:`CallAborted` if the call was aborted (rather than cancelled)."""
 
 
 class EngineError(Exception):
@@ -44,7 +60,7 @@ class EngineError(Exception):
 
 
 class CallAborted(EngineError):
-    """The gateway aborted the call (:class:`~cato.gateway.control.CallControl`): ``kind`` is
+    """The gateway aborted the call (through its :class:`AbortHandle`): ``kind`` is
     ``timeout`` (far past its SLA), ``ejected`` (its replica failed health checks) or
     ``shutdown`` (the drain bound was reached)."""
 
@@ -119,15 +135,14 @@ class EngineClient:
             return None
 
     async def stream(self, base_url: str, endpoint: str, body: dict[str, Any], *,
-                     api_key: str | None = None, control: CallControl | None = None
+                     api_key: str | None = None, control: AbortHandle | None = None
                      ) -> AsyncGenerator[EngineEvent, None]:
         """POST ``body`` to ``base_url + endpoint`` streaming; yield each ``data:`` event.
 
         Every event is checked to be a JSON object in shape (``{...}``) and not an error
         event; its full parse is left to the caller (:meth:`EngineEvent.json`). With a
-        ``control``, :meth:`CallControl.abort` interrupts the call at any point (waiting for
-        the response or streaming it) and this raises :class:`~cato.gateway.control.
-        CallAborted`."""
+        ``control`` (an :class:`AbortHandle`), aborting the call interrupts it at any point
+        (waiting for the response or streaming it) and this raises :class:`CallAborted`."""
         body = dict(body)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}

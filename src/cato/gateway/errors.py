@@ -1,4 +1,7 @@
-"""Errors at the HTTP edge, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+"""Errors at the HTTP edge, in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``.
+
+Raised directly for request validation and auth; the call path's domain outcomes
+(:mod:`cato.gateway.outcomes`) become these in :mod:`cato.gateway.http_errors` only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``POST /v1/tasks/{task}``: run a whole multi-step task (its DAG) live.
+"""The task DAG runner: a whole multi-step task (``POST /v1/tasks/{task}``) run live.
 
 Nodes run in topological order. LLM nodes become calls with deadlines from the task's slack plan
 (:mod:`cato.gateway.planner`) and go through the same scheduler as direct calls; non-LLM nodes are
@@ -12,32 +12,33 @@ The user-facing node's tokens are streamed (``object: "task.chunk"``); the last 
 non-streamed body) is a ``task.result`` with the output, per-node outcomes and the ``cato``
 summary (TTFT, E2E, SLA met; for a TTFT-critical task also its secondary E2E bound and whether
 the whole task, repair included, ended within it).
+
+:class:`PipelineRun` is built from what it needs: the planner, the call path's ``invoke``
+(:meth:`cato.gateway.calls.CallRunner.invoke`), the tools, metrics and a clock. The HTTP handler
+that parses the request and answers it is :func:`cato.gateway.task_api.run_task`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 import uuid
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, AsyncGenerator
+from typing import Any, AsyncGenerator, Callable
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-
+from cato.core.calls import LlmCall
 from cato.core.task import NodeKind, SlaKind
-from cato.gateway.engine_client import EngineError
-from cato.gateway.errors import ApiError, bad_request, not_found
-from cato.gateway.requests import _int_field, feasible_slos, read_json
-from cato.gateway.sse import SseResponse
+from cato.gateway.calls import CallStats
+from cato.gateway.engine_client import EngineEvent
+from cato.gateway.metrics import GatewayMetrics
+from cato.gateway.planner import Planner
 from cato.text import count_tokens
 from cato.workloads.code_index import CodeIndex
 from cato.workloads.validate import ValidationResult, validate_python
 
-if TYPE_CHECKING:
-    from cato.gateway.gateway import Gateway
+#: one LLM call through the gateway (:meth:`cato.gateway.calls.CallRunner.invoke`)
+Invoke = Callable[[LlmCall, str, dict[str, Any], CallStats], AsyncGenerator[EngineEvent, None]]
 
 PROMPTS = {
     ("completion", "llm"): "{input}",
@@ -103,79 +104,18 @@ class _NodeResult:
         return d
 
 
-async def run_pipeline(gw: Gateway, request: Request, task_name: str) -> Response:
-    arrival = gw.clock()
-    planner = gw.planner
-    assert planner is not None
-    if task_name not in planner.pipelines:
-        raise not_found(f"unknown task {task_name!r}; known tasks: "
-                        f"{', '.join(sorted(planner.pipelines))}", param="task",
-                        code="task_not_found")
-    body = await read_json(request, gw.config.limits.max_body_bytes)
-    text = body.get("input")
-    if not isinstance(text, str) or not text.strip():
-        raise bad_request("'input' must be a non-empty string", param="input")
-    if count_tokens(text) > gw.config.limits.max_prompt_tokens:
-        raise bad_request(f"input of about {count_tokens(text)} tokens exceeds the limit of "
-                          f"{gw.config.limits.max_prompt_tokens}", param="input",
-                          code="context_length_exceeded")
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean", param="stream")
-    max_tokens = _int_field(body, "max_tokens", 1, gw.config.limits.max_tokens)
-    planned = planner.pipelines[task_name]
-    uf = planned.task.user_facing_node
-    slos = feasible_slos(request.headers, planned.plan, gw.config.limits.max_sla_ms,
-                         max_tokens or planned.expected_out[uf])
-    run = _PipelineRun(gw, task_name, text, max_tokens, slos.sla_s, arrival, stream,
-                       bound=slos.bound_s)
-    events = run.events()
-    head: list[dict[str, Any]] = []
-    try:
-        async for ev in events:
-            head.append(ev)
-            if stream and ev["object"] == "task.chunk":
-                break
-    except ApiError:
-        await events.aclose()
-        raise
-    except EngineError as e:
-        await events.aclose()
-        gw.metrics.observe_failure(task_name, "timeout" if e.code == "sla_timeout" else "error")
-        raise ApiError(504 if e.code == "sla_timeout" else 502, str(e), type="engine_error",
-                       code=e.code) from None
-    if not stream:
-        return JSONResponse(head[-1], headers=run.headers())
-    return SseResponse(_sse_stream(head, events), headers=run.headers())
-
-
-async def _sse_stream(head: list[dict[str, Any]],
-                      events: AsyncGenerator[dict[str, Any], None]
-                      ) -> AsyncGenerator[bytes, None]:
-    try:
-        for ev in head:
-            yield b"data: " + json.dumps(ev).encode() + b"\n\n"
-        async for ev in events:
-            yield b"data: " + json.dumps(ev).encode() + b"\n\n"
-    except (ApiError, EngineError) as e:
-        msg = e.message if isinstance(e, ApiError) else str(e)
-        code = e.code if isinstance(e, EngineError) else (e.code or "engine_failed")
-        yield b"data: " + json.dumps({"error": {"message": msg, "type": "engine_error",
-                                                "param": None, "code": code}}
-                                     ).encode() + b"\n\n"
-    finally:
-        await events.aclose()   # a client that left stops the remaining steps
-    yield b"data: [DONE]\n\n"
-
-
-class _PipelineRun:
-    def __init__(self, gw: Gateway, task: str, text: str, max_tokens: int | None,
+class PipelineRun:
+    def __init__(self, planner: Planner, task: str, text: str, max_tokens: int | None,
                  sla_s: float | None, arrival: float, stream: bool = False, *,
-                 bound: float | None = None) -> None:
-        assert gw.planner is not None
-        self.gw = gw
+                 bound: float | None = None, invoke: Invoke, tools: Tools | None,
+                 metrics: GatewayMetrics, clock: Callable[[], float]) -> None:
+        self.planner = planner
+        self.invoke = invoke
+        self.tools = tools
+        self.metrics = metrics
+        self.clock = clock
         self.stream = stream
-        self.planned = gw.planner.pipelines[task]
+        self.planned = planner.pipelines[task]
         self.text = text
         self.max_tokens = max_tokens
         self.sla = sla_s
@@ -183,7 +123,7 @@ class _PipelineRun:
         self.bound = bound   # the request's secondary bound override (None: the task's)
         self.bound_s = self.planned.plan.effective_bound_s(self.sla_s, bound)
         self.arrival = arrival
-        self.task_id = gw.planner.next_call_id()
+        self.task_id = planner.next_call_id()
         self.id = "task-" + uuid.uuid4().hex[:24]
         self.results: dict[str, _NodeResult] = {}
         self.first_token_s: float | None = None
@@ -204,14 +144,14 @@ class _PipelineRun:
         task = self.planned.task
         uf = task.user_facing_node
         for node in task.nodes:
-            t0 = self.gw.clock()
+            t0 = self.clock()
             if node.kind is NodeKind.RETRIEVE:
                 out, _ = await self._tools().timed_retrieve(self.text)
-                self.results[node.name] = _NodeResult("retrieve", self.gw.clock() - t0, out)
+                self.results[node.name] = _NodeResult("retrieve", self.clock() - t0, out)
             elif node.kind is NodeKind.VALIDATE:
                 dep = self.results[node.deps[0]].output
                 res, _ = await self._tools().timed_validate(dep, prefix=self.text)
-                self.results[node.name] = _NodeResult("validate", self.gw.clock() - t0,
+                self.results[node.name] = _NodeResult("validate", self.clock() - t0,
                                                       res.code, res.ok, error=res.error)
             else:
                 if self._skipped(node.deps):
@@ -220,12 +160,12 @@ class _PipelineRun:
                 async for ev in self._llm(node.name, node.name == uf):
                     yield ev
             if node.kind is not NodeKind.LLM:
-                self.gw.metrics.node_seconds.labels(task.name, node.name).observe(
+                self.metrics.node_seconds.labels(task.name, node.name).observe(
                     self.results[node.name].seconds)
         yield self._result()
 
     def _tools(self) -> Tools:
-        return self.gw.tools or Tools(None)
+        return self.tools or Tools(None)
 
     def _skipped(self, deps: tuple[str, ...]) -> bool:
         """A repair step (after a validation) runs only if that validation failed."""
@@ -241,12 +181,9 @@ class _PipelineRun:
                            error=val.error if val else "", code=val.output if val else "")
 
     async def _llm(self, node: str, user_facing: bool) -> AsyncGenerator[dict[str, Any], None]:
-        from cato.gateway.gateway import CallStats
-        gw = self.gw
-        assert gw.planner is not None
         prompt = self._prompt(node)
-        now = gw.clock()
-        call = gw.planner.make_call(self.planned, node, arrival_s=self.arrival, now_s=now,
+        now = self.clock()
+        call = self.planner.make_call(self.planned, node, arrival_s=self.arrival, now_s=now,
                                     prompt_tokens=count_tokens(prompt),
                                     max_tokens=self.max_tokens if user_facing else None,
                                     sla_s=self.sla, task_id=self.task_id,
@@ -254,7 +191,7 @@ class _PipelineRun:
         body = {"prompt": prompt, "max_tokens": call.expected_output_tokens, "temperature": 0.0}
         # a step whose tokens are not streamed to the client can be retried at any point
         stats = CallStats(replayable=not (user_facing and self.stream))
-        async with contextlib.aclosing(gw.invoke(call, "/v1/completions", body, stats)) as evs:
+        async with contextlib.aclosing(self.invoke(call, "/v1/completions", body, stats)) as evs:
             async for ev in evs:
                 t = ev.text()
                 if user_facing and t:
@@ -263,11 +200,11 @@ class _PipelineRun:
                         self.replica = stats.replica
                     yield {"id": self.id, "object": "task.chunk", "node": node,
                            "choices": [{"index": 0, "text": t}]}
-        self.results[node] = _NodeResult("llm", gw.clock() - now, "".join(stats.text),
+        self.results[node] = _NodeResult("llm", self.clock() - now, "".join(stats.text),
                                          replica=stats.replica)
 
     def _result(self) -> dict[str, Any]:
-        end = self.gw.clock()
+        end = self.clock()
         task = self.planned.task
         ttft = None if self.first_token_s is None else self.first_token_s - self.arrival
         e2e = end - self.arrival
@@ -275,7 +212,7 @@ class _PipelineRun:
             else e2e <= self.sla_s
         met2 = None if self.bound_s is None else e2e <= self.bound_s
         bound_ms = None if self.bound_s is None else round(self.bound_s * 1000, 3)
-        self.gw.metrics.observe_request(task.name, ttft_s=ttft, e2e_s=e2e, met=met)
+        self.metrics.observe_request(task.name, ttft_s=ttft, e2e_s=e2e, met=met)
         uf = task.user_facing_node
         last_llm = [n.name for n in task.llm_nodes if not self.results[n.name].skipped][-1]
         return {

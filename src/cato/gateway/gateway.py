@@ -1,27 +1,35 @@
-"""The gateway object: configuration, replicas, the core's dispatcher driven live, engine
-client, metrics. The HTTP layer (:mod:`cato.gateway.app`) is a thin shell around it.
+"""The gateway object, the composition root: configuration, replicas, the core's dispatcher
+driven live, engine client, metrics. The HTTP layer (:mod:`cato.gateway.app`) is a thin shell
+around it.
+
+:class:`Gateway` builds every collaborator in one place (its constructor, and :meth:`Gateway.
+start` for what needs the engines) and hands each exactly what it needs; none of them imports
+this module or holds a gateway:
+
+* :class:`~cato.gateway.calls.CallRunner`: one LLM call (admission, queue, retries, timeouts);
+* :class:`~cato.gateway.health.HealthMonitor`: probes, ejection and re-admission;
+* :class:`~cato.gateway.provisioner.Provisioner`: autoscaling one model's replicas;
+* :func:`~cato.gateway.profiler.measure_profile`: the start-up profile (the gateway is its
+  :class:`~cato.gateway.profiler.ProfileTarget`).
+
+What stays here is what ties them together: the registered replicas (:meth:`attach_replica`),
+the engine processes this gateway started and why one is gone (:meth:`exited_engine`), the
+profile and planner (:meth:`apply_profile`), and the lifecycle (:meth:`start`,
+:meth:`begin_drain`, :meth:`aclose`).
 
 Start-up (:meth:`Gateway.start`): start emulated engines if the config asks for them and wait for
 every engine; load the profile (or measure one when there is none for these engines); build the
 planner from it; register every replica with the dispatcher. Only then is ``/ready`` 200.
-
-One LLM call (:meth:`Gateway.invoke`): submit to the scheduler (429 when the dispatcher sheds
-it; 429 ``sla_unattainable`` with ``Retry-After`` when the routing policy refuses it at its
-task's arrival, ``routing.params.refuse``, counted as ``cato_requests{outcome="refused"}``), wait
-in the gateway's queue until released, stream from the chosen engine (with the routing
-priority for engines that accept one), report the first token and the end back to the
-dispatcher, which feeds the latency estimator and releases queued calls.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, AsyncGenerator, Callable
 from urllib.parse import urlsplit
@@ -29,17 +37,15 @@ from urllib.parse import urlsplit
 import numpy as np
 
 from cato.core.calls import LlmCall
-from cato.core.dispatcher import Dispatch, Dispatcher
+from cato.core.dispatcher import Dispatcher
 from cato.core.estimator import LatencyEstimator
-from cato.core.replica import ReplicaPhase
 from cato.core.routing import make_routing_policy
 from cato.exits import EngineExited
 from cato.gateway.auth import Authenticator
+from cato.gateway.calls import CallRunner, CallStats, ReplicaHandle
 from cato.gateway.config import GatewayConfig, ModelConfig, public_host
-from cato.gateway.control import CallControl
-from cato.gateway.engine_client import (AbortKind, CallAborted, EngineClient, EngineError,
-                                        EngineEvent, event_text)
-from cato.gateway.errors import ApiError, engine_failed, overloaded
+from cato.gateway.control import CallControls
+from cato.gateway.engine_client import EngineClient, EngineEvent
 from cato.gateway.executor import Tools
 from cato.gateway.health import HealthMonitor
 from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
@@ -47,52 +53,21 @@ from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_por
 from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.planner import Planner
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path
+from cato.gateway.profiler import measure_profile as measure_engines
 from cato.gateway.providers import LocalProcessProvider, ProvidedReplica, ReplicaProvider
 from cato.gateway.provisioner import Provisioner
-from cato.gateway.scheduler import LiveScheduler, Rejected
+from cato.gateway.scheduler import LiveScheduler
 
 log = logging.getLogger("cato.gateway")
-
-#: error code of a 429 refusing a request at arrival as unable to meet its SLA under the
-#: current load (admission control, or the routing policy's early rejection); a per-request
-#: SLA below what the task takes on an idle replica is a 400 ``slo_infeasible`` instead
-SLA_UNATTAINABLE = "sla_unattainable"
-
-
-@dataclass(frozen=True, slots=True)
-class ReplicaHandle:
-    replica_id: str
-    model: str
-    url: str
-    api_key: str | None
-    accepts_priority: bool
-
-
-@dataclass(slots=True)
-class CallStats:
-    """What the gateway measured of one LLM call (monotonic seconds)."""
-
-    replica: str = ""
-    released_s: float | None = None
-    first_token_s: float | None = None
-    last_token_s: float | None = None
-    text: list[str] = field(default_factory=list)
-    usage: dict[str, Any] | None = None
-    finish_reason: str | None = None
-    collect: bool = True    # parse every event for text/usage (False: forward-only streaming)
-    replayable: bool = False    # nothing reaches the client until the end: retry at any point
-
-    def restart(self) -> None:
-        """Forget a failed attempt's output (a replayable call is tried again)."""
-        self.first_token_s = self.last_token_s = None
-        self.text.clear()
-        self.usage = self.finish_reason = None
 
 
 class Gateway:
     def __init__(self, config: GatewayConfig, *, clock: Callable[[], float] = time.monotonic,
                  profile: Profile | None = None, profile_path: str | Path | None = None,
-                 engine_log_dir: Path | None = None, log_decisions: int = 0) -> None:
+                 engine_log_dir: Path | None = None, log_decisions: int = 0,
+                 client: EngineClient | None = None) -> None:
+        """``client``: the engine client (default: a pooled :class:`EngineClient` with the
+        config's timeouts)."""
         self.config = config
         self.clock = clock
         self.replicas: dict[str, ReplicaHandle] = {}
@@ -109,8 +84,8 @@ class Gateway:
         self._next_index: dict[str, int] = {}
         self.ready = False
         self.started_s = clock()
-        self.client = EngineClient(timeout_s=config.engine_timeout_s,
-                                   stall_s=config.timeouts.stall_s)
+        self.client = client if client is not None else EngineClient(
+            timeout_s=config.engine_timeout_s, stall_s=config.timeouts.stall_s)
         self.estimator = LatencyEstimator({m.name: _unprofiled(m).coeffs()
                                           for m in config.models})
         policy = make_routing_policy(config.routing.policy, self.estimator,
@@ -122,11 +97,21 @@ class Gateway:
                                      max_queue_per_model=config.limits.max_queue_per_model)
         self.scheduler = LiveScheduler(self.dispatcher, clock, log_decisions=log_decisions)
         self.metrics = GatewayMetrics(self.dispatcher)
-        self.health = HealthMonitor(self, config.health)
+        self.controls = CallControls()      # calls in the gateway now
+        self.health = HealthMonitor(
+            config.health, pool=self.dispatcher.pool, switch=self.scheduler,
+            calls=self.controls, prober=self.client, url_of=self._url_of,
+            health_paths={m.name: m.health_path for m in config.models},
+            exited=self.exited_replica, metrics=self.metrics)
+        self.calls = CallRunner(
+            dispatcher=self.dispatcher, scheduler=self.scheduler, client=self.client,
+            replicas=self.replicas, controls=self.controls, health=self.health,
+            metrics=self.metrics, exited_after_failure=self.exited_after_failure,
+            retries=config.retries, timeouts=config.timeouts, admission=config.admission,
+            limits=config.limits, unhealthy_retry_after_s=config.health.interval_s * 2,
+            clock=clock)
         self.auth = Authenticator(config.auth)
         self.metrics.watch_auth(self.auth)
-        self.controls: dict[int, CallControl] = {}      # calls in the gateway now
-        self.queued_by_task: dict[str, int] = {}
         self.draining = False
         self._reported_exits: set[str] = set()   # engine urls whose exit was logged
 
@@ -196,10 +181,10 @@ class Gateway:
         if self.profile is None:
             self.profile = self._load_profile()
         if self.profile is None and measure_profile and self.config.profile_at_startup:
-            from cato.gateway.profiler import measure_profile as measure
             log.info("no profile for these engines at %s: profiling at start-up",
                      self.profile_path)
-            self.profile = await measure(self, probes_per_node=self.config.profile_probes)
+            self.profile = await measure_engines(self,
+                                                 probes_per_node=self.config.profile_probes)
             self.profile.save(self.profile_path)
         self.apply_profile(self.profile)
         for model, urls in self.engine_urls().items():
@@ -275,6 +260,10 @@ class Gateway:
                 return exited
             await asyncio.sleep(0.01)
 
+    def _url_of(self, replica_id: str) -> str | None:
+        h = self.replicas.get(replica_id)
+        return None if h is None else h.url
+
     def where_of(self, replica_id: str) -> str | None:
         """Where a provider placed a replica ("local", or a Ray node's IP and id)."""
         for prov in self.provisioners.values():
@@ -347,9 +336,13 @@ class Gateway:
             if a is None:
                 continue
             provider = self.providers[a.provider]
-            prov = Provisioner(self, m.name, provider, policy=a.policy, params=a.params,
-                               min_replicas=a.min_replicas, max_replicas=a.max_replicas,
-                               start_timeout_s=a.start_timeout_s)
+            prov = Provisioner(m.name, provider, dispatcher=self.dispatcher,
+                               scheduler=self.scheduler, registry=self,
+                               ejected_for=self.health.ejected_for,
+                               replace_after_s=self.config.health.replace_after_s,
+                               metrics=self.metrics, clock=self.clock, policy=a.policy,
+                               params=a.params, min_replicas=a.min_replicas,
+                               max_replicas=a.max_replicas, start_timeout_s=a.start_timeout_s)
             # replicas the gateway started itself at start-up are the provisioner's to scale
             started = {r.url: r for r in self._startup.pop(m.name, [])}
             for rid, h in self.replicas.items():
@@ -405,233 +398,14 @@ class Gateway:
         self.processes.clear()
 
     # ---- one LLM call ----------------------------------------------------------------------------
-    async def invoke(self, call: LlmCall, endpoint: str, body: dict[str, Any],
-                     stats: CallStats) -> AsyncGenerator[EngineEvent, None]:
-        """Queue ``call``, then stream its engine events.
+    def invoke(self, call: LlmCall, endpoint: str, body: dict[str, Any],
+               stats: CallStats) -> AsyncGenerator[EngineEvent, None]:
+        """Queue ``call``, then stream its engine events (:meth:`CallRunner.invoke`: raises a
+        :class:`~cato.gateway.outcomes.CallOutcome` before any event, :class:`EngineError`
+        after)."""
+        return self.calls.invoke(call, endpoint, body, stats)
 
-        Raises :class:`ApiError` before any event is yielded (429 when shed or refused, 502
-        when every attempt failed, 503 while shutting down or with no healthy replica, 504 when
-        cancelled far past its SLA) and :class:`EngineError` after (the stream had begun).
-        Events are held until the first one that carries text, so a failure before it is
-        retried on another replica (``retries.max_attempts``) and nothing reaches the client
-        twice. A ``replayable`` call (its client sees nothing until the end: not streamed) is
-        retried after a failure at any point, its partial output dropped."""
-        ctl = CallControl(call.call_id)
-        self.controls[call.call_id] = ctl
-        self._arm_timeout(call, ctl)
-        avoid: set[str] = set()
-        try:
-            for attempt in range(1, self.config.retries.max_attempts + 1):
-                last = attempt == self.config.retries.max_attempts
-                d = await self._wait_release(call, ctl, frozenset(avoid))
-                rid = d.replica_id
-                ctl.replica = rid
-                stats.released_s = self.clock()
-                stats.replica = rid
-                if attempt == 1:
-                    self.metrics.queue_wait.labels(call.model).observe(
-                        stats.released_s - call.ready_s)
-                rep = self.replicas[rid]
-                fwd = dict(body, model=call.model)
-                if rep.accepts_priority:
-                    fwd["priority"] = d.engine_priority
-                held: list[EngineEvent] = []
-                finished = False
-                try:
-                    async with contextlib.aclosing(self.client.stream(
-                            rep.url, endpoint, fwd, api_key=rep.api_key,
-                            control=ctl)) as events:
-                        async for ev in events:
-                            if stats.first_token_s is None:
-                                if not ev.text():
-                                    held.append(ev)     # role/empty chunks wait for a token
-                                    continue
-                                self._first_token(call, ctl, stats)
-                                for h in held:
-                                    yield self._seen(h, stats)
-                                held.clear()
-                            yield self._seen(ev, stats)
-                    finished = True
-                    stats.last_token_s = self.clock()
-                    for h in held:                      # a stream with no text at all
-                        yield self._seen(h, stats)
-                    return
-                except CallAborted as e:
-                    ctl.replica = None      # an ejection now must not abort what follows
-                    fresh = stats.first_token_s is None or stats.replayable
-                    if e.kind == "ejected" and fresh and not last:
-                        self._retry(call, rid, e, avoid, ctl, stats, "ejected")
-                        continue
-                    self.metrics.aborts.labels(call.task, e.kind).inc()
-                    if stats.first_token_s is None:
-                        raise self._abort_error(call, e) from None
-                    raise
-                except EngineError as e:
-                    ctl.replica = None      # this call's own failure may eject the replica
-                    self.metrics.engine_errors.labels(rid).inc()
-                    handle = self.replicas.get(rid)
-                    exited = None if handle is None or e.status is not None else \
-                        await self.exited_after_failure(handle.url)
-                    if exited is not None:  # say why (a crash), not how it showed (a cut)
-                        e = EngineError(exited.headline, unreachable=True)
-                    if e.retryable:
-                        self.health.call_failed(rid, str(e), unreachable=e.unreachable)
-                    if stats.first_token_s is not None and not stats.replayable:
-                        raise e from None
-                    if e.retryable and not last and not ctl.aborted:
-                        self._retry(call, rid, e, avoid, ctl, stats, "engine_error")
-                        continue
-                    self.metrics.observe_failure(call.task, "error")
-                    if e.status is not None and 400 <= e.status < 500:
-                        raise ApiError(e.status, str(e), code="engine_rejected") from None
-                    raise engine_failed(str(e) + (f" (after {attempt} attempts)"
-                                                  if attempt > 1 else "")) from None
-                finally:
-                    if finished:
-                        self.scheduler.finish(call.call_id)
-                        self.health.call_succeeded(rid)
-                    else:
-                        self.scheduler.fail(call.call_id)
-        finally:
-            ctl.done()
-            self.controls.pop(call.call_id, None)
-
-    def _retry(self, call: LlmCall, rid: str, e: EngineError, avoid: set[str],
-               ctl: CallControl, stats: CallStats, reason: str) -> None:
-        """Forget a failed attempt on ``rid`` so the next one goes elsewhere."""
-        avoid.add(rid)
-        ctl.reset_attempt()
-        stats.restart()
-        self.metrics.retries.labels(call.model, reason).inc()
-        log.info("call %d failed on %s before its client saw output (%s); retrying elsewhere",
-                 call.call_id, rid, e)
-
-    def _seen(self, ev: EngineEvent, stats: CallStats) -> EngineEvent:
-        if stats.collect:
-            _collect(ev.json(), stats)
-        return ev
-
-    def _first_token(self, call: LlmCall, ctl: CallControl, stats: CallStats) -> None:
-        stats.first_token_s = self.clock()
-        self.scheduler.first_token(call.call_id)
-        ctl.visible = not stats.replayable
-        if call.ttft_critical:
-            ctl.set_timer(None)    # its SLA is met or missed now; engine_timeout_s bounds the rest
-
-    async def _wait_release(self, call: LlmCall, ctl: CallControl,
-                            avoid: frozenset[str]) -> Dispatch:
-        """Submit (a retry: away from ``avoid``) and wait in the gateway's queue."""
-        if ctl.aborted:
-            raise self._abort_error(call, CallAborted(ctl.kind or "timeout", ctl.reason or ""))
-        if not avoid:
-            self._check_admission(call)
-        if not self._serving(call.model):
-            self.metrics.observe_failure(call.task, "error")
-            raise ApiError(503, f"no healthy replica of model {call.model!r}: every one is "
-                           "ejected or stopped", type="service_unavailable",
-                           code="no_healthy_replica",
-                           headers={"Retry-After": str(max(1, round(
-                               self.config.health.interval_s * 2)))})
-        queued = self.queued_by_task.get(call.task, 0)
-        if not avoid and queued >= self.config.limits.max_queue_per_task:
-            self.metrics.observe_failure(call.task, "rejected")
-            raise overloaded(f"request shed: {queued} {call.task} requests already queued "
-                             f"(limits.max_queue_per_task)", self._retry_after(call),
-                             code="task_queue_full")
-        try:
-            fut = self.scheduler.submit(call, avoid=avoid)
-        except Rejected as e:
-            if e.refused:   # early rejection by the routing policy (routing.params.refuse)
-                self.metrics.observe_failure(call.task, "refused")
-                raise overloaded(f"refused at arrival: this {call.task} request cannot meet its "
-                                 f"SLA here now ({e.reason}); try elsewhere or later",
-                                 self._retry_after(call), code=SLA_UNATTAINABLE) from None
-            self.metrics.observe_failure(call.task, "rejected")
-            raise overloaded(f"request shed: {e.reason}", self._retry_after(call)) \
-                from None
-        self.queued_by_task[call.task] = queued + 1
-        ctl.wait_on(fut)
-        try:
-            return await fut
-        except asyncio.CancelledError:
-            self.scheduler.abandon(call.call_id)
-            try:
-                ctl.raise_if_aborted()
-            except CallAborted as e:
-                self.metrics.aborts.labels(call.task, e.kind).inc()
-                raise self._abort_error(call, e) from None
-            raise
-        finally:
-            self.queued_by_task[call.task] -= 1
-            ctl.wait_on(None)
-
-    def _abort_error(self, call: LlmCall, e: CallAborted) -> ApiError:
-        if e.kind == "timeout":
-            self.metrics.observe_failure(call.task, "timeout")
-            return ApiError(504, e.message, type="timeout_error", code="sla_timeout")
-        if e.kind == "shutdown":
-            return ApiError(503, e.message, type="service_unavailable", code="shutting_down",
-                            headers={"Retry-After": "1"})
-        self.metrics.observe_failure(call.task, "error")
-        return engine_failed(e.message)
-
-    def _arm_timeout(self, call: LlmCall, ctl: CallControl) -> None:
-        t = self.config.timeouts
-        if t.sla_factor is None:
-            return
-        allot = max(0.0, call.deadline_s - call.arrival_s)
-        after = max(t.min_s, t.sla_factor * allot)
-        delay = call.arrival_s + after - self.clock()
-        what = "first token" if call.ttft_critical else "end"
-        msg = (f"cancelled: no {what} {after:.3g} s after arrival, {t.sla_factor:g}x its SLA "
-               f"allotment of {allot:.3g} s (timeouts.sla_factor)")
-        ctl.set_timer(asyncio.get_running_loop().call_later(max(0.0, delay), ctl.abort,
-                                                           "timeout", msg))
-
-    def _check_admission(self, call: LlmCall) -> None:
-        a = self.config.admission
-        if not a.enabled or call.ready_s != call.arrival_s:
-            return   # only at arrival (a task's first call)
-        now = self.clock()
-        best = self.dispatcher.best_estimate_s(call, now)
-        slack = call.deadline_s - now
-        if best is not None and best > a.tolerance * slack:
-            self.metrics.observe_failure(call.task, "refused")
-            raise ApiError(429, f"refused at arrival: the best estimate on any ready replica "
-                           f"is {best:.3g} s, its SLA allows {slack:.3g} s (admission)",
-                           type="rate_limit_error", code=SLA_UNATTAINABLE,
-                           headers={"Retry-After": str(self._retry_after(call))})
-
-    def _serving(self, model: str) -> bool:
-        """Some replica of ``model`` is READY or coming up (not all ejected or stopped)."""
-        return any(r.phase in (ReplicaPhase.READY, ReplicaPhase.STARTING)
-                   for r in self.dispatcher.pool.of_model(model))
-
-    def _retry_after(self, call: LlmCall) -> int:
-        """Seconds a shed client should wait: the work of its model in the gateway over its
-        ready replicas' concurrency, at this call's estimated service time (1 to 60)."""
-        ready = self.dispatcher.pool.ready(call.model)
-        slots = sum(r.concurrency_limit for r in ready) or 1
-        service = self.estimator.isolated(call).completion_s
-        wait = self.dispatcher.ongoing(call.model) / slots * service
-        return int(min(60, max(1, round(wait))))
-
-    # ---- aborting work from outside --------------------------------------------------------------
-    def abort_attempts_on(self, rid: str, reason: str, *, streaming_too: bool = True) -> int:
-        """Abort the calls in flight on replica ``rid`` (it was ejected): those whose client has
-        seen no output yet are retried elsewhere; those streaming end with an error, unless
-        ``streaming_too`` is False (they go on, bounded by ``timeouts.stall_s``)."""
-        n = 0
-        for ctl in list(self.controls.values()):
-            if ctl.replica == rid and (streaming_too or not ctl.visible):
-                ctl.abort_attempt(reason)
-                n += 1
-        return n
-
-    def abort_all(self, kind: AbortKind, reason: str) -> None:
-        for ctl in list(self.controls.values()):
-            ctl.abort(kind, reason)
-
+    # ---- shutdown --------------------------------------------------------------------------------
     def begin_drain(self, drain_s: float | None = None) -> None:
         """Shutdown has begun: refuse new requests (503), and abort what is still running
         shortly before the drain bound so every client gets a clear answer."""
@@ -642,7 +416,7 @@ class Gateway:
         log.warning("shutting down: draining %d calls for up to %.3g s", len(self.controls),
                     bound)
         asyncio.get_running_loop().call_later(
-            max(0.0, bound - min(1.0, bound / 4)), self.abort_all, "shutdown",
+            max(0.0, bound - min(1.0, bound / 4)), self.controls.abort_all, "shutdown",
             f"the gateway is shutting down (shutdown.drain_timeout_s = {bound:g} s reached)")
 
 
@@ -654,13 +428,3 @@ def _unprofiled(m: ModelConfig) -> ModelProfile:
     return ModelProfile(coefficients=m.coefficients, time_scale=m.emulated.time_dilation,
                         max_num_seqs=m.emulated.max_num_seqs)
 
-
-def _collect(ev: dict[str, Any], stats: CallStats) -> None:
-    t = event_text(ev)
-    if t:
-        stats.text.append(t)
-    if ev.get("usage"):
-        stats.usage = ev["usage"]
-    for ch in ev.get("choices") or ():
-        if isinstance(ch, dict) and ch.get("finish_reason"):
-            stats.finish_reason = str(ch["finish_reason"])

@@ -20,6 +20,12 @@ at most ``max_backoff_s``), so an engine that fails calls but answers its health
 flap. Replicas the gateway started itself that stay ejected ``replace_after_s`` are replaced by
 their provisioner. Every ejection and re-admission is logged, counted in ``/metrics``
 (``cato_replica_ejections``, ``cato_replica_readmissions``) and shown in ``/admin/replicas``.
+
+The rules (when to eject, when to re-admit, the back-off, what may not be ejected) are
+:class:`HealthRules`: pure, counters and phases in, decisions out, no I/O and no clock. The
+:class:`HealthMonitor` is the async prober that feeds them and acts on their decisions; it is
+built from what it needs (the replica pool, the scheduler's eject/readmit, the engine client's
+probe, the abort handles of the calls in flight, metrics, a clock), never from a gateway.
 """
 
 from __future__ import annotations
@@ -29,13 +35,13 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
+from cato.core.pool import ReplicaPool
 from cato.core.replica import ReplicaPhase
+from cato.exits import EngineExited
 from cato.gateway.config import Health
-
-if TYPE_CHECKING:
-    from cato.gateway.gateway import Gateway
+from cato.gateway.metrics import GatewayMetrics
 
 log = logging.getLogger("cato.health")
 
@@ -67,10 +73,131 @@ class HealthEvent:
     reason: str
 
 
-class HealthMonitor:
-    def __init__(self, gw: Gateway, cfg: Health) -> None:
-        self.gw = gw
+@dataclass(frozen=True, slots=True)
+class Ejection:
+    """A decision to eject: why, and whether streams in progress end too."""
+
+    reason: str
+    streaming_too: bool = True
+
+
+class HealthRules:
+    """When to eject and when to re-admit a replica (``health.*``). Pure: each rule updates a
+    replica's :class:`ReplicaHealth` counters and returns a decision; times are passed in."""
+
+    def __init__(self, cfg: Health) -> None:
         self.cfg = cfg
+
+    def probe_succeeded(self, h: ReplicaHealth, phase: ReplicaPhase, now: float) -> bool:
+        """A good probe; True if the replica is to be re-admitted now (``healthy_after`` good
+        probes in a row, and its back-off since the ejection is over)."""
+        h.probe_failures = 0
+        h.probe_successes += 1
+        return phase is ReplicaPhase.EJECTED and h.probe_successes >= self.cfg.healthy_after \
+            and h.ejected_at is not None and now - h.ejected_at >= self.backoff_s(h)
+
+    def probe_failed(self, h: ReplicaHealth, code: int | None, phase: ReplicaPhase,
+                     exited: str | None = None) -> Ejection | None:
+        """A failed probe (``code`` None: no answer in time); ``exited`` says why the engine's
+        process is gone, if it is. An ejection after ``unhealthy_after`` in a row."""
+        h.probe_successes = 0
+        h.probe_failures += 1
+        h.last_problem = "health probe: " + ("no answer within "
+                                             f"{self.cfg.timeout_s:g} s" if code is None
+                                             else f"HTTP {code}")
+        if exited is not None:
+            h.last_problem = exited
+        if phase is ReplicaPhase.READY and h.probe_failures >= self.cfg.unhealthy_after:
+            return Ejection(f"{h.probe_failures} failed health probes ({h.last_problem})")
+        return None
+
+    def call_failed(self, h: ReplicaHealth, message: str, phase: ReplicaPhase, *,
+                    unreachable: bool = False) -> Ejection | None:
+        """A call its engine failed: at once if unreachable, else after
+        ``eject_after_errors`` in a row (then streams in progress go on)."""
+        h.call_errors += 1
+        h.last_problem = message[:300]
+        if phase is not ReplicaPhase.READY:
+            return None
+        if unreachable:
+            return Ejection(f"engine unreachable: {message[:200]}")
+        if h.call_errors >= self.cfg.eject_after_errors:
+            return Ejection(f"{h.call_errors} failed calls in a row (last: {message[:200]})",
+                            streaming_too=False)
+        return None
+
+    def backoff_s(self, h: ReplicaHealth) -> float:
+        base = self.cfg.interval_s * self.cfg.healthy_after
+        return float(min(self.cfg.max_backoff_s, base * 2 ** max(0, h.ejections - 1)))
+
+    def ejection_blocked(self, model: str, phases: Sequence[ReplicaPhase]) -> str | None:
+        """Why a replica of ``model`` (whose replicas are in ``phases``) may not be ejected
+        now: it is its model's last ready replica, or ``max_ejected_fraction`` of the model's
+        replicas are ejected already."""
+        ready = sum(p is ReplicaPhase.READY for p in phases)
+        ejected = sum(p is ReplicaPhase.EJECTED for p in phases)
+        if ready <= 1:
+            return f"the last ready replica of {model!r}"
+        if ejected + 1 > self.cfg.max_ejected_fraction * len(phases):
+            return (f"{ejected} of {len(phases)} replicas of {model!r} ejected already "
+                    f"(health.max_ejected_fraction = {self.cfg.max_ejected_fraction:g})")
+        return None
+
+    @staticmethod
+    def ejected(h: ReplicaHealth, now: float) -> None:
+        h.blocked = None
+        h.ejections += 1
+        h.ejected_at = now
+        h.probe_successes = 0
+
+    @staticmethod
+    def readmitted(h: ReplicaHealth) -> None:
+        h.ejected_at = None
+        h.call_errors = 0
+        h.probe_failures = 0
+
+
+class ReplicaSwitch(Protocol):
+    """Routing on and off (:class:`~cato.gateway.scheduler.LiveScheduler` is one)."""
+
+    def eject(self, replica_id: str) -> None: ...
+
+    def readmit(self, replica_id: str) -> None: ...
+
+
+class CallAborter(Protocol):
+    """The calls in flight (:class:`~cato.gateway.control.CallControls` is one)."""
+
+    def abort_attempts_on(self, rid: str, reason: str, *, streaming_too: bool = True) -> int: ...
+
+
+class Prober(Protocol):
+    """:meth:`~cato.gateway.engine_client.EngineClient.probe`."""
+
+    async def probe(self, url: str, timeout_s: float) -> int | None: ...
+
+
+class HealthMonitor:
+    def __init__(self, cfg: Health, *, pool: ReplicaPool, switch: ReplicaSwitch,
+                 calls: CallAborter, prober: Prober, url_of: Callable[[str], str | None],
+                 health_paths: Mapping[str, str | None],
+                 exited: Callable[[str], EngineExited | None], metrics: GatewayMetrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``pool``: the dispatcher's replicas; ``switch``: ejects and re-admits them;
+        ``calls``: aborts the calls on an ejected one; ``url_of(rid)``: a replica's address
+        (None or empty: not known yet); ``health_paths``: each model's own health path (None:
+        ``health.path``); ``exited(rid)``: why a replica's engine process is gone, if it is."""
+        self.cfg = cfg
+        self.rules = HealthRules(cfg)
+        self.pool = pool
+        self.switch = switch
+        self.calls = calls
+        self.prober = prober
+        self.url_of = url_of
+        self.health_paths = health_paths
+        self.exited = exited
+        self.metrics = metrics
+        self.clock = clock
         self.state: dict[str, ReplicaHealth] = {}
         self.events: deque[HealthEvent] = deque(maxlen=500)
         self._fallback: set[str] = set()      # replicas probed at FALLBACK_PATH
@@ -97,17 +224,16 @@ class HealthMonitor:
     def _path(self, rid: str, model: str) -> str:
         if rid in self._fallback:
             return FALLBACK_PATH
-        return self.gw.config.model(model).health_path or self.cfg.path
+        return self.health_paths.get(model) or self.cfg.path
 
     async def probe_all(self) -> None:
-        targets = [(r.replica_id, self.gw.replicas[r.replica_id].url + self._path(r.replica_id,
-                                                                               r.model))
-                   for r in self.gw.dispatcher.pool
+        targets = [(r.replica_id, base + self._path(r.replica_id, r.model))
+                   for r in self.pool
                    if r.phase in (ReplicaPhase.READY, ReplicaPhase.EJECTED)
-                   and r.replica_id in self.gw.replicas and self.gw.replicas[r.replica_id].url]
+                   and (base := self.url_of(r.replica_id))]
         if not targets:
             return
-        codes = await asyncio.gather(*(self.gw.client.probe(url, self.cfg.timeout_s)
+        codes = await asyncio.gather(*(self.prober.probe(url, self.cfg.timeout_s)
                                        for _, url in targets))
         for (rid, url), code in zip(targets, codes):
             if code == 404 and rid not in self._fallback:
@@ -118,47 +244,27 @@ class HealthMonitor:
             self._on_probe(rid, code)
 
     def _on_probe(self, rid: str, code: int | None) -> None:
-        if rid not in self.gw.dispatcher.pool:
+        if rid not in self.pool:
             return
         h = self.of(rid)
-        phase = self.gw.dispatcher.pool.get(rid).phase
+        phase = self.pool.get(rid).phase
         if code == 200:
-            h.probe_failures = 0
-            h.probe_successes += 1
-            if phase is ReplicaPhase.EJECTED and h.probe_successes >= self.cfg.healthy_after \
-                    and h.ejected_at is not None \
-                    and time.monotonic() - h.ejected_at >= self._backoff(h):
+            if self.rules.probe_succeeded(h, phase, self.clock()):
                 self.readmit(rid)
             return
-        h.probe_successes = 0
-        h.probe_failures += 1
-        h.last_problem = "health probe: " + ("no answer within "
-                                             f"{self.cfg.timeout_s:g} s" if code is None
-                                             else f"HTTP {code}")
-        exited = self.gw.exited_replica(rid)
-        if exited is not None:
-            h.last_problem = exited.headline
-        if phase is ReplicaPhase.READY and h.probe_failures >= self.cfg.unhealthy_after:
-            self.eject(rid, f"{h.probe_failures} failed health probes ({h.last_problem})")
-
-    def _backoff(self, h: ReplicaHealth) -> float:
-        base = self.cfg.interval_s * self.cfg.healthy_after
-        return float(min(self.cfg.max_backoff_s, base * 2 ** max(0, h.ejections - 1)))
+        exited = self.exited(rid)
+        ej = self.rules.probe_failed(h, code, phase, exited.headline if exited else None)
+        if ej is not None:
+            self.eject(rid, ej.reason, streaming_too=ej.streaming_too)
 
     # ---- passive: what calls tell ----------------------------------------------------------------
     def call_failed(self, rid: str, message: str, *, unreachable: bool = False) -> None:
-        if not self.cfg.enabled or rid not in self.gw.dispatcher.pool:
+        if not self.cfg.enabled or rid not in self.pool:
             return
-        h = self.of(rid)
-        h.call_errors += 1
-        h.last_problem = message[:300]
-        if self.gw.dispatcher.pool.get(rid).phase is not ReplicaPhase.READY:
-            return
-        if unreachable:
-            self.eject(rid, f"engine unreachable: {message[:200]}")
-        elif h.call_errors >= self.cfg.eject_after_errors:
-            self.eject(rid, f"{h.call_errors} failed calls in a row (last: {message[:200]})",
-                       streaming_too=False)
+        ej = self.rules.call_failed(self.of(rid), message, self.pool.get(rid).phase,
+                                    unreachable=unreachable)
+        if ej is not None:
+            self.eject(rid, ej.reason, streaming_too=ej.streaming_too)
 
     def call_succeeded(self, rid: str) -> None:
         h = self.state.get(rid)
@@ -177,39 +283,23 @@ class HealthMonitor:
                 log.warning("replica %s failing (%s) but not ejected: %s", rid, reason, blocked)
             h.blocked = blocked
             return
-        h.blocked = None
-        h.ejections += 1
-        h.ejected_at = time.monotonic()
-        h.probe_successes = 0
-        self.gw.scheduler.eject(rid)
-        n = self.gw.abort_attempts_on(rid, f"replica {rid} was ejected: {reason}",
-                                      streaming_too=streaming_too)
-        self.gw.metrics.ejections.labels(rid).inc()
+        self.rules.ejected(h, self.clock())
+        self.switch.eject(rid)
+        n = self.calls.abort_attempts_on(rid, f"replica {rid} was ejected: {reason}",
+                                         streaming_too=streaming_too)
+        self.metrics.ejections.labels(rid).inc()
         self.events.append(HealthEvent(time.time(), rid, "ejected", reason))
         log.warning("ejected replica %s (%s); %d calls in flight there aborted", rid, reason, n)
 
     def _ejection_blocked(self, rid: str) -> str | None:
-        """Why ``rid`` may not be ejected now: it is its model's last ready replica, or
-        ``max_ejected_fraction`` of the model's replicas are ejected already."""
-        pool = self.gw.dispatcher.pool
-        model = pool.get(rid).model
-        reps = pool.of_model(model)
-        ready = sum(r.phase is ReplicaPhase.READY for r in reps)
-        ejected = sum(r.phase is ReplicaPhase.EJECTED for r in reps)
-        if ready <= 1:
-            return f"the last ready replica of {model!r}"
-        if ejected + 1 > self.cfg.max_ejected_fraction * len(reps):
-            return (f"{ejected} of {len(reps)} replicas of {model!r} ejected already "
-                    f"(health.max_ejected_fraction = {self.cfg.max_ejected_fraction:g})")
-        return None
+        model = self.pool.get(rid).model
+        return self.rules.ejection_blocked(model, [r.phase for r in self.pool.of_model(model)])
 
     def readmit(self, rid: str) -> None:
         h = self.of(rid)
-        h.ejected_at = None
-        h.call_errors = 0
-        h.probe_failures = 0
-        self.gw.scheduler.readmit(rid)
-        self.gw.metrics.readmissions.labels(rid).inc()
+        self.rules.readmitted(h)
+        self.switch.readmit(rid)
+        self.metrics.readmissions.labels(rid).inc()
         self.events.append(HealthEvent(time.time(), rid, "readmitted",
                                        f"{h.probe_successes} good health probes"))
         log.warning("re-admitted replica %s after %d good health probes", rid,
@@ -217,4 +307,4 @@ class HealthMonitor:
 
     def ejected_for(self, rid: str) -> float | None:
         h = self.state.get(rid)
-        return None if h is None or h.ejected_at is None else time.monotonic() - h.ejected_at
+        return None if h is None or h.ejected_at is None else self.clock() - h.ejected_at

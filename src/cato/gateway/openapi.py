@@ -1,7 +1,7 @@
 """The OpenAPI 3.0.3 description of the gateway's client API, served at ``GET /openapi.json``.
 
 The request bodies mirror what :mod:`cato.gateway.requests` (and the validation at the top of
-:func:`cato.gateway.executor.run_pipeline`) accept, no more and no less, so that a generated
+:func:`cato.gateway.task_api.run_task`) accept, no more and no less, so that a generated
 request the schema calls valid is one the parser takes apart without error, and one the schema
 calls invalid is refused with a 4xx. What the schema cannot say, because it depends on the
 gateway's configuration or on the task, is in the descriptions: the upper bounds of

@@ -6,6 +6,10 @@ model's replicas); TTFT and E2E are measured at the client. The median of each n
 its baseline; the model's ``time_scale`` is the geometric mean of measured / modelled latency
 over all its probes, so the latency model the router uses is fitted to the engines. Retrieval and
 validation steps are timed on the gateway's real tools.
+
+What it measures is a :class:`ProfileTarget`, a small protocol defined here (the config, the
+engine client, the tools, the engines' urls and fingerprint, and why an engine is gone); the
+gateway satisfies it, and nothing here knows the gateway.
 """
 
 from __future__ import annotations
@@ -14,19 +18,42 @@ import math
 import statistics
 import time
 import uuid
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable, Protocol
 
 from cato.core.catalog import multi_step_tasks, single_step_tasks
 from cato.core.coefficients import isolated_e2e_ms, isolated_ttft_ms, preset
 from cato.core.task import NodeKind
-from cato.gateway.engine_client import EngineError
+from cato.exits import EngineExited
+from cato.gateway.config import GatewayConfig
+from cato.gateway.engine_client import EngineClient, EngineError
+from cato.gateway.executor import Tools
 from cato.gateway.profile import ModelProfile, NodeProfile, Profile
-
-if TYPE_CHECKING:
-    from cato.gateway.gateway import Gateway
 
 _FILLER = ("def handler(request, context):\n    items = [x for x in request.items if x]\n"
            "    return {'count': len(items), 'ok': True}\n")
+
+
+class ProfileTarget(Protocol):
+    """What :func:`measure_profile` needs of the engines it profiles (the gateway is one)."""
+
+    @property
+    def config(self) -> GatewayConfig: ...
+
+    @property
+    def client(self) -> EngineClient: ...
+
+    @property
+    def tools(self) -> Tools | None: ...
+
+    def engine_urls(self) -> dict[str, list[str]]:
+        """Engine urls per model."""
+
+    def fingerprint(self) -> str:
+        """What the profile is measured against."""
+
+    async def exited_after_failure(self, url: str, when: str = "", *, wait_s: float = 0.25,
+                                   report: bool = True) -> EngineExited | None:
+        """Why the engine at ``url`` is gone, if it is a process that exited."""
 
 
 def filler_text(num_tokens: int) -> str:
@@ -38,14 +65,14 @@ def filler_text(num_tokens: int) -> str:
     return text[:n]
 
 
-async def probe(gw: Gateway, url: str, model: str, n_in: int, n_out: int,
+async def probe(client: EngineClient, url: str, model: str, n_in: int, n_out: int,
                 api_key: str | None = None) -> tuple[float, float]:
     """One request alone on an engine: (TTFT, E2E) seconds at the client."""
     body: dict[str, Any] = {"model": model, "prompt": filler_text(n_in), "max_tokens": n_out,
                             "temperature": 0.0}
     t0 = time.perf_counter()
     first: float | None = None
-    async for ev in gw.client.stream(url, "/v1/completions", body, api_key=api_key):
+    async for ev in client.stream(url, "/v1/completions", body, api_key=api_key):
         if first is None and ev.text():
             first = time.perf_counter()
     end = time.perf_counter()
@@ -54,10 +81,10 @@ async def probe(gw: Gateway, url: str, model: str, n_in: int, n_out: int,
     return first - t0, end - t0
 
 
-async def measure_profile(gw: Gateway, *, probes_per_node: int = 3,
+async def measure_profile(target: ProfileTarget, *, probes_per_node: int = 3,
                           on_progress: Callable[[str], None] | None = None) -> Profile:
-    cfg = gw.config
-    urls = gw.engine_urls()
+    cfg = target.config
+    urls = target.engine_urls()
     task_models = {t: cfg.model_for(t) for t in
                    ("completion", "generation", "summarization", "translation")}
     catalogues = [single_step_tasks(task_models, sla_scale=cfg.sla_scale),
@@ -77,12 +104,13 @@ async def measure_profile(gw: Gateway, *, probes_per_node: int = 3,
                 if key not in measured:
                     if on_progress:
                         on_progress(f"{tname}.{node.name}: {n_in} -> {n_out} tokens")
-                    measured[key] = await _probe_node(gw, urls[node.model], node.model, n_in,
-                                                      n_out, probes_per_node, ratios, probes)
+                    measured[key] = await _probe_node(target, urls[node.model], node.model,
+                                                      n_in, n_out, probes_per_node, ratios,
+                                                      probes)
                 ttft, e2e = measured[key]
                 nodes.setdefault(tname, {})[node.name] = NodeProfile(
                     ttft_s=ttft, e2e_s=e2e, samples=probes_per_node)
-    for tname, node_name, seconds in await _tool_baselines(gw):
+    for tname, node_name, seconds in await _tool_baselines(target.tools):
         nodes.setdefault(tname, {})[node_name] = NodeProfile(ttft_s=seconds, e2e_s=seconds,
                                                              samples=5)
     models = {}
@@ -92,21 +120,22 @@ async def measure_profile(gw: Gateway, *, probes_per_node: int = 3,
         models[m.name] = ModelProfile(
             coefficients=m.coefficients, time_scale=scale, probes=probes[m.name],
             max_num_seqs=m.emulated.max_num_seqs if m.emulated else None)
-    return Profile(source="measured", fingerprint=gw.fingerprint(), models=models, nodes=nodes)
+    return Profile(source="measured", fingerprint=target.fingerprint(), models=models,
+                   nodes=nodes)
 
 
-async def _probe_node(gw: Gateway, urls: list[str], model: str, n_in: int, n_out: int,
-                      k: int, ratios: dict[str, list[float]],
+async def _probe_node(target: ProfileTarget, urls: list[str], model: str, n_in: int,
+                      n_out: int, k: int, ratios: dict[str, list[float]],
                       probes: dict[str, list[dict[str, float]]]) -> tuple[float, float]:
-    base = preset(gw.config.model(model).coefficients)
-    api_key = gw.config.model(model).api_key
+    base = preset(target.config.model(model).coefficients)
+    api_key = target.config.model(model).api_key
     ttfts, e2es = [], []
     for i in range(k):
         url = urls[i % len(urls)]
         try:
-            ttft, e2e = await probe(gw, url, model, n_in, n_out, api_key)
+            ttft, e2e = await probe(target.client, url, model, n_in, n_out, api_key)
         except EngineError as e:
-            exited = await gw.exited_after_failure(url, "during a profiling probe",
+            exited = await target.exited_after_failure(url, "during a profiling probe",
                                                    wait_s=2.0, report=False)
             if exited is not None:
                 raise exited from e
@@ -121,9 +150,8 @@ async def _probe_node(gw: Gateway, urls: list[str], model: str, n_in: int, n_out
     return statistics.median(ttfts), statistics.median(e2es)
 
 
-async def _tool_baselines(gw: Gateway) -> list[tuple[str, str, float]]:
+async def _tool_baselines(tools: Tools | None) -> list[tuple[str, str, float]]:
     """Median duration of the real retrieval and validation steps."""
-    tools = gw.tools
     if tools is None:
         return []
     out = []

@@ -15,6 +15,11 @@ policy, clamps to the model's bounds, and acts:
   for ``health.replace_after_s`` (a hung engine whose process is still there).
 
 Every decision is logged at INFO with its reason and counted in ``/metrics``.
+
+A provisioner is built from what it needs: the dispatcher (scaling context, drained replicas)
+and its live scheduler, a :class:`ReplicaRegistry` (a small protocol defined here, which the
+gateway satisfies: registers, addresses and forgets replicas), how long health checks have kept
+a replica ejected, metrics and a clock. It knows no gateway.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Callable, Protocol
 
+from cato.core.dispatcher import Dispatcher
 from cato.core.scaling import apply_bounds, make_scaling_policy
+from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.providers import ProvidedReplica, ReplicaProvider
-
-if TYPE_CHECKING:
-    from cato.gateway.gateway import Gateway
+from cato.gateway.scheduler import LiveScheduler
 
 log = logging.getLogger("cato.provisioner")
 
@@ -43,11 +48,35 @@ class ScaleEvent:
     reason: str
 
 
+class ReplicaRegistry(Protocol):
+    """Where replicas are registered (the gateway is one)."""
+
+    def attach_replica(self, model: str, url: str, *, ready: bool = True) -> str:
+        """Register an engine of ``model`` at ``url``; its replica id."""
+
+    def set_replica_url(self, replica_id: str, url: str) -> None:
+        """A STARTING replica's address, once its provider knows it."""
+
+    def detach_replica(self, replica_id: str) -> None:
+        """Forget a drained replica."""
+
+
 class Provisioner:
-    def __init__(self, gw: Gateway, model: str, provider: ReplicaProvider, *, policy: str,
+    def __init__(self, model: str, provider: ReplicaProvider, *, dispatcher: Dispatcher,
+                 scheduler: LiveScheduler, registry: ReplicaRegistry,
+                 ejected_for: Callable[[str], float | None], replace_after_s: float | None,
+                 metrics: GatewayMetrics, clock: Callable[[], float], policy: str,
                  params: dict[str, object], min_replicas: int, max_replicas: int,
                  start_timeout_s: float = 120.0, max_drain_s: float = 600.0) -> None:
-        self.gw = gw
+        """``ejected_for(rid)``: how long health checks have kept ``rid`` ejected (None: it
+        is not); one ejected ``replace_after_s`` (``health.replace_after_s``) is replaced."""
+        self.dispatcher = dispatcher
+        self.scheduler = scheduler
+        self.registry = registry
+        self.ejected_for = ejected_for
+        self.replace_after_s = replace_after_s
+        self.metrics = metrics
+        self.clock = clock
         self.model = model
         self.provider = provider
         self.policy = make_scaling_policy(policy, **params)
@@ -80,8 +109,8 @@ class Provisioner:
 
     async def tick(self) -> None:
         await self._supervise()
-        ctx = self.gw.dispatcher.scaling_context(
-            self.model, self.gw.clock(), min_replicas=self.min_replicas,
+        ctx = self.dispatcher.scaling_context(
+            self.model, self.clock(), min_replicas=self.min_replicas,
             max_replicas=self.max_replicas, cluster_free=await self._cluster_free())
         dec = apply_bounds(ctx, self.policy.decide(ctx))
         for _ in range(dec.add):
@@ -107,14 +136,14 @@ class Provisioner:
     def _event(self, action: str, rid: str, reason: str) -> None:
         self.events.append(ScaleEvent(time.time(), self.model, action, rid, reason))
         del self.events[:-1000]
-        self.gw.metrics.scale_events.labels(self.model, action).inc()
+        self.metrics.scale_events.labels(self.model, action).inc()
         log.info("scale %s %s %s: %s", self.model, action, rid, reason)
 
     # ---- actions ---------------------------------------------------------------------------------
     def add(self, reason: str) -> str:
         """Register a STARTING replica now (so the next decision counts it) and bring it up in
         the background: start it, learn its address, wait until its engine answers."""
-        rid = self.gw.attach_replica(self.model, "", ready=False)
+        rid = self.registry.attach_replica(self.model, "", ready=False)
         self._placing.add(rid)
         self._event("add", rid, reason)
         self._spawn(self._bring_up(rid))
@@ -130,7 +159,7 @@ class Provisioner:
             return
         self._placing.discard(rid)
         self.owned[rid] = rep
-        self.gw.set_replica_url(rid, rep.url)
+        self.registry.set_replica_url(rid, rep.url)
         if rid in self._leaving:      # removed while it was being placed
             return
         try:
@@ -140,8 +169,8 @@ class Provisioner:
             await self._retire(rid)
             return
         self.cold_starts_s.append(cold)
-        self.gw.metrics.cold_start.labels(self.model).observe(cold)
-        self.gw.scheduler.mark_ready(rid)
+        self.metrics.cold_start.labels(self.model).observe(cold)
+        self.scheduler.mark_ready(rid)
         self._event("ready", rid, f"cold start {cold:.2f} s on {rep.where}")
 
     def remove(self, rid: str, reason: str) -> None:
@@ -154,16 +183,16 @@ class Provisioner:
     async def _retire(self, rid: str) -> None:
         """Drain (queued calls re-routed now, in-flight ones finish), stop, forget."""
         self._leaving.add(rid)
-        self.gw.scheduler.drain(rid)
+        self.scheduler.drain(rid)
         deadline = time.monotonic() + self.max_drain_s
-        while not self.gw.dispatcher.is_drained(rid) and time.monotonic() < deadline:
+        while not self.dispatcher.is_drained(rid) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         while rid in self._placing:        # let a start in flight finish, then stop it
             await asyncio.sleep(0.05)
         rep = self.owned.pop(rid, None)
         if rep is not None:
             await self.provider.stop(rep)
-        self.gw.detach_replica(rid)
+        self.registry.detach_replica(rid)
         self._leaving.discard(rid)
         self._event("stopped", rid, "drained")
 
@@ -176,8 +205,8 @@ class Provisioner:
                 self._event("crashed", rid, reason)
                 self.remove(rid, "crashed")
                 continue
-            ejected = self.gw.health.ejected_for(rid)
-            limit = self.gw.config.health.replace_after_s
+            ejected = self.ejected_for(rid)
+            limit = self.replace_after_s
             if ejected is not None and limit is not None and ejected >= limit \
                     and rid not in self._leaving:
                 self._event("unhealthy", rid, f"ejected by health checks for {ejected:.0f} s")
@@ -185,7 +214,7 @@ class Provisioner:
 
     def _top_up(self) -> None:
         """Keep at least ``min_replicas`` that are up or coming up (crash replacement)."""
-        live = [r for r in self.gw.dispatcher.pool.of_model(self.model)
+        live = [r for r in self.dispatcher.pool.of_model(self.model)
                 if r.replica_id not in self._leaving]
         for _ in range(self.min_replicas - len(live)):
             self.add(f"below min_replicas ({self.min_replicas})")

@@ -47,6 +47,7 @@ from starlette.responses import JSONResponse, Response
 from cato.core.calls import LlmCall
 from cato.core.catalog import TASK_NAMES
 from cato.core.coefficients import preset as preset_coeffs
+from cato.core.sla import sla_met
 from cato.core.task import SlaKind
 from cato.gateway.config import GatewayConfig, Limits, ModelConfig, Replica
 from cato.gateway.engine_client import (EngineClient, EngineError, EngineEvent, event_text,
@@ -298,12 +299,10 @@ class LoadTracker:
             self.idle_since_s = now
         ft = o.load.first_token_s
         if not ok:
-            met = False
             self.failed_total += 1
-        elif o.sla_kind is SlaKind.TTFT:
-            met = ft is not None and ft - o.load.started_s <= o.sla_s
-        else:
-            met = now - o.load.started_s <= o.sla_s
+        met = ok and sla_met(o.sla_kind, o.sla_s,
+                             ttft_s=None if ft is None else ft - o.load.started_s,
+                             e2e_s=now - o.load.started_s)
         if met:
             self.met_total += 1
         else:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from cato.core.metrics import aggregate_seeds
+from cato.core.seeds import aggregate_seeds
 
 __all__ = [
     "plot_attainment_vs_rate",

@@ -7,7 +7,7 @@ from typing import Any
 
 from rich.table import Table
 
-from cato.core.metrics import aggregate_seeds
+from cato.core.seeds import aggregate_seeds
 
 __all__ = ["bounds_table", "comparison_table"]
 

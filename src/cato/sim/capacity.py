@@ -47,8 +47,9 @@ from typing import Callable, Literal, Mapping, Sequence
 
 import numpy as np
 
+from cato.sim.policies import PolicySpec, describe_config, is_baseline
 from cato.sim.runner import run_spec
-from cato.sim.scenarios import PolicySpec, Scenario, build_stream_for, describe_config, is_baseline
+from cato.sim.scenarios import Scenario, build_stream_for
 from cato.sim.workload import TaskArrival
 
 #: (rate_rps, seed) -> attainment in [0, 1].
@@ -377,7 +378,7 @@ def measure_capacity(sc: Scenario, specs: Sequence[PolicySpec], seeds: Sequence[
                      targets: Sequence[float], *, settings: SearchSettings = SearchSettings(),
                      on_run: Callable[[str, float, int], None] | None = None) -> CapacityReport:
     """SLO capacity of every spec at every target on ``sc`` (module docstring), the best tuned
-    baseline (:func:`~cato.sim.scenarios.is_baseline`, highest capacity) and the ratio of every
+    baseline (:func:`~cato.sim.policies.is_baseline`, highest capacity) and the ratio of every
     non-baseline policy (CATO, CATO+, the oracle) to it."""
     if len(seeds) < settings.min_seeds:
         raise ValueError(f"SLO capacity needs >= {settings.min_seeds} seeds, got {len(seeds)}")

@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from cato.core.metrics import summarize, summary_row
-from cato.sim.scenarios import PolicySpec, Scenario, build_config, build_stream_for
-from cato.sim.simulator import SimResult, Simulator
+from cato.sim.config import SimResult
+from cato.sim.policies import PolicySpec
+from cato.sim.scenarios import Scenario, build_config, build_stream_for
+from cato.sim.simulator import Simulator
 from cato.sim.workload import TaskArrival
 
 

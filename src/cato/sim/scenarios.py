@@ -1,10 +1,11 @@
 """Named simulation scenarios and the policies compared in them.
 
 A :class:`Scenario` fixes the deployment (models, replica model, replica bounds, the gateway's
-per-engine concurrency), the tasks, the mix and the arrival process; a :class:`PolicySpec`
-fixes the routing and scaling policies. :func:`build_run` turns (scenario, policy, rate, seed)
-into a :class:`~cato.sim.simulator.SimConfig` and the request stream; the stream depends only on
-(scenario, rate, seed), never on the policy (common random numbers).
+per-engine concurrency), the tasks, the mix and the arrival process; a
+:class:`~cato.sim.policies.PolicySpec` fixes the routing and scaling policies. :func:`build_run`
+turns (scenario, policy, rate, seed) into a :class:`~cato.sim.config.SimConfig` and the request
+stream; the stream depends only on (scenario, rate, seed), never on the policy (common random
+numbers).
 
 Every scenario states its knee (``knee_rps``: the rate at which the best SLA-blind baseline
 holds 90 % attainment, found with ``cato simulate --scenario NAME --find-knee``) so that loads
@@ -13,9 +14,8 @@ are reported as a fraction of it beside the absolute rate.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -23,225 +23,10 @@ from cato.core.catalog import multi_step_tasks, single_step_tasks
 from cato.core.coefficients import A100_LLAMA7B, H100_LLAMA7B, slowed, starcoder2_7b
 from cato.core.task import TaskType
 from cato.sim import arrivals as arr
-from cato.sim.simulator import ModelDeployment, SimConfig
+from cato.sim.azure_trace import load_azure_code_trace, trace_window_start
+from cato.sim.config import ModelDeployment, SimConfig
+from cato.sim.policies import PolicySpec, autoscaled_policies, fixed_policies
 from cato.sim.workload import MIX_A, MIX_B, TaskArrival, build_stream, build_trace_stream
-
-
-@dataclass(frozen=True)
-class PolicySpec:
-    """A routing policy plus a scaling policy under one label."""
-
-    label: str
-    routing: str
-    scaling: str = "fixed"
-    routing_params: Mapping[str, Any] = field(default_factory=dict)
-    scaling_params: Mapping[str, Any] = field(default_factory=dict)
-    engine_concurrency: int | None = None
-    """The gateway's calls per engine under this policy (``None``: the scenario's); a sweep
-    point of :func:`gateway_sweep`."""
-    engine_scheduling: str = "fcfs"
-    """How the engines order their waiting queues: ``"fcfs"`` (vLLM's default) or
-    ``"priority"`` (``--scheduling-policy priority``: by the ``priority`` the gateway sends)."""
-
-
-#: Ray Serve's defaults: max_ongoing_requests=5, target_ongoing_requests=2.
-RAY_DEFAULT = dict(max_ongoing_requests=5)
-RAY_DEFAULT_SCALING = dict(target_ongoing_requests=2.0)
-#: "Tuned for LLMs": as many ongoing requests per replica as the gateway's engine concurrency,
-#: and a target at half of it (Ray's LLM serving guidance raises both well above the defaults).
-RAY_TUNED_FACTOR = 0.5
-
-
-def fixed_policies(engine_concurrency: int) -> dict[str, PolicySpec]:
-    return {
-        "cato": PolicySpec("cato", "cato"),
-        "cato-plus": PolicySpec("cato-plus", "cato-plus"),
-        "cato-plus-refuse": PolicySpec("cato-plus-refuse", "cato-plus",
-                                       routing_params=dict(refuse="infeasible")),
-        "round_robin": PolicySpec("round_robin", "round_robin"),
-        "least_outstanding": PolicySpec("least_outstanding", "least_outstanding"),
-        "ray": PolicySpec("ray", "pow2", routing_params=RAY_DEFAULT),
-        "ray-tuned": PolicySpec("ray-tuned", "pow2",
-                                routing_params=dict(max_ongoing_requests=engine_concurrency)),
-        "edf": PolicySpec("edf", "edf"),
-        "llmd": PolicySpec("llmd", "llmd"),
-        "oracle": PolicySpec("oracle", "oracle"),
-    }
-
-
-def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[str, PolicySpec]:
-    tuned_target = max(1.0, RAY_TUNED_FACTOR * engine_concurrency)
-    return {
-        "cato": PolicySpec("cato", "cato", "cato", scaling_params=dict(cato_scaling)),
-        "cato-plus": PolicySpec("cato-plus", "cato-plus", "cato",
-                                scaling_params=dict(quiet_windows_to_shrink=6,
-                                                    **cato_scaling)),
-        "ray": PolicySpec("ray", "pow2", "ray", RAY_DEFAULT, RAY_DEFAULT_SCALING),
-        "ray-tuned": PolicySpec("ray-tuned", "pow2", "ray",
-                                dict(max_ongoing_requests=engine_concurrency),
-                                dict(target_ongoing_requests=tuned_target)),
-        "pow2+cato": PolicySpec("pow2+cato", "pow2", "cato",
-                                dict(max_ongoing_requests=engine_concurrency),
-                                dict(cato_scaling)),
-        "round_robin+ray": PolicySpec("round_robin+ray", "round_robin", "ray",
-                                      scaling_params=dict(target_ongoing_requests=tuned_target)),
-        "llmd+ray": PolicySpec("llmd+ray", "llmd", "ray",
-                               scaling_params=dict(target_ongoing_requests=tuned_target)),
-        "oracle+cato": PolicySpec("oracle+cato", "oracle", "cato",
-                                  scaling_params=dict(cato_scaling)),
-    }
-
-
-#: The protocol's Ray-like sweep (BENCHMARK_PROTOCOL.md section 4). ``None`` = unbounded.
-RAY_SWEEP_MAX_ONGOING: tuple[int | None, ...] = (1, 2, 4, 8, 16, 32, None)
-RAY_SWEEP_TARGET_ONGOING: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0, 16.0)
-RAY_SWEEP_UPSCALE_DELAY_S: tuple[float, ...] = (10.0, 30.0)
-RAY_SWEEP_DOWNSCALE_DELAY_S: tuple[float, ...] = (60.0, 120.0, 600.0)
-#: ``max_ongoing_requests`` standing for "unbounded": more than any run ever has in flight, so
-#: the gateway never holds a call back and every replica's engine queues it instead.
-UNBOUNDED_ONGOING = 1_000_000_000
-#: The name that expands into the Ray-like sweep (:func:`ray_sweep`).
-RAY_SWEEP = "ray-sweep"
-#: The name that expands into the gateway-concurrency sweep of the SLA-blind gateway-queue
-#: baselines (:func:`gateway_sweep`).
-GATEWAY_SWEEP = "gateway-sweep"
-#: Calls per engine swept for those baselines, beside the scenario's own concurrency.
-GATEWAY_SWEEP_CONCURRENCY: tuple[int, ...] = (32,)
-#: The baselines whose calls wait in the gateway's per-replica queues up to the gateway's
-#: concurrency (Ray-like routing has its own cap, ``max_ongoing_requests``, swept apart).
-GATEWAY_QUEUE_BASELINES = ("round_robin", "least_outstanding", "edf", "llmd")
-
-
-def gateway_sweep(sc: Scenario) -> dict[str, PolicySpec]:
-    """Every gateway-queue baseline of ``sc`` (:data:`GATEWAY_QUEUE_BASELINES`) at every
-    concurrency of :data:`GATEWAY_SWEEP_CONCURRENCY` other than the scenario's own (which the
-    baseline's plain label already runs), labelled e.g. ``llmd[conc=32]``: a baseline is taken at
-    its best concurrency, never only at the one CATO prefers."""
-    out: dict[str, PolicySpec] = {}
-    for name in GATEWAY_QUEUE_BASELINES:
-        base = sc.policies.get(name)
-        if base is None:
-            continue
-        for conc in GATEWAY_SWEEP_CONCURRENCY:
-            if conc == sc.engine_concurrency:
-                continue
-            label = f"{name}[conc={conc}]"
-            out[label] = replace(base, label=label, engine_concurrency=conc)
-    return out
-
-
-def ray_sweep(sc: Scenario) -> dict[str, PolicySpec]:
-    """The protocol's Ray-like sweep for ``sc``: power-of-two routing with every
-    ``max_ongoing_requests`` of :data:`RAY_SWEEP_MAX_ONGOING` and, when the scenario autoscales
-    (its policies scale with ``ray``), Ray's autoscaler with every ``target_ongoing_requests``,
-    upscale delay and downscale delay of the sweep (7 x 5 x 2 x 3 = 210 configurations).
-
-    Labels name the configuration, e.g. ``ray-sweep[max_ongoing=8]`` or
-    ``ray-sweep[max_ongoing=8,target=4,up=10s,down=600s]``. The other autoscaler parameters
-    stay at Ray's timing (metrics every 10 s, 30 s look-back)."""
-    autoscaled = any(p.scaling == "ray" for p in sc.policies.values())
-    out: dict[str, PolicySpec] = {}
-    for m in RAY_SWEEP_MAX_ONGOING:
-        routing = dict(max_ongoing_requests=UNBOUNDED_ONGOING if m is None else m)
-        mo = "unbounded" if m is None else str(m)
-        if not autoscaled:
-            label = f"{RAY_SWEEP}[max_ongoing={mo}]"
-            out[label] = PolicySpec(label, "pow2", routing_params=routing)
-            continue
-        for t in RAY_SWEEP_TARGET_ONGOING:
-            for up in RAY_SWEEP_UPSCALE_DELAY_S:
-                for down in RAY_SWEEP_DOWNSCALE_DELAY_S:
-                    label = f"{RAY_SWEEP}[max_ongoing={mo},target={t:g},up={up:g}s,down={down:g}s]"
-                    out[label] = PolicySpec(label, "pow2", "ray", routing, dict(
-                        target_ongoing_requests=t, upscale_delay_s=up, downscale_delay_s=down))
-    return out
-
-
-#: The sweep of CATO's Algorithm 2 for its Pareto front (``cato fronts``): how many replicas
-#: per violation, how many consecutive exceeding windows before scaling up, and the window
-#: length (3 x 2 x 3 = 18 configurations; the paper's defaults, 0.25 / 2 / 10 s, are one of
-#: them). The other parameters keep the policy's values (5 % violating share, 60 s idle timeout;
-#: CATO+'s probe-down after 6 quiet windows): on paper-autoscaled neither the idle timeout
-#: (30-180 s) nor the share (1-15 %) changed a run, while these three do.
-CATO_SWEEP_REPLICAS_PER_VIOLATION: tuple[float, ...] = (0.1, 0.25, 0.5)
-CATO_SWEEP_MAX_EXCEEDED_TIMES: tuple[int, ...] = (1, 2)
-CATO_SWEEP_INTERVAL_S: tuple[float, ...] = (5.0, 10.0, 20.0)
-
-
-def _scaling_grid(spec: PolicySpec, scaling: str,
-                  axes: Sequence[tuple[str, str, str, Sequence[Any]]]) -> dict[str, PolicySpec]:
-    """``spec`` at every point of a grid of its scaling parameters: ``axes`` are (label key,
-    label unit, parameter, values); the grid's values override the spec's, the others are kept,
-    and the label names the point, e.g. ``cato[rpv=0.25,times=2,window=10s]``."""
-    if spec.scaling != scaling:
-        raise ValueError(f"{spec.label!r} does not scale with {scaling} "
-                         f"(it uses {spec.scaling!r})")
-    out: dict[str, PolicySpec] = {}
-    for point in itertools.product(*(values for *_, values in axes)):
-        label = spec.label + "[" + ",".join(
-            f"{key}={v:g}{unit}" for (key, unit, _, _), v in zip(axes, point)) + "]"
-        out[label] = replace(spec, label=label, scaling_params={
-            **spec.scaling_params, **{param: v for (_, _, param, _), v in zip(axes, point)}})
-    return out
-
-
-def cato_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
-    """``spec`` (a policy scaling with ``cato``) at every point of the CATO sweep above,
-    labelled e.g. ``cato[rpv=0.25,times=2,window=10s]``; the swept parameters override the
-    spec's, the others are kept."""
-    return _scaling_grid(spec, "cato", [
-        ("rpv", "", "replicas_per_violation", CATO_SWEEP_REPLICAS_PER_VIOLATION),
-        ("times", "", "max_exceeded_times", CATO_SWEEP_MAX_EXCEEDED_TIMES),
-        ("window", "s", "interval_s", CATO_SWEEP_INTERVAL_S)])
-
-
-def ray_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
-    """``spec`` (a policy scaling with ``ray`` whose router is not Ray's, e.g. ``llmd+ray``) at
-    every autoscaler point of the Ray-like sweep (target x upscale x downscale delay, 30
-    configurations); the routing parameters stay the spec's."""
-    return _scaling_grid(spec, "ray", [
-        ("target", "", "target_ongoing_requests", RAY_SWEEP_TARGET_ONGOING),
-        ("up", "s", "upscale_delay_s", RAY_SWEEP_UPSCALE_DELAY_S),
-        ("down", "s", "downscale_delay_s", RAY_SWEEP_DOWNSCALE_DELAY_S)])
-
-
-def is_baseline(spec: PolicySpec) -> bool:
-    """Whether ``spec`` is a baseline CATO's ratio may be taken against: neither CATO's
-    routing or scaling nor a clairvoyant oracle (an upper bound, not a baseline)."""
-    return spec.routing not in ("cato", "cato-plus", "oracle") and spec.scaling != "cato"
-
-
-def resolve_policies(sc: Scenario, names: Sequence[str]) -> list[PolicySpec]:
-    """The specs of ``names`` in order: the scenario's policy labels, and :data:`RAY_SWEEP`
-    expanded by :func:`ray_sweep`. Unknown names raise a ValueError naming them."""
-    out: dict[str, PolicySpec] = {}
-    for name in names:
-        if name == RAY_SWEEP:
-            out.update(ray_sweep(sc))
-        elif name == GATEWAY_SWEEP:
-            out.update(gateway_sweep(sc))
-        elif name in sc.policies:
-            out[name] = sc.policies[name]
-        else:
-            raise ValueError(f"unknown policy {name!r} for scenario {sc.name!r}; known: "
-                             f"{', '.join([*sc.policies, RAY_SWEEP])}")
-    return list(out.values())
-
-
-def describe_config(spec: PolicySpec) -> dict[str, Any]:
-    """A policy's configuration as JSON: routing and scaling policies and their parameters
-    (``max_ongoing_requests`` of :data:`UNBOUNDED_ONGOING` written as ``"unbounded"``)."""
-    routing = {k: ("unbounded" if k == "max_ongoing_requests" and v == UNBOUNDED_ONGOING else v)
-               for k, v in sorted(spec.routing_params.items())}
-    out: dict[str, Any] = {"routing": spec.routing, "routing_params": routing,
-                           "scaling": spec.scaling,
-                           "scaling_params": dict(sorted(spec.scaling_params.items()))}
-    if spec.engine_concurrency is not None:
-        out["engine_concurrency"] = spec.engine_concurrency
-    if spec.engine_scheduling != "fcfs":
-        out["engine_scheduling"] = spec.engine_scheduling
-    return out
-
 
 AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato", "round_robin+ray",
                        "oracle+cato")
@@ -269,7 +54,7 @@ class Scenario:
     sweep: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     trace_start_s: float | None = None
     """azure: start every seed's window this many (scaled) seconds into the trace; ``None``:
-    each seed its own window (:func:`cato.sim.arrivals.trace_window_start`)."""
+    each seed its own window (:func:`cato.sim.azure_trace.trace_window_start`)."""
 
     def arrivals(self, rate_rps: float, rng: np.random.Generator) -> np.ndarray:
         return ARRIVALS[self.arrival](rate_rps, self.duration_s, rng)
@@ -483,20 +268,20 @@ def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArriv
     """The request stream of (scenario, rate, seed): identical for every policy, independent
     across seeds. A replayed trace (``azure``) is time-scaled to ``rate_rps`` as a whole; each
     seed then replays its own window of ``duration_s`` of it (looped end to end;
-    :func:`cato.sim.arrivals.trace_window_start`: disjoint windows for seeds ``0..m-1``), unless
+    :func:`cato.sim.azure_trace.trace_window_start`: disjoint windows for seeds ``0..m-1``), unless
     ``trace_start_s`` pins one window for every seed."""
     if rate_rps <= 0:
         raise ValueError(f"rate must be > 0 req/s, got {rate_rps}")
     ss = np.random.SeedSequence([seed, int(round(rate_rps * 1000))])
     arr_rng, stream_rng = (np.random.default_rng(s) for s in ss.spawn(2))
     if sc.arrival == "azure":
-        full = arr.load_azure_code_trace()
+        full = load_azure_code_trace()
         if sc.trace_start_s is not None:   # an explicit start: the same window for every seed
             trace = full.time_scaled(target_rate_rps=rate_rps, duration_s=sc.duration_s,
                                      start_s=sc.trace_start_s)
         else:                              # each seed its own window of the looped trace
             scaled = full.time_scaled(target_rate_rps=rate_rps)
-            start = arr.trace_window_start(seed, sc.duration_s, scaled.period_s)
+            start = trace_window_start(seed, sc.duration_s, scaled.period_s)
             trace = scaled.window(start, sc.duration_s)
         return build_trace_stream(trace, sc.tasks, stream_rng)
     times = sc.arrivals(rate_rps, arr_rng)

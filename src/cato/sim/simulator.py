@@ -1,6 +1,6 @@
 """The discrete-event simulator: the first driver of the core.
 
-Time comes from an event heap; replicas are :class:`~cato.sim.replica_engine.ReplicaEngine`
+Time comes from an event heap; replicas are :class:`~cato.replica_model.ReplicaEngine`
 models; routing, queueing and scaling are the very core objects the live gateway uses
 (:class:`~cato.core.dispatcher.Dispatcher`, routing and scaling policies).
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -41,91 +40,12 @@ from cato.core.records import RequestRecord
 from cato.core.routing import make_routing_policy
 from cato.core.scaling import apply_bounds, make_scaling_policy
 from cato.core.scaling.base import ScalingPolicy
+from cato.core.sla import bound_met, sla_met
 from cato.core.slack import TaskPlan, model_baselines, plan_task
 from cato.core.task import SlaKind, TaskType
-from cato.sim.replica_engine import SCHEDULING_POLICIES, EngineEvent, ReplicaEngine
+from cato.replica_model import SCHEDULING_POLICIES, EngineEvent, ReplicaEngine
+from cato.sim.config import ModelDeployment, ScaleEvent, SimConfig, SimResult
 from cato.sim.workload import TaskArrival
-
-
-@dataclass(frozen=True, slots=True)
-class ModelDeployment:
-    """Replicas of one model: their latency model and replica bounds.
-
-    Several deployments may name the same model with different coefficient sets: a
-    heterogeneous pool (e.g. 2 A100 + 2 H100 replicas of one model, or engines of different
-    ``max_num_seqs``). Each replica's engine then runs its own deployment's set, and the
-    gateway registers the replica with it (:meth:`Dispatcher.add_replica
-    <cato.core.dispatcher.Dispatcher.add_replica>`), so estimates, prefill budgets and load
-    scores use it. Such a pool is fixed-replica only (no scaling policy: which kind a scale-up
-    would add is not defined). The model's profile -- the slack plan's baselines and the
-    estimator's default set -- is its first deployment's; the estimator's isolated and floor
-    estimates, and a record's ``feasible``, take the fastest of its sets."""
-
-    model: str
-    coeffs: ReplicaCoefficients
-    initial_replicas: int
-    min_replicas: int = 1
-    max_replicas: int = 1_000_000
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
-            raise ValueError(
-                f"model {self.model!r}: need 0 <= min_replicas ({self.min_replicas}) <= "
-                f"initial_replicas ({self.initial_replicas}) <= max_replicas "
-                f"({self.max_replicas})")
-
-
-@dataclass(frozen=True)
-class SimConfig:
-    """One simulated deployment under one policy pair."""
-
-    deployments: tuple[ModelDeployment, ...]
-    tasks: Mapping[str, TaskType]
-    routing: str = "cato"
-    routing_params: Mapping[str, Any] = field(default_factory=dict)
-    scaling: str = "fixed"
-    scaling_params: Mapping[str, Any] = field(default_factory=dict)
-    engine_concurrency: int | None = None
-    engine_scheduling: str = "fcfs"
-    """The engines' ``--scheduling-policy``: ``"fcfs"`` or ``"priority"`` (each dispatch's
-    ``engine_priority`` then orders the engine's queue; :mod:`cato.sim.replica_engine`)."""
-    cold_start_median_s: float = 45.0
-    cold_start_p90_s: float = 90.0
-    jitter_sigma: float = 0.0
-    learn: bool = True
-    max_drain_s: float = 600.0
-    cluster_capacity: int | None = None
-    label: str = ""
-
-    def policy_label(self) -> str:
-        if self.label:
-            return self.label
-        return self.routing if self.scaling == "fixed" else f"{self.routing}+{self.scaling}"
-
-
-@dataclass(frozen=True)
-class ScaleEvent:
-    at_s: float
-    model: str
-    add: int
-    removed: tuple[str, ...]
-    reason: str
-
-
-@dataclass
-class SimResult:
-    records: list[RequestRecord]
-    duration_s: float
-    """The stream's arrival span (first to last arrival): the goodput denominator, the same for
-    every policy run on the stream (:mod:`cato.core.metrics`), never the last completion."""
-    busy_replica_s: float
-    provisioned_replica_s: float
-    replicas_over_time: list[tuple[float, int]]
-    scale_events: list[ScaleEvent]
-    cold_starts_s: list[float]
-    num_engine_steps: int
-    num_routing_decisions: int
-    end_s: float
 
 
 _ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE = range(5)
@@ -387,17 +307,10 @@ class Simulator:
         n_in, n_out = a.lengths[uf]
         if run.failed and status == "ok":
             status = "rejected"
-        if status == "ok":
-            if run.task.sla_kind is SlaKind.TTFT:
-                met = run.first_token_s is not None and run.first_token_s - a.arrival_s <= run.sla_s
-            else:
-                met = run.last_s is not None and run.last_s - a.arrival_s <= run.sla_s
-        else:
-            met = False
-        met2: bool | None = None
-        if run.bound_s is not None:
-            met2 = (status == "ok" and run.last_s is not None
-                    and run.last_s - a.arrival_s <= run.bound_s)
+        ttft = None if run.first_token_s is None else run.first_token_s - a.arrival_s
+        e2e = None if run.last_s is None or status != "ok" else run.last_s - a.arrival_s
+        met = status == "ok" and sla_met(run.task.sla_kind, run.sla_s, ttft_s=ttft, e2e_s=e2e)
+        met2 = bound_met(run.bound_s, e2e)
         self._records.append(RequestRecord(
             id=a.id, task=a.task, policy=self.cfg.policy_label(), arrival_s=a.arrival_s,
             first_token_s=run.first_token_s, last_token_s=run.last_s if status == "ok" else None,

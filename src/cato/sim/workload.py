@@ -28,7 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from cato.core.task import LengthDist, TaskType
-from cato.sim.arrivals import AzureTrace, azure_task_for
+from cato.sim.azure_trace import AzureTrace, azure_task_for
 
 #: Task names used throughout the project.
 TASK_NAMES: tuple[str, ...] = ("completion", "generation", "summarization", "translation")
@@ -311,7 +311,7 @@ def build_trace_stream(
     """The request stream replaying an Azure trace: one request per row, in trace order.
 
     Algorithm: spawn the four child generators as :func:`build_stream` does; map each row to a
-    task with :func:`cato.sim.arrivals.azure_task_for` (the split between summarization and
+    task with :func:`cato.sim.azure_trace.azure_task_for` (the split between summarization and
     translation uses the task-choice stream); the task's user-facing LLM node
     (``task.user_facing_node``) takes the row's ``(context_tokens, generated_tokens)``, each
     clipped to that node's ``LengthDist`` ``[lo, hi]``; every other node is drawn as in

@@ -106,27 +106,6 @@ def register(cls: type[RoutingPolicy]) -> type[RoutingPolicy]:
     return cls
 
 
-def routing_policy_names() -> list[str]:
-    from cato.core import routing as _  # noqa: F401  (registers the built-ins)
-    return sorted(_REGISTRY)
-
-
-def make_routing_policy(name: str, estimator: LatencyEstimator, rng: np.random.Generator,
-                        **params: Any) -> RoutingPolicy:
-    """Build a routing policy by name; unknown names and parameters give a clear ValueError."""
-    from cato.core import routing as _  # noqa: F401
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown routing policy {name!r}; known: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    try:
-        return factory(estimator, rng, **params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for routing policy {name!r}: {exc}") from None
-
-
 def count_ahead(replica: ReplicaState, key: tuple[float, ...]) -> tuple[int, int]:
     """Number of queued calls (and their prompt tokens) that would be served before ``key``.
 

@@ -96,22 +96,3 @@ _REGISTRY: dict[str, Callable[..., ScalingPolicy]] = {}
 def register(cls: type[ScalingPolicy]) -> type[ScalingPolicy]:
     _REGISTRY[cls.name] = cls
     return cls
-
-
-def scaling_policy_names() -> list[str]:
-    from cato.core import scaling as _  # noqa: F401
-    return sorted(_REGISTRY)
-
-
-def make_scaling_policy(name: str, **params: Any) -> ScalingPolicy:
-    from cato.core import scaling as _  # noqa: F401
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown scaling policy {name!r}; known: {', '.join(sorted(_REGISTRY))}"
-        ) from None
-    try:
-        return factory(**params)
-    except TypeError as exc:
-        raise ValueError(f"bad parameters for scaling policy {name!r}: {exc}") from None
