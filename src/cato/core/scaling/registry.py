@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from cato.core.scaling import policies as _policies  # noqa: F401  (registers)
+from cato.core.scaling import proactive as _proactive  # noqa: F401
 from cato.core.scaling.base import _REGISTRY, ScalingPolicy
 
 
