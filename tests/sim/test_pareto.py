@@ -263,11 +263,12 @@ def test_cli_tiny_end_to_end(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     doc = json.loads(out.read_text())
     assert doc["scenario"] == "paper-autoscaled" and doc["seeds"] == [0, 1]
-    assert doc["num_runs"] == (3 + 3 + 4) * 2      # 2 swept + named; ray: 2 + ray + ray-tuned
+    # cato, cato-plus, cato-plus-proactive: 2 swept + named; ray: 2 + ray + ray-tuned
+    assert doc["num_runs"] == (3 + 3 + 3 + 4) * 2
     (r,) = doc["rates"]
     assert r["rate_rps"] == max(scenario("paper-autoscaled").rates_rps)
     fams = {p["family"] for p in r["points"]}
-    assert fams == {"cato", "cato-plus", "ray"} == set(r["fronts"])
+    assert fams == {"cato", "cato-plus", "cato-plus-proactive", "ray"} == set(r["fronts"])
     for p in r["points"]:
         assert {"config", "attainment", "attainment_ci", "replica_s_per_met",
                 "replica_s_per_met_ci", "per_seed"} <= set(p)
@@ -275,7 +276,7 @@ def test_cli_tiny_end_to_end(tmp_path: Path) -> None:
         if p["replica_s_per_met"] is not None:
             lo, hi = p["replica_s_per_met_ci"]
             assert lo <= p["replica_s_per_met"] + 1e-9 and p["replica_s_per_met"] <= hi + 1e-9
-    assert set(r["comparisons"]) == {"cato", "cato-plus"}
+    assert set(r["comparisons"]) == {"cato", "cato-plus", "cato-plus-proactive"}
     ratios = r["comparisons"]["cato"]["cost_ratio_at"]
     assert [q["attainment"] for q in ratios][:3] == [0.85, 0.9, 0.95]
     assert [q["at_best_baseline_top"] for q in ratios] == [False, False, False, True]

@@ -5,7 +5,8 @@ Method, for one autoscaled scenario at a fixed rate and seeds ``s_1..s_n`` (n >=
 
 1. **Families.** A family is one router + scaler pair with its scaler's parameters swept
    (:func:`family_grid`): ``cato`` and ``cato-plus`` (and ``pow2+cato``, ``oracle+cato``) over
-   the CATO sweep of :func:`~cato.sim.sweeps.cato_scaling_sweep` (18 configurations); ``ray``
+   the CATO sweep of :func:`~cato.sim.sweeps.cato_scaling_sweep` (18 configurations);
+   ``cato-plus-proactive`` over :func:`~cato.sim.sweeps.proactive_scaling_sweep` (12); ``ray``
    over the protocol's Ray-like sweep (:func:`~cato.sim.sweeps.ray_sweep`; by default a
    reduced grid, ``max_ongoing_requests`` in {4, 16, unbounded, the scenario's engine
    concurrency} x every target, upscale and downscale delay, and with ``full`` all 210; or the
@@ -58,11 +59,12 @@ import numpy as np
 
 from cato.sim.policies import UNBOUNDED_ONGOING, PolicySpec, is_baseline
 from cato.sim.scenarios import Scenario
-from cato.sim.sweeps import cato_scaling_sweep, ray_scaling_sweep, ray_sweep
+from cato.sim.sweeps import (cato_scaling_sweep, proactive_scaling_sweep, ray_scaling_sweep,
+                             ray_sweep)
 
 #: ``max_ongoing_requests`` of the reduced default Ray grid (plus the engine concurrency).
 RAY_REDUCED_MAX_ONGOING: tuple[int | None, ...] = (4, 16, None)
-DEFAULT_FAMILIES = ("cato", "cato-plus", "ray")
+DEFAULT_FAMILIES = ("cato", "cato-plus", "cato-plus-proactive", "ray")
 
 Verdict = Literal["cheaper", "costlier", "equal", "only-family-reaches", "only-baseline-reaches"]
 
@@ -71,11 +73,13 @@ Verdict = Literal["cheaper", "costlier", "equal", "only-family-reaches", "only-b
 def _scaler_defaults(name: str) -> dict[str, object]:
     from cato.core.scaling.base import ScalingPolicy
     from cato.core.scaling.policies import CatoScaling, RayServeLikeScaling
+    from cato.core.scaling.proactive import ProactiveScaling
 
-    classes: dict[str, type[ScalingPolicy]] = {"cato": CatoScaling, "ray": RayServeLikeScaling}
-    if name not in classes:
-        return {}
-    return {k: p.default for k, p in inspect.signature(classes[name]).parameters.items()
+    classes: dict[str, tuple[type[ScalingPolicy], ...]] = {
+        "cato": (CatoScaling,), "ray": (RayServeLikeScaling,),
+        "proactive": (CatoScaling, ProactiveScaling)}   # its own on top of Algorithm 2's
+    return {k: p.default for cls in classes.get(name, ())
+            for k, p in inspect.signature(cls).parameters.items()
             if p.default is not inspect.Parameter.empty}
 
 
@@ -88,10 +92,11 @@ def _config_key(spec: PolicySpec) -> tuple[object, ...]:
 
 
 def autoscaled_family_names(sc: Scenario) -> list[str]:
-    """The families ``sc`` has: its policies that scale with ``cato`` or ``ray`` (``ray-tuned``
+    """The families ``sc`` has: its policies that scale with ``cato``, ``proactive`` or ``ray``
+    (``ray-tuned``
     is a point of the ``ray`` family, not a family)."""
     return [name for name, p in sc.policies.items()
-            if p.scaling in ("cato", "ray") and name != "ray-tuned"]
+            if p.scaling in ("cato", "proactive", "ray") and name != "ray-tuned"]
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,9 @@ def family_grid(sc: Scenario, name: str, *, full: bool = False, limit: int | Non
         raise ValueError(f"limit must be >= 1, got {limit}")
     base = sc.policies[name]
     named_specs = [base]
-    if base.scaling == "cato":
+    if base.scaling == "proactive":
+        grid = list(proactive_scaling_sweep(base).values())
+    elif base.scaling == "cato":
         grid = list(cato_scaling_sweep(base).values())
     elif name == "ray":
         grid = list(ray_sweep(sc).values())

@@ -251,6 +251,9 @@ def grids_json(full: bool, ray_grid: Mapping[str, Sequence[float | None]] | None
         "cato": {"replicas_per_violation": list(S.CATO_SWEEP_REPLICAS_PER_VIOLATION),
                  "max_exceeded_times": list(S.CATO_SWEEP_MAX_EXCEEDED_TIMES),
                  "interval_s": list(S.CATO_SWEEP_INTERVAL_S)},
+        "proactive": {"headroom": list(S.PROACTIVE_SWEEP_HEADROOM),
+                      "interval_s": list(S.PROACTIVE_SWEEP_INTERVAL_S),
+                      "scale_up_by": list(S.PROACTIVE_SWEEP_SCALE_UP_BY)},
         "ray": {"max_ongoing_requests": [("unbounded" if m is None else m) for m in ray_mo]
                 + ([] if full else ["engine_concurrency"]),
                 "target_ongoing_requests": list(S.RAY_SWEEP_TARGET_ONGOING),

@@ -58,6 +58,12 @@ def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[st
         "cato-plus": PolicySpec("cato-plus", "cato-plus", "cato",
                                 scaling_params=dict(quiet_windows_to_shrink=6,
                                                     **cato_scaling)),
+        # CATO+ routing with proactive scaling (issue 14, lever 5; core/scaling/proactive.py):
+        # Algorithm 2 as CATO+ runs it, sized up by the violating share, plus the forecast
+        "cato-plus-proactive": PolicySpec(
+            "cato-plus-proactive", "cato-plus", "proactive",
+            scaling_params=dict(quiet_windows_to_shrink=6, scale_up_by="fraction",
+                                **cato_scaling)),
         "ray": PolicySpec("ray", "pow2", "ray", RAY_DEFAULT, RAY_DEFAULT_SCALING),
         "ray-tuned": PolicySpec("ray-tuned", "pow2", "ray",
                                 dict(max_ongoing_requests=engine_concurrency),
@@ -79,10 +85,15 @@ def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[st
 UNBOUNDED_ONGOING = 1_000_000_000
 
 
+#: The scalers that are CATO's own (not baselines): Algorithm 2 and proactive scaling.
+CATO_SCALERS = ("cato", "proactive")
+
+
 def is_baseline(spec: PolicySpec) -> bool:
     """Whether ``spec`` is a baseline CATO's ratio may be taken against: neither CATO's
     routing or scaling nor a clairvoyant oracle (an upper bound, not a baseline)."""
-    return spec.routing not in ("cato", "cato-plus", "oracle") and spec.scaling != "cato"
+    return (spec.routing not in ("cato", "cato-plus", "oracle")
+            and spec.scaling not in CATO_SCALERS)
 
 
 def describe_config(spec: PolicySpec) -> dict[str, Any]:

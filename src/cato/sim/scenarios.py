@@ -28,8 +28,8 @@ from cato.sim.config import ModelDeployment, SimConfig
 from cato.sim.policies import PolicySpec, autoscaled_policies, fixed_policies
 from cato.sim.workload import MIX_A, MIX_B, TaskArrival, build_stream, build_trace_stream
 
-AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "ray", "ray-tuned", "pow2+cato", "round_robin+ray",
-                       "oracle+cato")
+AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "cato-plus-proactive", "ray", "ray-tuned",
+                       "pow2+cato", "round_robin+ray", "oracle+cato")
 
 ArrivalFn = Callable[[float, float, np.random.Generator], np.ndarray]
 

@@ -87,6 +87,14 @@ CATO_SWEEP_MAX_EXCEEDED_TIMES: tuple[int, ...] = (1, 2)
 CATO_SWEEP_INTERVAL_S: tuple[float, ...] = (5.0, 10.0, 20.0)
 
 
+#: The sweep of proactive scaling (``cato-plus-proactive``'s family): the headroom over the
+#: load proven safe, the window length, and how Algorithm 2 underneath sizes an addition
+#: (2 x 3 x 2 = 12 configurations; cold start, trend and calm windows keep their defaults).
+PROACTIVE_SWEEP_HEADROOM: tuple[float, ...] = (1.0, 1.25)
+PROACTIVE_SWEEP_INTERVAL_S: tuple[float, ...] = CATO_SWEEP_INTERVAL_S
+PROACTIVE_SWEEP_SCALE_UP_BY: tuple[str, ...] = ("count", "fraction")
+
+
 def _scaling_grid(spec: PolicySpec, scaling: str,
                   axes: Sequence[tuple[str, str, str, Sequence[Any]]]) -> dict[str, PolicySpec]:
     """``spec`` at every point of a grid of its scaling parameters: ``axes`` are (label key,
@@ -98,7 +106,8 @@ def _scaling_grid(spec: PolicySpec, scaling: str,
     out: dict[str, PolicySpec] = {}
     for point in itertools.product(*(values for *_, values in axes)):
         label = spec.label + "[" + ",".join(
-            f"{key}={v:g}{unit}" for (key, unit, _, _), v in zip(axes, point)) + "]"
+            f"{key}={v if isinstance(v, str) else format(v, 'g')}{unit}"
+            for (key, unit, _, _), v in zip(axes, point)) + "]"
         out[label] = replace(spec, label=label, scaling_params={
             **spec.scaling_params, **{param: v for (_, _, param, _), v in zip(axes, point)}})
     return out
@@ -112,6 +121,15 @@ def cato_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
         ("rpv", "", "replicas_per_violation", CATO_SWEEP_REPLICAS_PER_VIOLATION),
         ("times", "", "max_exceeded_times", CATO_SWEEP_MAX_EXCEEDED_TIMES),
         ("window", "s", "interval_s", CATO_SWEEP_INTERVAL_S)])
+
+
+def proactive_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
+    """``spec`` (a policy scaling with ``proactive``) at every point of the proactive sweep,
+    labelled e.g. ``cato-plus-proactive[headroom=1.25,window=10s,up=fraction]``."""
+    return _scaling_grid(spec, "proactive", [
+        ("headroom", "", "headroom", PROACTIVE_SWEEP_HEADROOM),
+        ("window", "s", "interval_s", PROACTIVE_SWEEP_INTERVAL_S),
+        ("up", "", "scale_up_by", PROACTIVE_SWEEP_SCALE_UP_BY)])
 
 
 def ray_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
