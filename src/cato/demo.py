@@ -9,7 +9,6 @@ streaming API, measures TTFT and E2E at the client, and prints per-task goodput.
 from __future__ import annotations
 
 import asyncio
-import json
 import subprocess
 import sys
 import time
@@ -24,7 +23,9 @@ from cato.core.catalog import single_step_tasks
 from cato.core.metrics import percentile_ms
 from cato.core.sla import sla_met
 from cato.core.task import SlaKind
-from cato.gateway.launcher import free_port, start_process, stop_process, wait_ready
+from cato.edge.procs import free_port, start_child, stop_process, wait_ready
+from cato.edge.sse import aiter_data
+from cato.edge.sse import loads as sse_loads
 from cato.sim.arrivals import poisson
 from cato.sim.workload import TaskArrival, build_stream
 from cato.workloads.prompts import PromptSource
@@ -48,8 +49,8 @@ def start_gateway(args: list[str], timeout_s: float = 120.0,
     (process, base url)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    gw = start_process([sys.executable, "-m", "cato", "serve", "--port", str(port), *args], url,
-                       log_path=log_path, role="gateway")
+    gw = start_child([sys.executable, "-m", "cato", "serve", "--port", str(port), *args], url,
+                     log_path=log_path, role="gateway")
     try:
         wait_ready([gw], timeout_s, path="/ready")
     except RuntimeError as e:
@@ -87,10 +88,8 @@ async def send_one(client: httpx.AsyncClient, url: str, a: TaskArrival, prompt: 
         async with client.stream("POST", url + "/v1/completions", json=body) as resp:
             status = resp.status_code
             if status == 200:
-                async for line in resp.aiter_lines():
-                    if not line.startswith("data: ") or line == "data: [DONE]":
-                        continue
-                    ev = json.loads(line[6:])
+                async for payload in aiter_data(resp.aiter_bytes(), drain=True):
+                    ev = sse_loads(payload)
                     if first is None and any(c.get("text") for c in ev.get("choices", ())):
                         first = time.perf_counter()
                     summary = ev.get("cato", summary)

@@ -6,12 +6,14 @@ server headers."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+
+from cato.edge.sse import SseParser
+from cato.edge.sse import loads as sse_loads
 
 
 @dataclass(slots=True)
@@ -90,33 +92,37 @@ async def _error_text(r: aiohttp.ClientResponse) -> str:
 
 
 async def _read_stream(r: aiohttp.ClientResponse, out: Timing, t0: float) -> None:
-    """Read an SSE stream into ``out``; raises on transport errors and malformed events."""
-    async for raw in r.content:
-        line = raw.strip()
-        if line == b"data: [DONE]":
-            out.done = True
-            continue
-        if not line.startswith(b"data: "):
-            continue
-        ev = json.loads(line[6:])
-        if not isinstance(ev, dict):
-            raise ValueError(f"malformed stream event {line[:80]!r}")
-        if "error" in ev:
-            err = ev["error"]
-            out.error = str(err.get("message") if isinstance(err, dict) else err)
-            out.status = 599
-            break
-        if _has_text(ev):
-            now = time.perf_counter()
-            out.chunks += 1
-            out.last_at = now
-            if out.ttft_s is None:
-                out.ttft_s = now - t0
-                out.first_at = now
-        usage = ev.get("usage")
-        if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
-            out.output_tokens = usage["completion_tokens"]
-        if "cato" in ev:
-            out.summary = ev["cato"]
+    """Read an SSE stream into ``out``; raises on transport errors and malformed events
+    (:class:`~cato.edge.sse.MalformedEvent`, a ValueError)."""
+    parser = SseParser()
+    try:
+        async for chunk in r.content.iter_any():     # to its end, [DONE] or not
+            for payload in parser.feed(chunk):
+                if not _take_event(sse_loads(payload), out, t0):
+                    return
+    finally:
+        out.done = parser.done
     if out.status == 200:
         out.e2e_s = time.perf_counter() - t0
+
+
+def _take_event(ev: dict[str, Any], out: Timing, t0: float) -> bool:
+    """Book one event into ``out``; False for an error event (the stream failed)."""
+    if "error" in ev:
+        err = ev["error"]
+        out.error = str(err.get("message") if isinstance(err, dict) else err)
+        out.status = 599
+        return False
+    if _has_text(ev):
+        now = time.perf_counter()
+        out.chunks += 1
+        out.last_at = now
+        if out.ttft_s is None:
+            out.ttft_s = now - t0
+            out.first_at = now
+    usage = ev.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        out.output_tokens = usage["completion_tokens"]
+    if "cato" in ev:
+        out.summary = ev["cato"]
+    return True

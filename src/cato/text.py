@@ -22,11 +22,13 @@ def count_tokens(text: str) -> int:
 
 def chat_prompt_text(messages: list[dict[str, Any]]) -> str:
     """The text an engine's chat template would see, for token counting: each message's role
-    and content (string or list of text parts) on its own line."""
+    and content (string or list of text parts; a part whose ``text`` is not a string counts
+    as empty) on its own line."""
     parts: list[str] = []
     for m in messages:
         content = m.get("content")
         if isinstance(content, list):
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            content = "".join(t for p in content if isinstance(p, dict)
+                              and isinstance(t := p.get("text", ""), str))
         parts.append(f"{m.get('role', '')}: {content or ''}")
     return "\n".join(parts)

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cato.benchmarks.compare import (CompareSettings, busy_seconds, cost_fields, gateway_config,
-                                     live_models, match_preset, ratio_table, report_markdown,
-                                     run_compare, scenario_sla_scale, write_report)
+from cato.benchmarks.compare import CompareSettings, run_compare
+from cato.benchmarks.compare_cost import busy_seconds, cost_fields
+from cato.benchmarks.compare_report import ratio_table, report_markdown, write_report
+from cato.benchmarks.compare_systems import (gateway_config, live_models, match_preset,
+                                             scenario_sla_scale)
 from cato.core.coefficients import preset, slowed
 from cato.core.metrics import discard_warmup
 from cato.core.records import RequestRecord

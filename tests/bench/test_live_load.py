@@ -23,9 +23,10 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
-from cato.benchmarks.live_load import (VLLM_KEYS, LiveRequest, LiveRun, attainment_over_time,
-                                       build_live_stream, live_summary, run_live_load,
-                                       scenario_stream, write_outputs)
+from cato.benchmarks.live_load import LiveRun, run_live_load
+from cato.benchmarks.live_outputs import attainment_over_time, write_outputs
+from cato.benchmarks.live_stream import LiveRequest, build_live_stream, scenario_stream
+from cato.benchmarks.live_summary import VLLM_KEYS, live_summary
 from cato.cli import app
 from cato.core.metrics import summarize, summary_row
 from cato.core.records import RequestRecord
@@ -388,8 +389,8 @@ def test_cli_bad_values_exit_2_naming_them(sse: SseServer) -> None:
 
 
 def test_cli_end_to_end_against_the_emulated_engine(tmp_path: Path) -> None:
-    from cato.gateway.launcher import (emulated_engine_argv, free_port, start_process,
-                                       stop_process, wait_ready)
+    from cato.edge.procs import free_port, stop_process, wait_ready
+    from cato.gateway.launcher import emulated_engine_argv, start_process
     port = free_port()
     eng = start_process(emulated_engine_argv(port, model="llama-7b", preset="a100-llama7b",
                                              time_dilation=1.0, seed=0),

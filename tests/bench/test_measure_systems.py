@@ -14,10 +14,14 @@ import pytest
 from typer.testing import CliRunner
 
 from cato.benchmarks import cpu_accounting as ca
-from cato.benchmarks.compare import (RAY_DEFAULT_MAX_ONGOING, CompareSettings, cpu_fields,
-                                     engine_concurrency, gateway_config, live_models,
-                                     measurement_lines, report_markdown, system_concurrency)
-from cato.benchmarks.live_load import LiveRequest, LiveRun, late_sends, live_summary
+from cato.benchmarks.compare import CompareSettings
+from cato.benchmarks.compare_cost import cpu_fields
+from cato.benchmarks.compare_report import measurement_lines, report_markdown
+from cato.benchmarks.compare_systems import (RAY_DEFAULT_MAX_ONGOING, engine_concurrency,
+                                             gateway_config, live_models, system_concurrency)
+from cato.benchmarks.live_load import LiveRun
+from cato.benchmarks.live_stream import LiveRequest
+from cato.benchmarks.live_summary import late_sends, live_summary
 from cato.benchmarks.pinning import (ROLES, PinPlan, cpu_ranges, pin_tree, pinned_self,
                                      plan_pinning, thread_affinity)
 from cato.cli import app

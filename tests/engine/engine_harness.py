@@ -88,8 +88,8 @@ def _start(argv: list[str], timeout_s: float = 20.0) -> Server:
 
 
 def start_cli(*args: str) -> Server:
-    """``python -m cato.engine.server --port 0 ARGS``."""
-    return _start([sys.executable, "-m", "cato.engine.server", "--port", "0", *args])
+    """``python -m cato engine --port 0 ARGS``."""
+    return _start([sys.executable, "-m", "cato", "engine", "--port", "0", *args])
 
 
 def start_custom(preset: str, overrides: dict[str, Any], *, time_dilation: float, seed: int = 0,

@@ -1,5 +1,5 @@
 """The emulated engine's OpenAI API, through the official ``openai`` client and raw httpx, against
-a real ``python -m cato.engine.server`` process on a loopback port."""
+a real ``python -m cato engine`` process on a loopback port."""
 
 from __future__ import annotations
 
@@ -211,7 +211,7 @@ def test_non_streamed_disconnect_frees_the_engine(server: Server) -> None:
 
 # ------------------------------------------------------------------------------------ process
 def test_cli_rejects_unknown_preset() -> None:
-    r = subprocess.run([sys.executable, "-m", "cato.engine.server", "--preset", "tpu-v9"],
+    r = subprocess.run([sys.executable, "-m", "cato", "engine", "--preset", "tpu-v9"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "unknown replica coefficient set" in r.stderr
 

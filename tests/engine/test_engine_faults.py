@@ -18,9 +18,10 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from cato.edge.procs import free_port, wait_ready
 from cato.engine.faults import FAULT_KINDS, FaultPlan, FaultSpecError, parse_fault_spec, parse_fault_specs
 from cato.engine.server import EngineConfig
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv, free_port, start_process, wait_ready
+from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
 
 MODEL = "cato-emulated"
 HANG_READ_S = 1.0   # a client's read timeout when nothing should come
@@ -419,7 +420,7 @@ def test_bad_fault_flag_exits_2_naming_it(tmp_path: Path) -> None:
     argv = emulated_engine_argv(port, model=MODEL, preset="a100-llama7b", time_dilation=1.0, seed=0)
     bad = start_process(argv + ["--fault", "hang:0.5", "--fault", "hangg:0.5"], f"http://127.0.0.1:{port}",
                         tmp_path)
-    direct = subprocess.Popen([sys.executable, "-m", "cato.engine.server", "--port", str(free_port()),
+    direct = subprocess.Popen([sys.executable, "-m", "cato", "engine", "--port", str(free_port()),
                                "--fault", "close-mid:1.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         assert bad.proc.wait(timeout=60) == 2

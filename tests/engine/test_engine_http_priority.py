@@ -127,9 +127,9 @@ def test_integer_priorities_are_accepted(servers: dict[str, Server], policy: str
 
 
 def test_unknown_policy_is_refused_before_listening() -> None:
-    r = subprocess.run([sys.executable, "-m", "cato.engine.server", "--port", "0",
+    r = subprocess.run([sys.executable, "-m", "cato", "engine", "--port", "0",
                         "--scheduling-policy", "lifo"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 2 and "lifo" in r.stderr and "--scheduling-policy" in r.stderr
+    assert r.returncode == 2 and "lifo" in r.stderr and "scheduling policy" in r.stderr
     r = subprocess.run([_cato_cli(), "engine", "--port", "0", "--scheduling-policy", "lifo"],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "lifo" in (r.stdout + r.stderr)

@@ -12,9 +12,9 @@ import yaml
 
 import cato
 from cato.demo import start_gateway, stop
+from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited
-from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port, start_process,
-                                   wait_ready)
+from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
 
 SMALL_INDEX_ROOT = str(Path(cato.__file__).parent)   # index CATO's own sources: fast to build
 

@@ -15,9 +15,9 @@ import pytest
 import yaml
 
 from conftest import SMALL_INDEX_ROOT, launch_gateway  # type: ignore[import-not-found]
+from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited, describe_exit, last_lines
-from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
-                                   start_process, wait_ready)
+from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
 
 CRASH_LINE = "injected fault 'crash': segmentation fault"
 

@@ -20,8 +20,8 @@ from typing import Any
 import httpx
 import pytest
 
+from cato.edge.procs import free_port
 from cato.gateway.config import RayResources
-from cato.gateway.launcher import free_port
 from cato.gateway.ray_provider import slots_for
 from cato.loadgen import Timing, session, stream_request
 from conftest import launch_gateway  # type: ignore[import-not-found]

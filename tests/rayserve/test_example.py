@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cato.gateway.launcher import free_port
+from cato.edge.procs import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 

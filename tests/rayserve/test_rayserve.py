@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cato.rayserve.engine import free_port
+from cato.edge.procs import free_port
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -20,9 +20,11 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from cato.core.task import SlaKind
-from cato.rayserve.engine import (EngineOptions, EngineProxy, LoadTracker, engine_argv,
-                                  free_port, start_engine, stop_engine, wait_engine_ready)
+from cato.rayserve.engine import (EngineOptions, engine_argv, free_port, start_engine,
+                                  stop_engine, wait_engine_ready)
+from cato.rayserve.proxy import EngineProxy
 from cato.rayserve.ranking import SlackRanker
+from cato.rayserve.tracker import LoadTracker
 from cato.rayserve.variants import VARIANTS, variant_settings
 
 

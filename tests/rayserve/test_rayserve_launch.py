@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cato.rayserve.engine import free_port
+from cato.edge.procs import free_port
 from cato.rayserve.launch import start_ray_serve
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.timeout(300)]

@@ -25,7 +25,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from cato.gateway.launcher import EngineProcess, free_port
+from cato.edge.procs import free_port
+from cato.gateway.launcher import EngineProcess
 from cato.text import count_tokens
 from conftest import (SMALL_INDEX_ROOT, RunningGateway,  # type: ignore[import-not-found]
                       launch_gateway, start_engines)

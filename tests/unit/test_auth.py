@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cato.core.catalog import TASK_NAMES
+from cato.edge.errors import ApiError
 from cato.gateway.auth import (ADMIN, METRICS, UNAUTHENTICATED, ApiKey, AuthConfig,
                                Authenticator, KeyCounters, Principal, RateLimit, Secret)
-from cato.gateway.errors import ApiError
 
 KEY_A = "sk-alpha-0123456789abcdef"
 KEY_B = "sk-bravo-fedcba9876543210"

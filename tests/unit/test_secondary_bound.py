@@ -16,7 +16,7 @@ from cato.core.records import RequestRecord
 from cato.core.slack import InfeasibleSlaError, NodeBaseline, model_baselines, plan_task
 from cato.core.task import (CostModel, LengthDist, Node, NodeKind, SlaKind, TaskType,
                             TaskValidationError)
-from cato.gateway.errors import ApiError
+from cato.edge.errors import ApiError
 from cato.gateway.requests import TPOT_HEADER, feasible_slos, sla_override
 
 L = LengthDist.fixed(10)

@@ -40,10 +40,13 @@ from typing import Any
 
 import numpy as np
 
-from cato.benchmarks.compare import (LATE_TOLERANCE_S, LiveModel, engine_concurrency, start_system,
-                                     system_concurrency)
+from cato.benchmarks.compare import LATE_TOLERANCE_S
+from cato.benchmarks.compare_systems import (LiveModel, engine_concurrency, start_system,
+                                             system_concurrency)
 from cato.benchmarks.cpu_accounting import TreeCpu
-from cato.benchmarks.live_load import LiveRequest, LiveRun, late_sends, run_live_load
+from cato.benchmarks.live_load import LiveRun, run_live_load
+from cato.benchmarks.live_stream import LiveRequest
+from cato.benchmarks.live_summary import late_sends
 from cato.benchmarks.pinning import PinPlan, pin_tree, pinned_self, plan_pinning, thread_affinity
 from cato.core.metrics import percentile_ms
 from cato.sim.arrivals import poisson
@@ -132,8 +135,8 @@ def bench_capacity(systems: Sequence[str] = ("cato", "ray-serve-tuned"), *,
     per engine (``concurrency``; default the scenario's), pinned by ``plan`` (default:
     :func:`~cato.benchmarks.pinning.plan_pinning` of this process's CPUs, unless not ``pin``).
     """
-    from cato.gateway.launcher import (emulated_engine_argv, free_port, start_process,
-                                       wait_ready)
+    from cato.edge.procs import free_port, wait_ready
+    from cato.gateway.launcher import emulated_engine_argv, start_process
     work = work or Path(tempfile.mkdtemp(prefix="cato-capacity-"))
     sc = scenario("mixA-poisson")
     models = [LiveModel("llama-7b", "a100-llama7b", 1.0, None, replicas, replicas, replicas)]

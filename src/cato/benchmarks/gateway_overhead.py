@@ -58,8 +58,8 @@ def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rou
                            on_round: Callable[[OverheadRound], None] | None = None
                            ) -> list[OverheadRound]:
     from cato.demo import start_gateway, stop
-    from cato.gateway.launcher import (emulated_engine_argv, free_port, start_process,
-                                       wait_ready)
+    from cato.edge.procs import free_port, wait_ready
+    from cato.gateway.launcher import emulated_engine_argv, start_process
     rng = np.random.default_rng(seed)
     times = poisson(rate, duration_s, rng)
     n = len(times)

@@ -41,8 +41,10 @@ import numpy as np
 import yaml
 
 from cato.demo import start_gateway, stop
-from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port, start_process,
-                                   wait_ready)
+from cato.edge.procs import free_port, wait_ready
+from cato.edge.sse import SseParser
+from cato.edge.sse import loads as sse_loads
+from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
 
 PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 
@@ -129,23 +131,18 @@ async def _one(s: aiohttp.ClientSession, url: str, rec: RequestRecord, max_token
                     rec.tokens = int(obj["usage"]["completion_tokens"])
                     rec.done = len(obj["choices"][0]["text"]) > 0
                     return
-                buf = b""
-                async for chunk in r.content.iter_any():
-                    buf += chunk
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if not line.startswith(b"data: "):
-                            continue
-                        data = line[6:].strip()
-                        if data == b"[DONE]":
-                            rec.done = True
-                            continue
-                        ev = json.loads(data)
-                        if "error" in ev:
-                            rec.error_event = str(ev["error"].get("message"))
-                            rec.error_code = str(ev["error"].get("code"))
-                        elif ev.get("choices") and ev["choices"][0].get("text"):
-                            rec.tokens += 1
+                parser = SseParser()
+                try:
+                    async for chunk in r.content.iter_any():
+                        for data in parser.feed(chunk):
+                            ev = sse_loads(data)
+                            if "error" in ev:
+                                rec.error_event = str(ev["error"].get("message"))
+                                rec.error_code = str(ev["error"].get("code"))
+                            elif ev.get("choices") and ev["choices"][0].get("text"):
+                                rec.tokens += 1
+                finally:
+                    rec.done = parser.done
     except (aiohttp.ClientError, asyncio.TimeoutError, ValueError, KeyError) as e:
         rec.client_error = f"{type(e).__name__}: {e}"[:200]
 

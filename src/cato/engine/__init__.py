@@ -3,9 +3,12 @@ time (``cato engine``).
 
 * :mod:`cato.engine.emulated` — :class:`EmulatedEngine`, the wall-clock driver of a
   :class:`cato.replica_model.ReplicaEngine`;
-* :mod:`cato.engine.server` — ``EngineConfig``, ``create_app``, ``serve``, ``engine_command``,
-  ``main`` (also ``python -m cato.engine.server``); not imported here, so that running it with
-  ``-m`` does not import it twice;
+* :mod:`cato.engine.server` — ``serve``, ``engine_command`` (behind ``cato engine``), and
+  ``EngineConfig``, ``create_app`` from :mod:`cato.engine.config` and :mod:`cato.engine.app`;
+  the HTTP side (:mod:`~cato.engine.requests`, :mod:`~cato.engine.responses`,
+  :mod:`~cato.engine.fault_responses`, :mod:`~cato.engine.metrics`) is not imported here, so
+  that importing the engine model does not import Starlette;
+* :mod:`cato.engine.faults` — the fault plans of ``--fault``;
 * :mod:`cato.engine.textgen` — the deterministic text of generated tokens.
 """
 

@@ -16,7 +16,7 @@ OpenAI-style ``{"error": ...}`` event, then ``[DONE]``.
 What the gateway could not serve comes up as a domain outcome
 (:class:`~cato.gateway.outcomes.CallOutcome`); :mod:`cato.gateway.http_errors` maps outcomes and
 engine failures to status codes and error bodies, in one place. Request validation (400s) and
-auth errors are :class:`~cato.gateway.errors.ApiError` from the start.
+auth errors are :class:`~cato.edge.errors.ApiError` from the start.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from starlette.types import Scope as Scope_
 
 from cato.core.calls import LlmCall
 from cato.core.task import SlaKind
+from cato.edge import sse
 from cato.exits import EngineExited
 from cato.gateway.auth import Scope
 from cato.gateway.calls import CallStats
@@ -53,13 +54,6 @@ from cato.gateway.requests import LlmRequest, feasible_slos, parse_llm_request, 
 from cato.gateway.task_api import run_task
 
 log = logging.getLogger("cato.gateway")
-
-
-def _sse(obj: Any) -> bytes:
-    return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-
-
-_DONE = b"data: [DONE]\n\n"
 
 
 async def _watch_disconnect(request: Request, on_gone: Callable[[], None]) -> None:
@@ -258,7 +252,7 @@ class Api:
             ok = True
         except EngineError as e:
             self.gw.metrics.observe_failure(call.task, _outcome(e))
-            yield _sse(stream_error_event(e)) + _DONE
+            yield sse.encode(stream_error_event(e)) + sse.DONE
             return
         finally:
             if not ok:
@@ -266,8 +260,8 @@ class Api:
                     await agen.aclose()
         s = _summary(self.gw, call, stats, arrival, sla_kind, sla_s, bound_s)
         self._observe(call, s)
-        yield _sse({"id": rid, "object": obj, "created": created, "model": model,
-                    "choices": [], "cato": s}) + _DONE
+        yield sse.encode({"id": rid, "object": obj, "created": created, "model": model,
+                          "choices": [], "cato": s}) + sse.DONE
 
     def _observe(self, call: LlmCall, s: dict[str, Any]) -> None:
         ttft = None if s["ttft_ms"] is None else s["ttft_ms"] / 1000

@@ -65,7 +65,7 @@ from typing import Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
 from cato.core.catalog import TASK_NAMES
-from cato.gateway.errors import ApiError
+from cato.edge.errors import ApiError
 
 #: Counter names for rejections that belong to no configured key (they cannot collide with a
 #: key name, which must start with a letter or digit).

@@ -23,6 +23,8 @@ from typing import Any, AsyncGenerator, AsyncIterator, Literal, Protocol
 
 import aiohttp
 
+from cato.edge.sse import MalformedEvent, SseParser, encode_raw
+
 AbortKind = Literal["timeout", "ejected", "shutdown"]
 
 
@@ -166,28 +168,20 @@ class EngineClient:
                     raw = await resp.read()
                     raise EngineError(f"engine {base_url} answered HTTP {resp.status}: "
                                       f"{_error_message(raw)}", resp.status)
-                done = False
-                buf = b""
+                parser = SseParser()
                 async for data in resp.content.iter_any():
-                    buf += data
-                    *lines, buf = buf.split(b"\n")
-                    for line in lines:
-                        if not line.startswith(b"data:"):
-                            continue
-                        payload = line[5:].strip()
-                        if payload == b"[DONE]":
-                            done = True
-                            break
-                        if not (payload.startswith(b"{") and payload.endswith(b"}")):
-                            raise EngineError(f"engine {base_url} sent a malformed event: "
-                                              f"{payload[:200]!r}")
-                        if payload.startswith(b'{"error"') or b'"error":{' in payload[:40]:
-                            raise EngineError(f"engine {base_url} failed mid-stream: "
-                                              f"{_error_message(payload)}")
-                        yield EngineEvent(payload, base_url)
-                    if done:
+                    try:
+                        for payload in parser.feed(data):
+                            if payload.startswith(b'{"error"') or b'"error":{' in payload[:40]:
+                                raise EngineError(f"engine {base_url} failed mid-stream: "
+                                                  f"{_error_message(payload)}")
+                            yield EngineEvent(payload, base_url)
+                    except MalformedEvent as e:
+                        raise EngineError(f"engine {base_url} sent a malformed event: "
+                                          f"{e.payload[:200]!r}") from None
+                    if parser.done:
                         break
-                if not done:
+                if not parser.done:
                     if control is not None:
                         control.raise_if_aborted()
                     raise EngineError(f"engine {base_url} closed the stream before it finished")
@@ -209,13 +203,12 @@ async def sse_passthrough(head: list[EngineEvent], rest: AsyncIterator[EngineEve
     """An engine's events forwarded as they are (the events read ahead in ``head`` in one
     write, then one write per event), the usage-only event only if the client asked for it.
     Raises :class:`EngineError` as ``rest`` does."""
-    out = b"".join(b"data: " + ev.raw + b"\n\n" for ev in head
-                   if include_usage or not ev.usage_only)
+    out = b"".join(encode_raw(ev.raw) for ev in head if include_usage or not ev.usage_only)
     if out:
         yield out
     async for ev in rest:
         if include_usage or not ev.usage_only:
-            yield b"data: " + ev.raw + b"\n\n"
+            yield encode_raw(ev.raw)
 
 
 def _error_message(raw: bytes) -> str:

@@ -40,6 +40,7 @@ from cato.core.calls import LlmCall
 from cato.core.dispatcher import Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.routing import make_routing_policy
+from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited
 from cato.gateway.auth import Authenticator
 from cato.gateway.calls import CallRunner, CallStats, ReplicaHandle
@@ -48,8 +49,7 @@ from cato.gateway.control import CallControls
 from cato.gateway.engine_client import EngineClient, EngineEvent
 from cato.gateway.executor import Tools
 from cato.gateway.health import HealthMonitor
-from cato.gateway.launcher import (EngineProcess, emulated_engine_argv, free_port,
-                                   start_process, wait_ready)
+from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
 from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.planner import Planner
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path

@@ -1,5 +1,5 @@
 """The one place where the gateway's outcomes become HTTP: status codes, OpenAI-style error
-bodies (:class:`~cato.gateway.errors.ApiError`) and ``Retry-After``.
+bodies (:class:`~cato.edge.errors.ApiError`) and ``Retry-After``.
 
 * a :class:`~cato.gateway.outcomes.CallOutcome` (the call path could not serve a call:
   shed, refused, timed out, no healthy replica, engine failed, ...) maps by its class
@@ -20,8 +20,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from cato.edge.errors import ApiError
 from cato.gateway.engine_client import EngineError
-from cato.gateway.errors import ApiError
 from cato.gateway.outcomes import (CallOutcome, CallTimeout, EngineFailed, EngineRejected,
                                    GatewayBusy, NoHealthyReplica, NotReady, QueueFull, Refused,
                                    Shed, ShuttingDown, TaskQueueFull, Unavailable)

@@ -1,25 +1,38 @@
 """The OpenAPI 3.0.3 description of the gateway's client API, served at ``GET /openapi.json``.
 
-The request bodies mirror what :mod:`cato.gateway.requests` (and the validation at the top of
-:func:`cato.gateway.task_api.run_task`) accept, no more and no less, so that a generated
-request the schema calls valid is one the parser takes apart without error, and one the schema
-calls invalid is refused with a 4xx. What the schema cannot say, because it depends on the
-gateway's configuration or on the task, is in the descriptions: the upper bounds of
-``max_tokens`` (``limits.max_tokens``), of the prompt (``limits.max_prompt_tokens``) and of the
-body (``limits.max_body_bytes``, else 413), and which SLA headers a task accepts: the one of its
-SLA kind (TTFT or E2E), and on a TTFT-critical task ``x-slo-e2e-ms`` or ``x-slo-tpot-ms`` for its
-secondary end-to-end bound (:func:`cato.gateway.requests.feasible_slos`). Fields the gateway does not know are allowed, as OpenAI clients
-send them, and forwarded to the engine.
+The request bodies are the pydantic models the gateway validates them with
+(:mod:`cato.edge.protocol`, used by :mod:`cato.gateway.requests`), their JSON schemas generated
+and written as OpenAPI 3.0 (:func:`_oas30`), so that a generated request the schema calls valid
+is one the parser takes apart without error, and one the schema calls invalid is refused with
+a 4xx; the task request mirrors the validation at the top of
+:func:`cato.gateway.task_api.run_task`. The responses are the protocol's shapes plus the
+gateway's ``cato`` summary. What the schema cannot say, because it depends on the gateway's
+configuration or on the task, is in the descriptions: the upper bounds of ``max_tokens``
+(``limits.max_tokens``), of the prompt (``limits.max_prompt_tokens``) and of the body
+(``limits.max_body_bytes``, else 413), and which SLA headers a task accepts: the one of its SLA
+kind (TTFT or E2E), and on a TTFT-critical task ``x-slo-e2e-ms`` or ``x-slo-tpot-ms`` for its
+secondary end-to-end bound (:func:`cato.gateway.requests.feasible_slos`). Fields the gateway
+does not know are allowed, as OpenAI clients send them, and forwarded to the engine.
 
 Bodies must be standard JSON (no ``NaN`` or ``Infinity``, no number that overflows a float)
 nesting at most :data:`~cato.gateway.requests.MAX_JSON_DEPTH` levels, else a 400
-(``invalid_json``). Every error is OpenAI's ``{"error": {"message", "type", "param", "code"}}``.
+(``invalid_json``). Every error is OpenAI's ``{"error": {"message", "type", "param", "code"}}``
+(:class:`cato.edge.errors.ErrorBody`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+import functools
+from typing import Annotated, Any, Literal, NotRequired
 
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
+from typing_extensions import TypedDict
+
+from cato.edge.errors import ErrorBody
+from cato.edge.protocol import (SCHEMA_REF, ChatCompletion, ChatCompletionRequest, Completion,
+                                CompletionRequest, ModelList, TokenCount, Usage,
+                                openapi_components)
 from cato.gateway.requests import MAX_JSON_DEPTH
 
 OPENAPI_VERSION = "3.0.3"
@@ -48,7 +61,115 @@ NON_BLANK_PATTERN = f"[^{PY_WHITESPACE_CLASS}]"
 
 
 def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+    return {"$ref": SCHEMA_REF + name}
+
+
+# ------------------------------------------------------------------ the gateway's own shapes
+class TaskRequest(BaseModel):
+    """A multi-step task's input."""   # checked by cato.gateway.task_api.run_task
+
+    model_config = ConfigDict(extra="allow")
+
+    input: str = Field(pattern=NON_BLANK_PATTERN,
+                       description="The task's input (code or a request), not blank; at most "
+                                   "`limits.max_prompt_tokens` tokens.")
+    max_tokens: TokenCount = None
+    stream: StrictBool = Field(False, description="Stream server-sent events.")
+
+
+class CatoSummary(TypedDict):
+    """What the gateway measured for this request."""
+
+    task: str
+    replica: NotRequired[str]
+    sla_kind: Literal["ttft", "e2e"]
+    sla_ms: float
+    ttft_ms: NotRequired[float | None]
+    e2e_ms: NotRequired[float | None]
+    queue_ms: NotRequired[float | None]
+    sla_met: NotRequired[bool | None]
+    e2e_bound_ms: NotRequired[Annotated[float | None, Field(
+        description="The secondary E2E bound of a TTFT-critical task (null for an E2E task: "
+                    "its SLA bounds every step).")]]
+    secondary_met: NotRequired[Annotated[bool | None, Field(
+        description="Whether the whole task ended within `e2e_bound_ms`; null while unknown "
+                    "or without a bound.")]]
+
+
+class GatewayCompletion(Completion):
+    cato: NotRequired[CatoSummary]
+
+
+class GatewayChatCompletion(ChatCompletion):
+    cato: NotRequired[CatoSummary]
+
+
+class NodeTiming(TypedDict):
+    kind: str
+    ms: float
+
+
+class TaskResult(TypedDict):
+    id: str
+    object: Literal["task.result"]
+    task: str
+    output: str
+    user_facing_output: str
+    nodes: dict[str, NodeTiming]
+    cato: CatoSummary
+
+
+class ServerSentEvent(TypedDict):
+    """One server-sent event, `data: <JSON>`: the engine's OpenAI chunks (for a task,
+    `task.chunk`s and a last `task.result`) and the `cato` summary chunk, or an
+    `{"error": ...}` event if the engine fails after the first token; the last event is always
+    `data: [DONE]`."""
+
+    data: str
+
+
+class Health(TypedDict):
+    status: Literal["ok"]
+
+
+class Ready(TypedDict):
+    status: Literal["ready", "starting", "draining"]
+    replicas: NotRequired[Annotated[int, Field(ge=0)]]
+
+
+#: the component schemas, by name (requests, then responses)
+_SHAPES: dict[str, Any] = {
+    "Error": ErrorBody,
+    "CompletionRequest": CompletionRequest,
+    "ChatCompletionRequest": ChatCompletionRequest,
+    "TaskRequest": TaskRequest,
+    "CatoSummary": CatoSummary,
+    "Usage": Usage,
+    "Completion": GatewayCompletion,
+    "ChatCompletion": GatewayChatCompletion,
+    "TaskResult": TaskResult,
+    "ModelList": ModelList,
+    "ServerSentEvent": ServerSentEvent,
+    "Health": Health,
+    "Ready": Ready,
+}
+
+
+@functools.cache
+def _components() -> dict[str, Any]:
+    return openapi_components(_SHAPES)
+
+
+#: what the gateway adds to the shared models' field descriptions
+_DESCRIPTIONS = {
+    "max_tokens": "`max_tokens`: at least 1; the upper bound is the gateway's "
+                  "`limits.max_tokens` (a larger value is a 400).",
+    "max_completion_tokens": "`max_completion_tokens`: at least 1; the upper bound is the "
+                             "gateway's `limits.max_tokens` (a larger value is a 400).",
+    "prompt": "The prompt: a string, or a list of one string. At most "
+              "`limits.max_prompt_tokens` tokens (about 4 characters each).",
+    "messages": "At most `limits.max_prompt_tokens` tokens in all.",
+}
 
 
 def _model_field(tasks: list[str], models: list[str]) -> dict[str, Any]:
@@ -62,177 +183,18 @@ def _model_field(tasks: list[str], models: list[str]) -> dict[str, Any]:
             "description": desc}
 
 
-def _tokens_field(name: str) -> dict[str, Any]:
-    return {"type": "integer", "minimum": 1, "nullable": True,
-            "description": f"`{name}`: at least 1; the upper bound is the gateway's "
-                           f"`limits.max_tokens` (a larger value is a 400)."}
-
-
 def _schemas(tasks: list[str], models: list[str]) -> dict[str, Any]:
-    common: dict[str, Any] = {
-        "model": _model_field(tasks, models),
-        "stream": {"type": "boolean", "description": "Stream server-sent events (default false)."},
-        "stream_options": {
-            "type": "object", "nullable": True, "additionalProperties": True,
-            "properties": {"include_usage": {
-                "description": "Truthy: a last streamed chunk carries `usage`."}}},
-        "n": {"type": "integer", "enum": [1], "nullable": True,
-              "description": "One choice per request is all the gateway serves."},
-        "max_tokens": _tokens_field("max_tokens"),
-    }
-    sla_summary = {
-        "type": "object",
-        "description": "What the gateway measured for this request.",
-        "properties": {
-            "task": {"type": "string"}, "replica": {"type": "string"},
-            "sla_kind": {"type": "string", "enum": ["ttft", "e2e"]},
-            "sla_ms": {"type": "number"},
-            "ttft_ms": {"type": "number", "nullable": True},
-            "e2e_ms": {"type": "number", "nullable": True},
-            "queue_ms": {"type": "number", "nullable": True},
-            "sla_met": {"type": "boolean", "nullable": True},
-            "e2e_bound_ms": {"type": "number", "nullable": True,
-                             "description": "The secondary E2E bound of a TTFT-critical task "
-                                            "(null for an E2E task: its SLA bounds every "
-                                            "step)."},
-            "secondary_met": {"type": "boolean", "nullable": True,
-                              "description": "Whether the whole task ended within "
-                                             "`e2e_bound_ms`; null while unknown or without a "
-                                             "bound."},
-        },
-        "required": ["task", "sla_kind", "sla_ms"],
-    }
-    usage = {"type": "object", "properties": {
-        "prompt_tokens": {"type": "integer"}, "completion_tokens": {"type": "integer"},
-        "total_tokens": {"type": "integer"}}}
-    return {
-        "Error": {
-            "type": "object", "required": ["error"],
-            "properties": {"error": {
-                "type": "object", "required": ["message", "type", "param", "code"],
-                "properties": {
-                    "message": {"type": "string", "minLength": 1},
-                    "type": {"type": "string"},
-                    "param": {"type": "string", "nullable": True,
-                              "description": "The offending field or header, if one."},
-                    "code": {"type": "string", "nullable": True},
-                }}},
-        },
-        "CompletionRequest": {
-            "type": "object", "required": ["prompt"], "additionalProperties": True,
-            "properties": {
-                **common,
-                "prompt": {
-                    "description": "The prompt: a string, or a list of one string. At most "
-                                   "`limits.max_prompt_tokens` tokens (about 4 characters each).",
-                    "oneOf": [{"type": "string"},
-                              {"type": "array", "items": {"type": "string"},
-                               "minItems": 1, "maxItems": 1}]},
-            },
-        },
-        "ChatMessage": {
-            "type": "object", "required": ["role", "content"], "additionalProperties": True,
-            "properties": {
-                "role": {"type": "string"},
-                "content": {"oneOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": _ref("ContentPart")}]},
-            },
-        },
-        "ContentPart": {
-            "type": "object", "additionalProperties": True,
-            "properties": {"type": {"description": "e.g. `text`"}, "text": {"type": "string"}},
-        },
-        "ChatCompletionRequest": {
-            "type": "object", "required": ["messages"], "additionalProperties": True,
-            "properties": {
-                **common,
-                "messages": {"type": "array", "minItems": 1, "items": _ref("ChatMessage"),
-                             "description": "At most `limits.max_prompt_tokens` tokens in all."},
-                "max_completion_tokens": _tokens_field("max_completion_tokens"),
-            },
-        },
-        "TaskRequest": {
-            "type": "object", "required": ["input"], "additionalProperties": True,
-            "properties": {
-                "input": {"type": "string", "pattern": NON_BLANK_PATTERN,
-                          "description": "The task's input (code or a request), not blank; at "
-                                         "most `limits.max_prompt_tokens` tokens."},
-                "max_tokens": _tokens_field("max_tokens"),
-                "stream": common["stream"],
-            },
-        },
-        "CatoSummary": sla_summary,
-        "Usage": usage,
-        "Completion": {
-            "type": "object", "required": ["id", "object", "created", "model", "choices"],
-            "properties": {
-                "id": {"type": "string"}, "object": {"type": "string", "enum": ["text_completion"]},
-                "created": {"type": "integer"}, "model": {"type": "string"},
-                "choices": {"type": "array", "items": {
-                    "type": "object", "required": ["index", "text", "finish_reason"],
-                    "properties": {"index": {"type": "integer"}, "text": {"type": "string"},
-                                   "finish_reason": {"type": "string", "nullable": True}}}},
-                "usage": _ref("Usage"), "cato": _ref("CatoSummary"),
-            },
-        },
-        "ChatCompletion": {
-            "type": "object", "required": ["id", "object", "created", "model", "choices"],
-            "properties": {
-                "id": {"type": "string"},
-                "object": {"type": "string", "enum": ["chat.completion"]},
-                "created": {"type": "integer"}, "model": {"type": "string"},
-                "choices": {"type": "array", "items": {
-                    "type": "object", "required": ["index", "message", "finish_reason"],
-                    "properties": {
-                        "index": {"type": "integer"},
-                        "message": {"type": "object", "required": ["role", "content"],
-                                    "properties": {"role": {"type": "string"},
-                                                   "content": {"type": "string",
-                                                               "nullable": True}}},
-                        "finish_reason": {"type": "string", "nullable": True}}}},
-                "usage": _ref("Usage"), "cato": _ref("CatoSummary"),
-            },
-        },
-        "TaskResult": {
-            "type": "object",
-            "required": ["id", "object", "task", "output", "user_facing_output", "nodes", "cato"],
-            "properties": {
-                "id": {"type": "string"}, "object": {"type": "string", "enum": ["task.result"]},
-                "task": {"type": "string"}, "output": {"type": "string"},
-                "user_facing_output": {"type": "string"},
-                "nodes": {"type": "object", "additionalProperties": {
-                    "type": "object", "required": ["kind", "ms"],
-                    "properties": {"kind": {"type": "string"}, "ms": {"type": "number"}}}},
-                "cato": _ref("CatoSummary"),
-            },
-        },
-        "ModelList": {
-            "type": "object", "required": ["object", "data"],
-            "properties": {
-                "object": {"type": "string", "enum": ["list"]},
-                "data": {"type": "array", "items": {
-                    "type": "object", "required": ["id", "object", "created", "owned_by"],
-                    "properties": {"id": {"type": "string"},
-                                   "object": {"type": "string", "enum": ["model"]},
-                                   "created": {"type": "integer"},
-                                   "owned_by": {"type": "string"}}}},
-            },
-        },
-        "ServerSentEvent": {
-            "type": "object", "required": ["data"],
-            "description": "One server-sent event, `data: <JSON>`: the engine's OpenAI chunks "
-                           "(for a task, `task.chunk`s and a last `task.result`) and the `cato` "
-                           "summary chunk, or an `{\"error\": ...}` event if the engine fails "
-                           "after the first token; the last event is always `data: [DONE]`.",
-            "properties": {"data": {"type": "string"}},
-        },
-        "Health": {"type": "object", "required": ["status"],
-                   "properties": {"status": {"type": "string", "enum": ["ok"]}}},
-        "Ready": {"type": "object", "required": ["status"],
-                  "properties": {"status": {"type": "string", "enum": ["ready", "starting"]},
-                                 "replicas": {"type": "integer", "minimum": 0}}},
-    }
+    """The component schemas: the generated ones, with the gateway's ``model`` values and
+    limits."""
+    schemas = copy.deepcopy(_components())
+    for name in ("CompletionRequest", "ChatCompletionRequest", "TaskRequest"):
+        props = schemas[name]["properties"]
+        if name != "TaskRequest":
+            props["model"] = _model_field(tasks, models)
+        for field, desc in _DESCRIPTIONS.items():
+            if field in props:
+                props[field]["description"] = desc
+    return schemas
 
 
 def _parameters(tasks: list[str], pipelines: list[str]) -> dict[str, Any]:

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import aiohttp
 
+from cato.edge.procs import free_port
 from cato.exits import describe_exit
-from cato.gateway.launcher import EngineProcess, free_port, start_process
+from cato.gateway.launcher import EngineProcess, start_process
 
 
 @dataclass

@@ -21,9 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from cato.gateway.config import RayCluster, RayResources
+from cato.edge.procs import free_port
 from cato.exits import describe_exit
-from cato.gateway.launcher import EngineProcess, free_port, start_process
+from cato.gateway.config import RayCluster, RayResources
+from cato.gateway.launcher import EngineProcess, start_process
 from cato.gateway.providers import ProvidedReplica, ReplicaProvider
 
 log = logging.getLogger("cato.ray")

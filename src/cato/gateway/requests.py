@@ -1,4 +1,8 @@
-"""Parsing and validation of client requests: every bad value gets a 4xx naming it."""
+"""Parsing and validation of client requests: every bad value gets a 4xx naming it.
+
+The OpenAI request bodies are checked by the shared models of :mod:`cato.edge.protocol`, their
+errors worded here as the gateway's clients know them; the JSON itself (:func:`read_json`), the
+task (:func:`resolve_task`) and the SLA headers (:func:`feasible_slos`) are checked here."""
 
 from __future__ import annotations
 
@@ -7,12 +11,16 @@ import math
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
 from cato.core.slack import InfeasibleSlaError, TaskPlan
 from cato.core.task import SlaKind
+from cato.edge.errors import ApiError, bad_request, not_found
+from cato.edge.protocol import (MAX_TOKENS_LIMIT, ChatCompletionRequest, CompletionRequest,
+                                Wording, default_wording, invalid_request)
 from cato.gateway.config import GatewayConfig
-from cato.gateway.errors import ApiError, bad_request, not_found
 from cato.text import chat_prompt_text, count_tokens
 
 TASK_HEADER = "x-cato-task"
@@ -82,27 +90,66 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, Any]:
     return body
 
 
+#: the order the gateway reports a request's errors in: the first bad field in it
+_FIELD_ORDER = ("prompt", "messages", "stream", "n", "max_tokens", "max_completion_tokens",
+                "stream_options", "model")
+
+
+def _wording(limit: int) -> Wording:
+    """The gateway's words for a request's validation errors (``limit``: its
+    ``limits.max_tokens``)."""
+    bounds = {"n": (1, 1), "max_tokens": (1, limit), "max_completion_tokens": (1, limit)}
+
+    def word(e: ErrorDetails) -> tuple[str, str | None]:
+        loc, v = e["loc"], e.get("input")
+        name = str(loc[0]) if loc else ""
+        if name == "prompt":
+            return "'prompt' must be a string (or a list of one string)", name
+        if name == "messages":
+            if len(loc) == 1:
+                return "'messages' must be a non-empty list", name
+            if len(loc) >= 5 and isinstance(loc[4], int):   # messages[i].content[j](.text)
+                where = f"messages[{loc[1]}].content[{loc[4]}]"
+                if len(loc) == 5:
+                    return (f"{where} must be an object (a content part), got "
+                            f"{type(v).__name__}", where)
+                return f"{where}.text must be a string, got {type(v).__name__}", f"{where}.text"
+            return (f"messages[{loc[1]}] must be an object with a string 'role' and a "
+                    f"'content'", f"messages[{loc[1]}]")
+        if name in bounds:
+            if e["type"] in ("greater_than_equal", "less_than_equal"):
+                return _out_of_range(name, v, *bounds[name]), name
+            return _not_an_integer(name, v), name
+        if name == "stream":
+            return "'stream' must be a boolean", name
+        if name == "stream_options":
+            return "'stream_options' must be an object", name
+        if name == "model":
+            return "'model' must be a string", name
+        return default_wording(e)
+
+    return word
+
+
+def _not_an_integer(name: str, v: Any) -> str:
+    return f"'{name}' must be an integer, got {type(v).__name__} {v!r:.40}"
+
+
+def _out_of_range(name: str, v: int, lo: int, hi: int) -> str:
+    return f"'{name}' must be between {lo} and {hi}, got {v}"
+
+
 def _int_field(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
+    """``body[name]``: an integer in ``[lo, hi]``, or None when absent or null; else 400 (the
+    task API's ``max_tokens``: an OpenAI request's are checked by its model)."""
     v = body.get(name)
     if v is None:
         return None
     if isinstance(v, bool) or not isinstance(v, int):
-        raise bad_request(f"'{name}' must be an integer, got {type(v).__name__} {v!r:.40}",
-                          param=name)
+        raise bad_request(_not_an_integer(name, v), param=name)
     if not lo <= v <= hi:
-        raise bad_request(f"'{name}' must be between {lo} and {hi}, got {v}", param=name)
+        raise bad_request(_out_of_range(name, v, lo, hi), param=name)
     return v
-
-
-def _check_parts(parts: list[Any], where: str) -> None:
-    """A message's content parts: objects, with a string ``text`` where they have one."""
-    for j, p in enumerate(parts):
-        if not isinstance(p, dict):
-            raise bad_request(f"{where}[{j}] must be an object (a content part), got "
-                              f"{type(p).__name__}", param=f"{where}[{j}]")
-        if not isinstance(p.get("text", ""), str):
-            raise bad_request(f"{where}[{j}].text must be a string, got "
-                              f"{type(p['text']).__name__}", param=f"{where}[{j}].text")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,49 +168,32 @@ class LlmRequest:
 
 def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
                       cfg: GatewayConfig, tasks: list[str]) -> LlmRequest:
-    if kind == "completions":
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str):
-            raise bad_request("'prompt' must be a string (or a list of one string)",
-                              param="prompt")
-        text = prompt
+    """Validate a request (:class:`~cato.edge.protocol.CompletionRequest` or
+    :class:`~cato.edge.protocol.ChatCompletionRequest`, ``max_tokens`` up to
+    ``limits.max_tokens``), resolve its task, and bound its prompt by
+    ``limits.max_prompt_tokens``: a 400 or 404 naming what is wrong."""
+    limit = cfg.limits.max_tokens
+    model_cls = CompletionRequest if kind == "completions" else ChatCompletionRequest
+    try:
+        req = model_cls.model_validate(body, context={MAX_TOKENS_LIMIT: limit})
+    except ValidationError as e:
+        raise invalid_request(e, _wording(limit), order=_FIELD_ORDER) from None
+    if isinstance(req, CompletionRequest):
+        text, max_tokens = req.prompt_text, req.max_tokens
     else:
-        msgs = body.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise bad_request("'messages' must be a non-empty list", param="messages")
-        for i, m in enumerate(msgs):
-            if not isinstance(m, dict) or not isinstance(m.get("role"), str) or \
-                    not isinstance(m.get("content"), (str, list)):
-                raise bad_request(f"messages[{i}] must be an object with a string 'role' and a "
-                                  f"'content'", param=f"messages[{i}]")
-            if isinstance(m["content"], list):
-                _check_parts(m["content"], f"messages[{i}].content")
-        text = chat_prompt_text(msgs)
-    stream = body.get("stream", False)
-    if not isinstance(stream, bool):
-        raise bad_request("'stream' must be a boolean", param="stream")
-    _int_field(body, "n", 1, 1)   # one choice per request is all the gateway serves
-    max_tokens = _int_field(body, "max_tokens", 1, cfg.limits.max_tokens)
-    if kind == "chat":
-        mct = _int_field(body, "max_completion_tokens", 1, cfg.limits.max_tokens)
-        max_tokens = max_tokens or mct
-    opts = body.get("stream_options")
-    if opts is not None and not isinstance(opts, dict):
-        raise bad_request("'stream_options' must be an object", param="stream_options")
-    include_usage = bool(opts and opts.get("include_usage"))
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise bad_request("'model' must be a string", param="model")
-    task = resolve_task(headers.get(TASK_HEADER), model, cfg, tasks)
+        assert isinstance(req, ChatCompletionRequest)
+        text, max_tokens = chat_prompt_text(body["messages"]), \
+            req.max_tokens or req.max_completion_tokens
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    task = resolve_task(headers.get(TASK_HEADER), req.model, cfg, tasks)
     tokens = count_tokens(text)
     if tokens > cfg.limits.max_prompt_tokens:
         raise bad_request(f"prompt of about {tokens} tokens exceeds the limit of "
                           f"{cfg.limits.max_prompt_tokens}", param="prompt",
                           code="context_length_exceeded")
     fwd = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "priority")}
-    return LlmRequest(kind, fwd, model or task, task, tokens, max_tokens, stream, include_usage)
+    return LlmRequest(kind, fwd, req.model or task, task, tokens, max_tokens, req.stream,
+                      include_usage)
 
 
 def resolve_task(header: str | None, model: str | None, cfg: GatewayConfig,

@@ -4,7 +4,8 @@ Starlette's ``StreamingResponse`` watches for the client's disconnect with an an
 which cost about 0.6 ms per response here (most of the gateway's own share of TTFT). This one
 streams in the handler's task and watches with one plain asyncio task: when the client goes
 away, the streaming is cancelled (so the body generator's ``finally`` runs at once and frees
-the engine slot) and the response ends quietly.
+the engine slot) and the response ends quietly. The events it carries are encoded by
+:mod:`cato.edge.sse` (``data: <json>`` lines, then ``data: [DONE]``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``POST /v1/tasks/{task}``, the HTTP side: parse and check the request, run the task's DAG
 (:class:`~cato.gateway.executor.PipelineRun`), answer with its result or stream its events.
 
-Request validation errors are 400s (:class:`~cato.gateway.errors.ApiError`); what the call path
+Request validation errors are 400s (:class:`~cato.edge.errors.ApiError`); what the call path
 could not serve comes up as a :class:`~cato.gateway.outcomes.CallOutcome` and is mapped to HTTP
 by :mod:`cato.gateway.http_errors`, as an engine failure is (once a stream has begun, as an
 error event that ends it).
@@ -9,15 +9,15 @@ error event that ends it).
 
 from __future__ import annotations
 
-import json
 from typing import Any, AsyncGenerator, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from cato.edge import sse
+from cato.edge.errors import bad_request, not_found
 from cato.gateway.config import Limits
 from cato.gateway.engine_client import EngineError
-from cato.gateway.errors import bad_request, not_found
 from cato.gateway.executor import Invoke, PipelineRun, Tools
 from cato.gateway.http_errors import engine_error, stream_error_event
 from cato.gateway.metrics import GatewayMetrics
@@ -79,11 +79,11 @@ async def _sse_stream(head: list[dict[str, Any]],
                       ) -> AsyncGenerator[bytes, None]:
     try:
         for ev in head:
-            yield b"data: " + json.dumps(ev).encode() + b"\n\n"
+            yield sse.encode(ev)
         async for ev in events:
-            yield b"data: " + json.dumps(ev).encode() + b"\n\n"
+            yield sse.encode(ev)
     except (CallOutcome, EngineError) as e:
-        yield b"data: " + json.dumps(stream_error_event(e)).encode() + b"\n\n"
+        yield sse.encode(stream_error_event(e))
     finally:
         await events.aclose()   # a client that left stops the remaining steps
-    yield b"data: [DONE]\n\n"
+    yield sse.DONE

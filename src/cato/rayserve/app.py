@@ -4,7 +4,7 @@ Each Serve replica owns one engine process (as Ray Serve LLM does): its construc
 engine from the command template of :class:`~cato.rayserve.engine.EngineOptions` (default:
 CATO's emulated engine) on a free port, waits until it answers, and proxies
 ``/v1/completions``, ``/v1/chat/completions`` (SSE passed through chunk by chunk, or assembled)
-and ``/v1/models`` to it with aiohttp (:class:`~cato.rayserve.engine.EngineProxy`). The engine
+and ``/v1/models`` to it with aiohttp (:class:`~cato.rayserve.proxy.EngineProxy`). The engine
 stops in the replica's destructor, on Ray's graceful shutdown, and dies with the replica process
 otherwise; a dead engine fails the replica's health check, so Ray replaces the replica.
 
@@ -44,13 +44,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from cato.core.catalog import TASK_NAMES
+from cato.edge.errors import ApiError, engine_failed, not_found
+from cato.edge.procs import wait_ready
 from cato.gateway.config import GatewayConfig, ModelConfig, Replica
-from cato.gateway.errors import ApiError, engine_failed, not_found
-from cato.gateway.launcher import wait_ready
 from cato.gateway.requests import parse_llm_request, read_json
 from cato.gateway.sse import SseResponse
 from cato.rayserve.autoscaling import CatoAutoscalingPolicy
-from cato.rayserve.engine import EngineOptions, EngineProxy, start_engine, stop_engine
+from cato.rayserve.engine import EngineOptions, start_engine, stop_engine
+from cato.rayserve.proxy import EngineProxy
 from cato.rayserve.ranking import PAYLOAD_KEY
 from cato.rayserve.router import CatoRequestRouter
 from cato.rayserve.variants import VARIANTS, ModelSpec, model_specs, variant_settings

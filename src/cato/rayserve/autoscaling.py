@@ -16,7 +16,7 @@ Use (Ray Serve 2.60's ``AutoscalingPolicy``; a class is instantiated once with
 Signals. Each replica measures its own calls (it knows each call's task, hence its SLA, and
 whether its TTFT / E2E met it, or that it was predicted to miss it on arrival) and reports
 cumulative counters through Ray's custom autoscaling metrics (the deployment's
-``record_autoscaling_stats``: :meth:`cato.rayserve.engine.LoadTracker.autoscaling_stats`):
+``record_autoscaling_stats``: :meth:`cato.rayserve.tracker.LoadTracker.autoscaling_stats`):
 ``cato_calls_total``, ``cato_violations_total``, ``cato_ongoing``, ``cato_idle_s``. Every
 ``interval_s`` the policy takes, per running replica, the latest reported counters minus those
 of the previous window, and builds the core's :class:`~cato.core.scaling.base.ScalingContext`

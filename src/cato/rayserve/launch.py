@@ -16,7 +16,6 @@ This module imports Ray only in the child process; :func:`start_ray_serve` works
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -26,9 +25,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import httpx
+import typer
+
+from cato.edge.procs import spawn
 
 READY_PREFIX = "READY "
 
@@ -181,9 +183,7 @@ def start_ray_serve(variant: str, *, port: int, replicas: int = 2,
                        replica_num_cpus=replica_num_cpus)
     env = dict(os.environ, PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
-    with open(log_path, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+    proc = spawn(argv, log_path=log_path, env=env)
     rs = RayServeProcess(f"http://{host}:{port}", variant, proc, log_path, status_path)
     deadline = time.monotonic() + timeout_s + 15.0
     while True:
@@ -213,36 +213,6 @@ def _ready_line(log_path: Path) -> str | None:
 
 
 # ------------------------------------------------------------------------------ the child side
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m cato.rayserve",
-                                description="Serve OpenAI-compatible engine replicas with Ray "
-                                            "Serve (ray-serve, ray-serve-tuned, ray-serve-cato).")
-    p.add_argument("--variant", default="ray-serve")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, required=True)
-    p.add_argument("--replicas", type=int, default=2)
-    p.add_argument("--min-replicas", type=int, default=None)
-    p.add_argument("--max-replicas", type=int, default=None)
-    p.add_argument("--engine", default="{}", help="EngineOptions as JSON")
-    p.add_argument("--models", default=None, help="several models: JSON list of {engine, "
-                                                   "replicas, min_replicas, max_replicas}")
-    p.add_argument("--task-models", default=None, help="task -> model name (JSON)")
-    p.add_argument("--autoscaling", default=None, help="AutoscalingConfig overrides (JSON)")
-    p.add_argument("--cato-scaling", default=None, help="Algorithm 2 parameters (JSON)")
-    p.add_argument("--router", default=None, help="CATO router kwargs (JSON)")
-    p.add_argument("--address", default=None, help="an existing Ray cluster (default: start a "
-                                                    "local one)")
-    p.add_argument("--num-cpus", type=int, default=None,
-                   help="logical CPUs of the local cluster (default: enough for max replicas)")
-    p.add_argument("--replica-num-cpus", type=float, default=1.0)
-    p.add_argument("--app-name", default="cato")
-    p.add_argument("--route-prefix", default="/")
-    p.add_argument("--status-path", default=None)
-    p.add_argument("--status-interval", type=float, default=1.0)
-    p.add_argument("--ready-timeout", type=float, default=180.0)
-    return p
-
-
 def _json_arg(raw: str | None, what: str) -> dict[str, Any]:
     if not raw:
         return {}
@@ -281,8 +251,74 @@ def _sample(app_name: str) -> dict[str, Any]:
             "stopping": states.get("STOPPING", 0), "states": states, "deployments": per}
 
 
+PROG = "python -m cato.rayserve"
+
+app = typer.Typer(add_completion=False,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+"""The child side's command line (one command: no subcommand name)."""
+
+
+@app.command(help="Serve OpenAI-compatible engine replicas with Ray Serve (ray-serve, "
+                  "ray-serve-tuned, ray-serve-cato).")
+def serve_command(
+    variant: str = typer.Option("ray-serve", "--variant"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(..., "--port"),
+    replicas: int = typer.Option(2, "--replicas"),
+    min_replicas: Optional[int] = typer.Option(None, "--min-replicas"),
+    max_replicas: Optional[int] = typer.Option(None, "--max-replicas"),
+    engine: str = typer.Option("{}", "--engine", help="EngineOptions as JSON"),
+    models: Optional[str] = typer.Option(None, "--models",
+                                         help="several models: JSON list of {engine, "
+                                              "replicas, min_replicas, max_replicas}"),
+    task_models: Optional[str] = typer.Option(None, "--task-models",
+                                              help="task -> model name (JSON)"),
+    autoscaling: Optional[str] = typer.Option(None, "--autoscaling",
+                                              help="AutoscalingConfig overrides (JSON)"),
+    cato_scaling: Optional[str] = typer.Option(None, "--cato-scaling",
+                                               help="Algorithm 2 parameters (JSON)"),
+    router: Optional[str] = typer.Option(None, "--router", help="CATO router kwargs (JSON)"),
+    address: Optional[str] = typer.Option(None, "--address",
+                                          help="an existing Ray cluster (default: start a "
+                                               "local one)"),
+    num_cpus: Optional[int] = typer.Option(None, "--num-cpus",
+                                           help="logical CPUs of the local cluster (default: "
+                                                "enough for max replicas)"),
+    replica_num_cpus: float = typer.Option(1.0, "--replica-num-cpus"),
+    app_name: str = typer.Option("cato", "--app-name"),
+    route_prefix: str = typer.Option("/", "--route-prefix"),
+    status_path: Optional[str] = typer.Option(None, "--status-path"),
+    status_interval: float = typer.Option(1.0, "--status-interval"),
+    ready_timeout: float = typer.Option(180.0, "--ready-timeout"),
+) -> None:
+    code = _serve(variant=variant, host=host, port=port, replicas=replicas,
+                  min_replicas=min_replicas, max_replicas=max_replicas, engine=engine,
+                  models=models, task_models=task_models, autoscaling=autoscaling,
+                  cato_scaling=cato_scaling, router=router, address=address,
+                  num_cpus=num_cpus, replica_num_cpus=replica_num_cpus, app_name=app_name,
+                  route_prefix=route_prefix, status_path=status_path,
+                  status_interval=status_interval, ready_timeout=ready_timeout)
+    raise typer.Exit(code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """``python -m cato.rayserve`` (the typer :data:`app`) on ``argv`` (default: the command
+    line); its exit code (2 for a usage error)."""
+    try:
+        app(args=None if argv is None else list(argv), prog_name=PROG)
+    except SystemExit as e:
+        if e.code is None or isinstance(e.code, int):
+            return e.code or 0
+        raise
+    return 0
+
+
+def _serve(*, variant: str, host: str, port: int, replicas: int, min_replicas: int | None,
+           max_replicas: int | None, engine: str, models: str | None, task_models: str | None,
+           autoscaling: str | None, cato_scaling: str | None, router: str | None,
+           address: str | None, num_cpus: int | None, replica_num_cpus: float, app_name: str,
+           route_prefix: str, status_path: str | None, status_interval: float,
+           ready_timeout: float) -> int:
     import ray
     from ray import serve
 
@@ -290,32 +326,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from cato.rayserve.variants import model_specs
 
-    engine = _json_arg(args.engine, "engine")
-    models = None
-    if args.models:
+    engine_opts = _json_arg(engine, "engine")
+    model_list = None
+    if models:
         try:
-            models = json.loads(args.models)
+            model_list = json.loads(models)
         except ValueError as e:
             raise SystemExit(f"--models is not valid JSON: {e}") from None
-        if not isinstance(models, list) or not all(isinstance(m, dict) for m in models):
+        if not isinstance(model_list, list) or not all(isinstance(m, dict) for m in model_list):
             raise SystemExit("--models must be a JSON list of objects")
-    specs = model_specs(models, engine=engine, num_replicas=args.replicas,
-                        min_replicas=args.min_replicas, max_replicas=args.max_replicas)
-    app = build_app(args.variant, num_replicas=args.replicas, min_replicas=args.min_replicas,
-                    max_replicas=args.max_replicas, engine=engine, models=models,
-                    task_models=_json_arg(args.task_models, "task-models") or None,
-                    replica_num_cpus=args.replica_num_cpus,
-                    autoscaling=_json_arg(args.autoscaling, "autoscaling") or None,
-                    cato_scaling=_json_arg(args.cato_scaling, "cato-scaling") or None,
-                    router=_json_arg(args.router, "router") or None)
-    if args.address is None:
+    specs = model_specs(model_list, engine=engine_opts, num_replicas=replicas,
+                        min_replicas=min_replicas, max_replicas=max_replicas)
+    serve_app = build_app(variant, num_replicas=replicas, min_replicas=min_replicas,
+                          max_replicas=max_replicas, engine=engine_opts, models=model_list,
+                          task_models=_json_arg(task_models, "task-models") or None,
+                          replica_num_cpus=replica_num_cpus,
+                          autoscaling=_json_arg(autoscaling, "autoscaling") or None,
+                          cato_scaling=_json_arg(cato_scaling, "cato-scaling") or None,
+                          router=_json_arg(router, "router") or None)
+    if address is None:
         most = sum(max(sp.replicas, sp.max_replicas or 0) for sp in specs)
-        cpus = args.num_cpus or max(os.cpu_count() or 1,
-                                    int(most * args.replica_num_cpus + 0.999) + 1)
+        cpus = num_cpus or max(os.cpu_count() or 1, int(most * replica_num_cpus + 0.999) + 1)
         ray.init(address="local", num_cpus=cpus, include_dashboard=False,
                  log_to_driver=False, namespace="cato-rayserve")
     else:
-        ray.init(address=args.address, log_to_driver=False, namespace="cato-rayserve")
+        ray.init(address=address, log_to_driver=False, namespace="cato-rayserve")
     stop = {"flag": False}
 
     def _on_signal(signum: int, frame: object) -> None:
@@ -323,15 +358,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    status_file = open(args.status_path, "a") if args.status_path else None   # noqa: SIM115
+    status_file = open(status_path, "a") if status_path else None   # noqa: SIM115
     code = 0
     try:
-        serve.start(http_options={"host": args.host, "port": args.port},
+        serve.start(http_options={"host": host, "port": port},
                     proxy_location="HeadOnly")
-        serve.run(app, name=args.app_name, route_prefix=args.route_prefix)
-        prefix = "" if args.route_prefix == "/" else args.route_prefix.rstrip("/")
-        url = f"http://{args.host}:{args.port}{prefix}"
-        deadline = time.monotonic() + args.ready_timeout
+        serve.run(serve_app, name=app_name, route_prefix=route_prefix)
+        prefix = "" if route_prefix == "/" else route_prefix.rstrip("/")
+        url = f"http://{host}:{port}{prefix}"
+        deadline = time.monotonic() + ready_timeout
         with httpx.Client(timeout=5.0, trust_env=False) as client:
             while not stop["flag"]:
                 try:
@@ -341,18 +376,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{url}/v1/models did not answer within "
-                                       f"{args.ready_timeout:.0f} s")
+                                       f"{ready_timeout:.0f} s")
                 time.sleep(0.2)
         if not stop["flag"]:
-            print(json.dumps({"variant": args.variant, "url": url,
-                              "status": _sample(args.app_name)}), flush=True)
+            print(json.dumps({"variant": variant, "url": url,
+                              "status": _sample(app_name)}), flush=True)
             print(READY_PREFIX + url, flush=True)
         next_sample = 0.0
         while not stop["flag"]:
             if status_file is not None and time.monotonic() >= next_sample:
-                next_sample = time.monotonic() + args.status_interval
+                next_sample = time.monotonic() + status_interval
                 try:
-                    status_file.write(json.dumps(_sample(args.app_name)) + "\n")
+                    status_file.write(json.dumps(_sample(app_name)) + "\n")
                     status_file.flush()
                 except Exception as e:   # noqa: BLE001  (keep serving; say why)
                     print(f"status sample failed: {e}", flush=True)
