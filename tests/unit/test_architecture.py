@@ -44,6 +44,7 @@ def test_import_contracts_hold() -> None:
     ("core/metrics.py", "from cato.gateway import config as _c", "Layers"),
     ("sim/runner.py", "from cato.gateway import config as _c", "independent"),
     ("core/routing/base.py", "from cato.core.routing import cato as _c", "cycles"),
+    ("rayserve/ranking.py", "from cato.sim import scenarios as _s", "Ray Serve plug-in"),
 ])
 def test_contracts_catch_a_planted_violation(tmp_path: Path, target: str, planted: str,
                                               contract: str) -> None:

@@ -28,7 +28,7 @@ Metric hygiene (BENCHMARK_PROTOCOL.md section 3): goodput is over the stream's a
 same denominator for every system); each seed replays an independent stream (for a trace, its
 own window of it); attainment among the requests feasible in isolation is reported beside plain
 attainment; and a system's ratio to a baseline is the ratio of its mean over the seeds to the
-baseline's (:func:`cato.core.metrics.ratio_of_means_ci`, paired bootstrap 95 % interval over
+baseline's (:func:`cato.core.seeds.ratio_of_means_ci`, paired bootstrap 95 % interval over
 seeds), never the mean of per-seed ratios -- which stay in the JSON as detail.
 
 Measuring the systems, not the machine (BENCHMARK_PROTOCOL.md section 4):

@@ -53,7 +53,7 @@ def ratio_table(result: dict[str, Any], baseline: str, *, resamples: int = 1000,
                 seed: int = 0) -> dict[str, dict[str, dict[str, Any] | None]]:
     """Per system and headline metric, the ratio of means system / ``baseline`` over the seeds
     where both have the value, with its paired bootstrap 95 % interval
-    (:func:`cato.core.metrics.ratio_of_means_ci`, ``resamples``, RNG ``seed``):
+    (:func:`cato.core.seeds.ratio_of_means_ci`, ``resamples``, RNG ``seed``):
     ``{"ratio", "lo", "hi", "n", "seeds", "per_seed"}`` -- ``per_seed`` the per-seed ratios
     (``None`` where the baseline's value is 0), detail only. ``None`` when no seed has both
     values or the baseline's mean is 0."""

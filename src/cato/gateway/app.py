@@ -40,6 +40,7 @@ from starlette.types import ASGIApp, Message, Receive, Send
 from starlette.types import Scope as Scope_
 
 from cato.core.calls import LlmCall
+from cato.core.sla import bound_met, sla_met
 from cato.core.task import SlaKind
 from cato.edge import sse
 from cato.exits import EngineExited
@@ -72,10 +73,7 @@ def _summary(gw: Gateway, call: LlmCall, stats: CallStats, arrival: float, sla_k
     it; None while unknown, or when the task has no bound)."""
     ttft = None if stats.first_token_s is None else stats.first_token_s - arrival
     e2e = None if stats.last_token_s is None else stats.last_token_s - arrival
-    if sla_kind is SlaKind.TTFT:
-        met = ttft is not None and ttft <= sla_s
-    else:
-        met = e2e is not None and e2e <= sla_s
+    met = sla_met(sla_kind, sla_s, ttft_s=ttft, e2e_s=e2e)
     queue = None if stats.released_s is None else stats.released_s - arrival
     return {"task": call.task, "replica": stats.replica, "sla_kind": sla_kind.value,
             "sla_ms": round(sla_s * 1000, 3),
@@ -84,7 +82,7 @@ def _summary(gw: Gateway, call: LlmCall, stats: CallStats, arrival: float, sla_k
             "queue_ms": None if queue is None else round(queue * 1000, 3),
             "sla_met": met if e2e is not None or sla_kind is SlaKind.TTFT else None,
             "e2e_bound_ms": None if bound_s is None else round(bound_s * 1000, 3),
-            "secondary_met": None if bound_s is None or e2e is None else e2e <= bound_s}
+            "secondary_met": None if e2e is None else bound_met(bound_s, e2e)}
 
 
 def _outcome(e: EngineError) -> str:
