@@ -1,12 +1,16 @@
 """The task DAG runner: a whole multi-step task (``POST /v1/tasks/{task}``) run live.
 
-Nodes run in topological order. LLM nodes become calls with deadlines from the task's slack plan
-(:mod:`cato.gateway.planner`) and go through the same scheduler as direct calls; non-LLM nodes are
-real: ``retrieve`` searches the local code index (:mod:`cato.workloads.code_index`, the standard
-library by default), ``validate`` parses and compiles generated code
-(:mod:`cato.workloads.validate`, never executed). Their measured time counts against the slack,
-because every deadline is absolute from the task's arrival. An LLM node that depends on a
-``validate`` node is a repair step: it runs only when the validation failed.
+The DAG's state is the core's :class:`~cato.core.lifecycle.TaskProgress`, the simulator's too:
+every node runs the moment its dependencies are done (an asyncio task per node, so independent
+nodes run concurrently). LLM nodes become calls with deadlines from the task's slack plan
+(:mod:`cato.gateway.planner`, :func:`cato.core.lifecycle.node_call`) and go through the same
+scheduler as direct calls; non-LLM nodes are real: ``retrieve`` searches the local code index
+(:mod:`cato.workloads.code_index`, the standard library by default), ``validate`` parses and
+compiles generated code (:mod:`cato.workloads.validate`, never executed) and reports its verdict.
+Their measured time counts against the slack, because every deadline is absolute from the task's
+arrival. A conditional node after a ``validate`` node (generation's repair) runs only when the
+validation failed (the core's repair rule). The request's TTFT is its user-facing node's first
+token, its E2E the end of its last node, judged by :mod:`cato.core.sla`.
 
 The user-facing node's tokens are streamed (``object: "task.chunk"``); the last event (or the
 non-streamed body) is a ``task.result`` with the output, per-node outcomes and the ``cato``
@@ -28,6 +32,8 @@ from dataclasses import dataclass
 from typing import Any, AsyncGenerator, Callable
 
 from cato.core.calls import LlmCall
+from cato.core.lifecycle import Step, TaskProgress
+from cato.core.sla import sla_met
 from cato.core.task import NodeKind, SlaKind
 from cato.gateway.calls import CallStats
 from cato.gateway.engine_client import EngineEvent
@@ -105,6 +111,12 @@ class _NodeResult:
 
 
 class PipelineRun:
+    """One task request's DAG, run live (module docstring). Its state is the core's
+    :class:`~cato.core.lifecycle.TaskProgress`; every node it releases runs at once as an
+    asyncio task, so independent nodes run concurrently (the built-in tasks are chains: one
+    node at a time). A node's task, when it ends, reports the node done (a validation with its
+    verdict) and starts what that released, so a successor never waits for the client."""
+
     def __init__(self, planner: Planner, task: str, text: str, max_tokens: int | None,
                  sla_s: float | None, arrival: float, stream: bool = False, *,
                  bound: float | None = None, invoke: Invoke, tools: Tools | None,
@@ -125,51 +137,91 @@ class PipelineRun:
         self.arrival = arrival
         self.task_id = planner.next_call_id()
         self.id = "task-" + uuid.uuid4().hex[:24]
+        self.progress = TaskProgress(self.planned.task, arrival)
         self.results: dict[str, _NodeResult] = {}
-        self.first_token_s: float | None = None
         self.replica = ""
+        self._running: set[asyncio.Task[None]] = set()
+        # what the nodes send the client's side: chunks, the result, or the error that ends it
+        self._out: asyncio.Queue[dict[str, Any] | Exception] = asyncio.Queue()
+
+    @property
+    def first_token_s(self) -> float | None:
+        """When the user-facing node's first token came (None: not yet)."""
+        return self.progress.first_token_s
 
     def headers(self) -> dict[str, str]:
         h = {"x-cato-task": self.planned.task.name}
         if self.replica:
             h["x-cato-replica"] = self.replica
-        if self.first_token_s is not None:
-            h["x-cato-ttft-ms"] = f"{(self.first_token_s - self.arrival) * 1000:.3f}"
+        ttft = self.progress.ttft_s
+        if ttft is not None:
+            h["x-cato-ttft-ms"] = f"{ttft * 1000:.3f}"
             if self.planned.task.sla_kind is SlaKind.TTFT:
-                met = self.first_token_s - self.arrival <= self.sla_s
+                met = sla_met(SlaKind.TTFT, self.sla_s, ttft_s=ttft, e2e_s=None)
                 h["x-cato-sla-met"] = "true" if met else "false"
         return h
 
     async def events(self) -> AsyncGenerator[dict[str, Any], None]:
+        """The user-facing node's ``task.chunk`` events, then the ``task.result``. Raises what
+        a node raised (a :class:`~cato.gateway.outcomes.CallOutcome`, an
+        :class:`~cato.gateway.engine_client.EngineError`); ending or closing it cancels the
+        nodes still running."""
+        try:
+            self._advance(self.progress.start(self.clock()))
+            while True:
+                ev = await self._out.get()
+                if isinstance(ev, Exception):
+                    raise ev
+                yield ev
+                if ev["object"] == "task.result":
+                    return
+        finally:
+            running = [t for t in self._running if not t.done()]
+            for t in running:
+                t.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    def _advance(self, step: Step) -> None:
+        """Record the nodes ``step`` skipped, start those it released, and send the result
+        once the task is complete."""
         task = self.planned.task
-        uf = task.user_facing_node
-        for node in task.nodes:
-            t0 = self.clock()
-            if node.kind is NodeKind.RETRIEVE:
-                out, _ = await self._tools().timed_retrieve(self.text)
-                self.results[node.name] = _NodeResult("retrieve", self.clock() - t0, out)
-            elif node.kind is NodeKind.VALIDATE:
-                dep = self.results[node.deps[0]].output
-                res, _ = await self._tools().timed_validate(dep, prefix=self.text)
-                self.results[node.name] = _NodeResult("validate", self.clock() - t0,
-                                                      res.code, res.ok, error=res.error)
-            else:
-                if self._skipped(node.deps):
-                    self.results[node.name] = _NodeResult("llm", 0.0, skipped=True)
-                    continue
-                async for ev in self._llm(node.name, node.name == uf):
-                    yield ev
-            if node.kind is not NodeKind.LLM:
-                self.metrics.node_seconds.labels(task.name, node.name).observe(
-                    self.results[node.name].seconds)
-        yield self._result()
+        for name in step.skipped:
+            self.results[name] = _NodeResult(task.node(name).kind.value, 0.0, skipped=True)
+        for name in step.ready:
+            t = asyncio.create_task(self._node(name), name=f"{self.id}:{name}")
+            self._running.add(t)
+            t.add_done_callback(self._running.discard)
+        if step.complete:
+            self._out.put_nowait(self._result())
+
+    async def _node(self, name: str) -> None:
+        try:
+            ok = await self._run_node(name)
+            self._advance(self.progress.node_done(name, self.clock(), ok=ok))
+        except Exception as e:   # the client's side raises it and cancels the other nodes
+            self._out.put_nowait(e)
+
+    async def _run_node(self, name: str) -> bool | None:
+        """Run node ``name``; its verdict if it judges (a validation), else None."""
+        task = self.planned.task
+        node = task.node(name)
+        if node.is_llm:
+            await self._llm(name, name == task.user_facing_node)
+            return None
+        t0 = self.clock()
+        if node.kind is NodeKind.RETRIEVE:
+            out, _ = await self._tools().timed_retrieve(self.text)
+            res = _NodeResult("retrieve", self.clock() - t0, out)
+        else:
+            dep = self.results[node.deps[0]].output
+            v, _ = await self._tools().timed_validate(dep, prefix=self.text)
+            res = _NodeResult("validate", self.clock() - t0, v.code, v.ok, error=v.error)
+        self.results[name] = res
+        self.metrics.node_seconds.labels(task.name, name).observe(res.seconds)
+        return res.ok if node.kind is NodeKind.VALIDATE else None
 
     def _tools(self) -> Tools:
         return self.tools or Tools(None)
-
-    def _skipped(self, deps: tuple[str, ...]) -> bool:
-        """A repair step (after a validation) runs only if that validation failed."""
-        return any(self.results[d].kind == "validate" and self.results[d].ok for d in deps)
 
     def _prompt(self, node: str) -> str:
         tmpl = PROMPTS.get((self.planned.task.name, node), "{input}")
@@ -180,14 +232,14 @@ class PipelineRun:
         return tmpl.format(input=self.text, context=context,
                            error=val.error if val else "", code=val.output if val else "")
 
-    async def _llm(self, node: str, user_facing: bool) -> AsyncGenerator[dict[str, Any], None]:
+    async def _llm(self, node: str, user_facing: bool) -> None:
         prompt = self._prompt(node)
         now = self.clock()
         call = self.planner.make_call(self.planned, node, arrival_s=self.arrival, now_s=now,
-                                    prompt_tokens=count_tokens(prompt),
-                                    max_tokens=self.max_tokens if user_facing else None,
-                                    sla_s=self.sla, task_id=self.task_id,
-                                    e2e_bound_s=self.bound)
+                                      prompt_tokens=count_tokens(prompt),
+                                      max_tokens=self.max_tokens if user_facing else None,
+                                      sla_s=self.sla, task_id=self.task_id,
+                                      e2e_bound_s=self.bound)
         body = {"prompt": prompt, "max_tokens": call.expected_output_tokens, "temperature": 0.0}
         # a step whose tokens are not streamed to the client can be retried at any point
         stats = CallStats(replayable=not (user_facing and self.stream))
@@ -195,22 +247,21 @@ class PipelineRun:
             async for ev in evs:
                 t = ev.text()
                 if user_facing and t:
-                    if self.first_token_s is None:
-                        self.first_token_s = stats.first_token_s
+                    if self.progress.first_token_s is None and stats.first_token_s is not None:
+                        self.progress.first_token(node, stats.first_token_s)
                         self.replica = stats.replica
-                    yield {"id": self.id, "object": "task.chunk", "node": node,
-                           "choices": [{"index": 0, "text": t}]}
+                    self._out.put_nowait({"id": self.id, "object": "task.chunk", "node": node,
+                                          "choices": [{"index": 0, "text": t}]})
         self.results[node] = _NodeResult("llm", self.clock() - now, "".join(stats.text),
                                          replica=stats.replica)
 
     def _result(self) -> dict[str, Any]:
-        end = self.clock()
         task = self.planned.task
-        ttft = None if self.first_token_s is None else self.first_token_s - self.arrival
-        e2e = end - self.arrival
-        met = (ttft is not None and ttft <= self.sla_s) if task.sla_kind is SlaKind.TTFT \
-            else e2e <= self.sla_s
-        met2 = None if self.bound_s is None else e2e <= self.bound_s
+        p = self.progress
+        ttft, e2e = p.ttft_s, p.e2e_s
+        assert e2e is not None   # complete, and a gateway run fails by raising
+        met = p.met(self.sla_s)
+        met2 = p.met_bound(self.bound_s)
         bound_ms = None if self.bound_s is None else round(self.bound_s * 1000, 3)
         self.metrics.observe_request(task.name, ttft_s=ttft, e2e_s=e2e, met=met)
         uf = task.user_facing_node
@@ -219,7 +270,7 @@ class PipelineRun:
             "id": self.id, "object": "task.result", "task": task.name,
             "output": self.results[last_llm].output,
             "user_facing_output": self.results[uf].output,
-            "nodes": {n: r.view() for n, r in self.results.items()},
+            "nodes": {n.name: self.results[n.name].view() for n in task.nodes},
             "cato": {"task": task.name, "replica": self.replica, "sla_kind": task.sla_kind.value,
                      "sla_ms": round(self.sla_s * 1000, 3),
                      "ttft_ms": None if ttft is None else round(ttft * 1000, 3),

@@ -1,11 +1,12 @@
 """From a request to LLM calls with deadlines: the task catalogue and its slack plans.
 
-The planner is the gateway's copy of what the simulator does when a node becomes ready
-(:meth:`cato.sim.simulator.Simulator._start_node`): the same :func:`~cato.core.slack.plan_task`
-over node baselines, the same deadline (task arrival + the node's offset from the plan, rescaled
-for a per-request SLA or secondary bound), the same expected output length (the node's mean) unless the request
-says how many tokens it wants. Baselines come from the active :class:`~cato.gateway.profile.Profile`
-where it measured them, else from the latency model.
+The planner holds the gateway's slack plans: the same :func:`~cato.core.slack.plan_task` over
+node baselines as the simulator, with baselines from the active
+:class:`~cato.gateway.profile.Profile` where it measured them, else from the latency model. Its
+calls are built by the core's :func:`~cato.core.lifecycle.node_call`, the simulator's builder
+too: the deadline (task arrival + the node's offset from the plan, rescaled for a per-request
+SLA or secondary bound), ``ttft_critical`` and the expected output length (the node's mean)
+unless the request says how many tokens it wants.
 
 Two catalogues: *direct* tasks (``/v1/completions``, ``/v1/chat/completions``: the request is the
 task's single LLM call and gets the whole SLA) and *pipelines* (``/v1/tasks/{task}``: the
@@ -15,24 +16,18 @@ protocol's multi-step variants, retrieve -> LLM and LLM -> validate -> repair).
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Mapping
 
 from cato.core.calls import LlmCall
 from cato.core.catalog import multi_step_tasks, single_step_tasks
 from cato.core.coefficients import ReplicaCoefficients
-from cato.core.slack import (InfeasibleSlaError, NodeBaseline, TaskPlan, model_baselines,
-                             plan_task)
-from cato.core.task import SlaKind, TaskType
+from cato.core.lifecycle import PlannedTask, node_call
+from cato.core.slack import InfeasibleSlaError, NodeBaseline, model_baselines, plan_task
+from cato.core.task import TaskType
 from cato.gateway.profile import Profile
 
-
-@dataclass(frozen=True, slots=True)
-class PlannedTask:
-    task: TaskType
-    plan: TaskPlan
-    offsets: Mapping[str, float]
-    expected_out: Mapping[str, int]
+__all__ = ["PlannedTask", "Planner"]
 
 
 class Planner:
@@ -63,9 +58,7 @@ class Planner:
                     f"{e}; on these engines the SLA cannot be met even at light load: raise "
                     f"`sla_scale` in the config (now {self.sla_scale:g}) or use faster engines"
                 ) from None
-            exp = {n.name: max(1, round(n.output_tokens.mean()))
-                   for n in t.llm_nodes if n.output_tokens is not None}
-            out[name] = PlannedTask(t, plan, plan.deadline_offsets(), exp)
+            out[name] = PlannedTask.of(t, plan)
         return out
 
     def _fit_bound(self, t: TaskType, base: dict[str, NodeBaseline]) -> TaskType:
@@ -97,20 +90,11 @@ class Planner:
                   prompt_tokens: int, max_tokens: int | None = None,
                   sla_s: float | None = None, call_id: int | None = None,
                   task_id: int | None = None, e2e_bound_s: float | None = None) -> LlmCall:
-        """The :class:`LlmCall` for ``node`` of a task that arrived at ``arrival_s``;
-        ``sla_s`` / ``e2e_bound_s``: the request's SLA and secondary bound overrides (None:
-        the task's)."""
-        t = planned.task
-        n = t.node(node)
-        assert n.model is not None
-        offsets = planned.offsets if sla_s is None and e2e_bound_s is None \
-            else planned.plan.deadline_offsets(sla_s, e2e_bound_s)
+        """The :class:`LlmCall` for ``node`` of a task that arrived at ``arrival_s``
+        (:func:`cato.core.lifecycle.node_call`); ``sla_s`` / ``e2e_bound_s``: the request's SLA
+        and secondary bound overrides (None: the task's); ``call_id``: the next of this
+        planner's ids unless given; ``task_id``: the call's id unless given."""
         cid = self.next_call_id() if call_id is None else call_id
-        return LlmCall(
-            call_id=cid, task_id=cid if task_id is None else task_id, task=t.name, node=node, model=n.model,
-            num_prompt_tokens=int(prompt_tokens),
-            expected_output_tokens=int(max_tokens) if max_tokens else planned.expected_out[node],
-            arrival_s=arrival_s, ready_s=now_s, deadline_s=arrival_s + offsets[node],
-            ttft_critical=t.sla_kind is SlaKind.TTFT and node == t.user_facing_node,
-            seq=cid,
-        )
+        return node_call(planned, node, call_id=cid, task_id=cid if task_id is None else task_id,
+                         arrival_s=arrival_s, now_s=now_s, prompt_tokens=prompt_tokens,
+                         max_tokens=max_tokens, sla_s=sla_s, e2e_bound_s=e2e_bound_s)

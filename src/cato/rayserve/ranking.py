@@ -4,10 +4,11 @@ Ray-free (the :class:`~cato.rayserve.router.CatoRequestRouter` wraps it; unit te
 directly). The ranking is not re-derived: it builds the core's own objects and asks the core's
 policy.
 
-* The request becomes the :class:`~cato.core.calls.LlmCall` the gateway would build
-  (:class:`~cato.gateway.planner.Planner`: node deadline = arrival + the task's slack allotment,
+* The request becomes the :class:`~cato.core.calls.LlmCall` the gateway and the simulator
+  would build: the core's :func:`~cato.core.lifecycle.node_call` over the gateway's plans
+  (:class:`~cato.gateway.planner.Planner`): node deadline = arrival + the task's slack allotment,
   rescaled for an ``x-slo-*-ms`` override; expected output = ``max_tokens`` or the node's mean;
-  ``ttft_critical`` for a TTFT-critical task). What the router cannot see is taken from hint
+  ``ttft_critical`` for a TTFT-critical task. What the router cannot see is taken from hint
   headers or the task's typical lengths: Ray's proxy hands the router the request's ASGI scope
   (headers) but not its body, so the prompt length is ``x-cato-prompt-tokens`` when the client
   sends it, else the task's typical prompt length.
@@ -16,7 +17,8 @@ policy.
   when it started, when its first token came) merged with the calls this router sent since
   (:func:`merge_view`), exactly the fields the core's
   :class:`~cato.core.estimator.LatencyEstimator` reads (in-flight set, pending prefill, context
-  sums; the gateway queue is empty: Ray Serve has none per replica).
+  sums; the gateway queue is empty: Ray Serve has none per replica); a reported call is a
+  :func:`~cato.core.lifecycle.load_call` (no deadline: it is load, not a request to rank).
 * :class:`~cato.core.routing.cato.CatoPolicy` (``cato``) or ``cato-plus`` decides: priority 0
   (already late) or 1 (no replica meets the slack) -> shortest expected wait; priority 2 -> the
   shortest queue among replicas that meet the slack. The chosen replica is ranked first, the
@@ -36,6 +38,7 @@ import numpy as np
 from cato.core.calls import InFlight, LlmCall
 from cato.core.catalog import TASK_NAMES
 from cato.core.estimator import Estimate, LatencyEstimator
+from cato.core.lifecycle import load_call, node_call
 from cato.core.pool import ReplicaPool
 from cato.core.replica import ReplicaState
 from cato.core.routing import make_routing_policy
@@ -202,10 +205,8 @@ def replica_state(view: ReplicaLoad, model: str, now_s: float) -> ReplicaState:
     r = ReplicaState(view.replica_id, model, max(1, view.limit), now_s)
     for i, c in enumerate(view.calls):
         out = max(1, c.expected_output_tokens)
-        call = LlmCall(call_id=i, task_id=i, task=c.task, node="llm", model=model,
-                       num_prompt_tokens=max(1, c.prompt_tokens), expected_output_tokens=out,
-                       arrival_s=c.started_s, ready_s=c.started_s, deadline_s=math.inf,
-                       ttft_critical=False, seq=i)
+        call = load_call(i, task=c.task, model=model, prompt_tokens=max(1, c.prompt_tokens),
+                         expected_output_tokens=out, started_s=c.started_s)
         r.in_flight[i] = InFlight(call, c.started_s, 2, first_token_s=c.first_token_s)
         if c.first_token_s is None:
             r.pending_prefill_tokens += call.num_prompt_tokens
@@ -292,9 +293,9 @@ class SlackRanker:
 
     def make_call(self, info: RequestInfo, *, arrival_s: float, now_s: float,
                   prompt_tokens: int | None = None) -> LlmCall:
-        """The gateway's :class:`LlmCall` for a request of ``info`` that arrived at
-        ``arrival_s`` (prompt tokens: ``prompt_tokens``, else the hint, else the task's typical
-        prompt)."""
+        """The :class:`LlmCall` for a request of ``info`` that arrived at ``arrival_s``, built
+        as the gateway builds it (:func:`~cato.core.lifecycle.node_call`); prompt tokens:
+        ``prompt_tokens``, else the hint, else the task's typical prompt."""
         planned = self.planner.direct[self.task_of(info)]
         t = planned.task
         node = t.node(t.user_facing_node)
@@ -304,10 +305,9 @@ class SlackRanker:
             n_in = node.input_tokens.typical
         slo = info.slo_ttft_ms if t.sla_kind is SlaKind.TTFT else info.slo_e2e_ms
         self._ids += 1
-        return self.planner.make_call(planned, node.name, arrival_s=arrival_s, now_s=now_s,
-                                      prompt_tokens=n_in, max_tokens=info.max_tokens,
-                                      sla_s=None if slo is None else slo / 1000.0,
-                                      call_id=self._ids)
+        return node_call(planned, node.name, call_id=self._ids, task_id=self._ids,
+                         arrival_s=arrival_s, now_s=now_s, prompt_tokens=n_in,
+                         max_tokens=info.max_tokens, sla_s=None if slo is None else slo / 1000.0)
 
     def sla(self, info: RequestInfo) -> tuple[SlaKind, float]:
         """The request's SLA kind and seconds (the task's, or the matching override)."""

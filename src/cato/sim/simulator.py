@@ -4,12 +4,17 @@ Time comes from an event heap; replicas are :class:`~cato.replica_model.ReplicaE
 models; routing, queueing and scaling are the very core objects the live gateway uses
 (:class:`~cato.core.dispatcher.Dispatcher`, routing and scaling policies).
 
-Flow of one task request: its arrival starts the task's root nodes. A non-LLM node finishes
-after its drawn cost; an LLM node becomes an :class:`~cato.core.calls.LlmCall` with a deadline
-from the task's slack plan and is submitted to the dispatcher, whose :class:`Dispatch` actions
+Flow of one task request: its DAG runs on the core's
+:class:`~cato.core.lifecycle.TaskProgress` (the live gateway's too), which releases every node
+the moment its dependencies are done: its arrival starts the root nodes, and every ready node
+starts at once. A non-LLM node finishes after its drawn cost; a conditional node drawn not to
+run (``TaskArrival.skipped``) finishes the instant it is ready; an LLM node becomes an
+:class:`~cato.core.calls.LlmCall` (:func:`~cato.core.lifecycle.node_call`: the deadline from the
+task's slack plan) and is submitted to the dispatcher, whose :class:`Dispatch` actions
 the simulator performs on engines. Engine events (first token, finished) go back to the
 dispatcher and advance the task's DAG. When every node is done the task's
-:class:`~cato.core.records.RequestRecord` is written, with ``feasible`` judged at arrival
+:class:`~cato.core.records.RequestRecord` is written (TTFT, E2E and SLA judged by the core:
+:meth:`~cato.core.lifecycle.TaskProgress.met`, :mod:`cato.core.sla`), with ``feasible`` judged at arrival
 (:mod:`cato.core.feasibility`: the request's isolated latency along its DAG, by the
 deployments' latency model, meets its SLA), and, for a task with a secondary E2E bound (a
 TTFT-critical task), ``met_secondary``: whether its last node ended within the bound. A task
@@ -27,22 +32,21 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from cato.core.calls import LlmCall
 from cato.core.coefficients import ReplicaCoefficients
 from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.feasibility import feasible_in_isolation
+from cato.core.lifecycle import PlannedTask, Step, TaskProgress, node_call
 from cato.core.records import RequestRecord
 from cato.core.routing import make_routing_policy
 from cato.core.scaling import apply_bounds, make_scaling_policy
 from cato.core.scaling.base import ScalingPolicy
-from cato.core.sla import bound_met, sla_met
 from cato.core.slack import TaskPlan, model_baselines, plan_task
-from cato.core.task import SlaKind, TaskType
+from cato.core.task import TaskType
 from cato.replica_model import SCHEDULING_POLICIES, EngineEvent, ReplicaEngine
 from cato.sim.config import ModelDeployment, ScaleEvent, SimConfig, SimResult
 from cato.sim.workload import TaskArrival
@@ -52,23 +56,17 @@ _ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE = range(5)
 
 
 class _TaskRun:
-    __slots__ = ("arrival", "task", "pending_deps", "remaining", "offsets", "first_token_s",
-                 "last_s", "replica", "sla_s", "failed", "feasible", "bound_s", "llm_started")
+    """One request in the simulator: its DAG's progress (the core's) and what only the
+    simulator records (the user-facing call's replica, feasibility at arrival)."""
 
-    def __init__(self, arrival: TaskArrival, task: TaskType, offsets: Mapping[str, float],
-                 feasible: bool) -> None:
+    __slots__ = ("arrival", "task", "progress", "replica", "feasible", "llm_started")
+
+    def __init__(self, arrival: TaskArrival, task: TaskType, feasible: bool) -> None:
         self.arrival = arrival
         self.task = task
-        self.pending_deps = {n.name: len(n.deps) for n in task.nodes}
-        self.remaining = len(task.nodes)
-        self.offsets = offsets
-        self.first_token_s: float | None = None
-        self.last_s: float | None = None
+        self.progress = TaskProgress(task, arrival.arrival_s, skipped=arrival.skipped)
         self.replica: str | None = None
-        self.sla_s = task.sla_s
-        self.failed = False
         self.feasible = feasible
-        self.bound_s = task.e2e_bound_s
         self.llm_started = False   # an LLM call of the task was submitted (its arrival)
 
 
@@ -129,17 +127,14 @@ class Simulator:
         }
         self._deploy = {d.model: d for d in config.deployments}   # (scaling: one per model)
         self.plans: dict[str, TaskPlan] = {}
-        self._expected_out: dict[tuple[str, str], int] = {}
+        self._planned: dict[str, PlannedTask] = {}
         for name, t in config.tasks.items():
             for n in t.llm_nodes:
                 if n.model not in coeffs:
                     raise ValueError(f"task {name!r} node {n.name!r} uses model {n.model!r} "
                                      f"that no deployment serves")
-                assert n.output_tokens is not None
-                self._expected_out[(name, n.name)] = max(1, round(n.output_tokens.mean()))
             self.plans[name] = plan_task(t, model_baselines(t, coeffs))
-        self._offsets = {k: p.deadline_offsets() for k, p in self.plans.items()}
-        self._successors = {k: t.successors() for k, t in config.tasks.items()}
+            self._planned[name] = PlannedTask.of(t, self.plans[name])
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._engines: dict[str, ReplicaEngine] = {}
@@ -233,8 +228,7 @@ class Simulator:
     def _on_first_token(self, call_id: int, t: float) -> None:
         self._perform(self.dispatcher.on_first_token(call_id, t), t)
         run, node = self._calls[call_id]
-        if node == run.task.user_facing_node and run.first_token_s is None:
-            run.first_token_s = t
+        run.progress.first_token(node, t)
 
     def _on_finished(self, rid: str, call_id: int, t: float) -> None:
         run, node = self._calls.pop(call_id)
@@ -253,70 +247,60 @@ class Simulator:
                                              tool_costs_s=arrival.tool_costs_s,
                                              skipped=arrival.skipped)
                        for m in self._feasibility_maps[arrival.task])
-        run = _TaskRun(arrival, task, self._offsets[arrival.task], feasible)
+        run = _TaskRun(arrival, task, feasible)
         self._runs[id(run)] = run
-        for n in task.nodes:
-            if not n.deps:
-                self._start_node(run, n.name, arrival.arrival_s)
+        self._advance(run, run.progress.start(arrival.arrival_s), arrival.arrival_s)
+
+    def _advance(self, run: _TaskRun, step: Step, now: float) -> None:
+        """Start every node ``step`` released, in its order; finish the task if it is done."""
+        for name in step.ready:
+            self._start_node(run, name, now)
+        if step.complete:
+            self._finish_task(run)
 
     def _start_node(self, run: _TaskRun, name: str, now: float) -> None:
-        node = run.task.node(name)
-        if name in run.arrival.skipped or run.failed:
-            # (a rejected task -- refused at arrival, or shed -- runs no further node)
+        if run.progress.failed:
+            # (a rejected task -- refused at arrival, or shed -- runs no further node, not even
+            # one that was ready before the rejection)
             self._node_done(run, name, now)
             return
-        if not node.is_llm:
+        if not run.task.node(name).is_llm:
             self._push(now + run.arrival.tool_costs_s[name], _TOOL_DONE, (run, name))
             return
-        assert node.model is not None
         n_in, n_out = run.arrival.lengths[name]
         cid = next(self._call_counter)
-        call = LlmCall(
-            call_id=cid, task_id=run.arrival.id, task=run.task.name, node=name, model=node.model,
-            num_prompt_tokens=int(n_in), expected_output_tokens=self._expected_out[(run.task.name, name)],
-            arrival_s=run.arrival.arrival_s, ready_s=now,
-            deadline_s=run.arrival.arrival_s + run.offsets[name],
-            ttft_critical=run.task.sla_kind is SlaKind.TTFT and name == run.task.user_facing_node,
-            true_output_tokens=int(n_out), seq=cid,
-        )
+        call = node_call(self._planned[run.task.name], name, call_id=cid, task_id=run.arrival.id,
+                         arrival_s=run.arrival.arrival_s, now_s=now, prompt_tokens=n_in,
+                         true_output_tokens=n_out)
         self._calls[cid] = (run, name)
         first, run.llm_started = not run.llm_started, True
         res = self.dispatcher.submit(call, now, at_arrival=first)
         if res.rejected:   # the record says "rejected" (met=False): _finish_task
             self._calls.pop(cid)
-            run.failed = True
+            run.progress.fail()
             self._node_done(run, name, now)
             return
         self._perform(res.dispatches, now)
 
     def _node_done(self, run: _TaskRun, name: str, now: float) -> None:
-        run.remaining -= 1
-        last = run.remaining == 0   # exactly one call sees this, even through recursion
-        run.last_s = now if run.last_s is None else max(run.last_s, now)
-        for s in self._successors[run.task.name][name]:
-            run.pending_deps[s] -= 1
-            if run.pending_deps[s] == 0:
-                self._start_node(run, s, now)
-        if last:
-            self._finish_task(run)
+        self._advance(run, run.progress.node_done(name, now), now)
 
     def _finish_task(self, run: _TaskRun, status: str = "ok") -> None:
+        """Write the request's record: ``ok`` (its DAG completed), ``rejected`` (completed
+        after a rejection) or ``timeout`` (unfinished at the end); judged by the core
+        (:meth:`TaskProgress.met`, :mod:`cato.core.sla`)."""
         del self._runs[id(run)]
-        a = run.arrival
-        uf = run.task.user_facing_node
-        n_in, n_out = a.lengths[uf]
-        if run.failed and status == "ok":
+        a, p, task = run.arrival, run.progress, run.task
+        n_in, n_out = a.lengths[task.user_facing_node]
+        if p.failed and status == "ok":
             status = "rejected"
-        ttft = None if run.first_token_s is None else run.first_token_s - a.arrival_s
-        e2e = None if run.last_s is None or status != "ok" else run.last_s - a.arrival_s
-        met = status == "ok" and sla_met(run.task.sla_kind, run.sla_s, ttft_s=ttft, e2e_s=e2e)
-        met2 = bound_met(run.bound_s, e2e)
         self._records.append(RequestRecord(
             id=a.id, task=a.task, policy=self.cfg.policy_label(), arrival_s=a.arrival_s,
-            first_token_s=run.first_token_s, last_token_s=run.last_s if status == "ok" else None,
-            n_in=int(n_in), n_out=int(n_out), sla_kind=run.task.sla_kind.value, sla_s=run.sla_s,
-            status=status, met=bool(met), replica=run.replica,  # type: ignore[arg-type]
-            feasible=run.feasible, e2e_bound_s=run.bound_s, met_secondary=met2,
+            first_token_s=p.first_token_s, last_token_s=p.last_s if status == "ok" else None,
+            n_in=int(n_in), n_out=int(n_out), sla_kind=task.sla_kind.value, sla_s=task.sla_s,
+            status=status, met=bool(p.met(task.sla_s)), replica=run.replica,  # type: ignore[arg-type]
+            feasible=run.feasible, e2e_bound_s=task.e2e_bound_s,
+            met_secondary=p.met_bound(task.e2e_bound_s),
         ))
 
     # ---- scaling ---------------------------------------------------------------------------------
