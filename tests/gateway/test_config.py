@@ -73,3 +73,14 @@ def test_emulated_priority_engines_get_the_vllm_flag() -> None:
     assert argv[argv.index("--scheduling-policy") + 1] == "priority"
     plain = emulated_engine_argv(1, model="m", preset=em.preset, time_dilation=1.0, seed=0)
     assert "--scheduling-policy" not in plain
+
+
+def test_proactive_scaling_is_a_config_change() -> None:
+    cfg = parse_config({"models": [{"name": "m", "emulated": {}, "autoscale": {
+        "policy": "proactive", "params": {"headroom": 1.25, "scale_up_by": "fraction"}}}]})
+    a = cfg.models[0].autoscale
+    assert a is not None and a.policy == "proactive" and a.params["headroom"] == 1.25
+    with pytest.raises(ConfigError) as e:
+        parse_config({"models": [{"name": "m", "emulated": {}, "autoscale": {
+            "policy": "proactive", "params": {"headroom": 0}}}]})
+    assert "headroom" in str(e.value)
