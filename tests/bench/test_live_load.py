@@ -390,7 +390,7 @@ def test_cli_bad_values_exit_2_naming_them(sse: SseServer) -> None:
 
 def test_cli_end_to_end_against_the_emulated_engine(tmp_path: Path) -> None:
     from cato.edge.procs import free_port, stop_process, wait_ready
-    from cato.gateway.launcher import emulated_engine_argv, start_process
+    from cato.serving.launcher import emulated_engine_argv, start_process
     port = free_port()
     eng = start_process(emulated_engine_argv(port, model="llama-7b", preset="a100-llama7b",
                                              time_dilation=1.0, seed=0),

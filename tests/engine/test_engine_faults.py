@@ -1,6 +1,6 @@
 """Fault injection in the emulated engine (:mod:`cato.engine.faults`): spec parsing and seeded
 draws in-process, then every fault kind against real ``cato engine`` processes started the way
-the gateway starts them (:mod:`cato.gateway.launcher`), checked with httpx and raw sockets."""
+the gateway starts them (:mod:`cato.serving.launcher`), checked with httpx and raw sockets."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from cato.edge.procs import free_port, wait_ready
 from cato.engine.faults import FAULT_KINDS, FaultPlan, FaultSpecError, parse_fault_spec, parse_fault_specs
 from cato.engine.server import EngineConfig
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
+from cato.serving.launcher import EngineProcess, emulated_engine_argv, start_process
 
 MODEL = "cato-emulated"
 HANG_READ_S = 1.0   # a client's read timeout when nothing should come

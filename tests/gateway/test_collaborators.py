@@ -8,12 +8,12 @@ import pytest
 
 from cato.core.replica import ReplicaPhase
 from cato.gateway.config import Health
-from cato.gateway.engine_client import CallAborted, EngineError
 from cato.gateway.health import HealthRules, ReplicaHealth
 from cato.gateway.http_errors import api_error, stream_error_event
 from cato.gateway.outcomes import (CallOutcome, CallTimeout, EngineFailed, EngineRejected,
                                    GatewayBusy, NoHealthyReplica, NotReady, QueueFull, Refused,
                                    ShuttingDown, TaskQueueFull)
+from cato.serving.engine_client import CallAborted, EngineError
 
 READY, EJECTED = ReplicaPhase.READY, ReplicaPhase.EJECTED
 

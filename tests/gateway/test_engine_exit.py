@@ -5,6 +5,8 @@ emulated engine (``cato engine --fault crash``) that kills itself with SIGSEGV m
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import signal
 import subprocess
 import sys
@@ -14,10 +16,11 @@ import httpx
 import pytest
 import yaml
 
+from asgi_app import gateway_app, in_process
 from conftest import SMALL_INDEX_ROOT, launch_gateway  # type: ignore[import-not-found]
 from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited, describe_exit, last_lines
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
+from cato.serving.launcher import EngineProcess, emulated_engine_argv, start_process
 
 CRASH_LINE = "injected fault 'crash': segmentation fault"
 
@@ -116,21 +119,25 @@ def test_cato_serve_start_up_names_the_crashed_engine(tmp_path: Path) -> None:
     assert CRASH_LINE in log
 
 
-def test_a_call_on_a_crashed_engine_names_the_crash(tmp_path: Path) -> None:
-    gw = launch_gateway(tmp_path, yaml.safe_load(
-        _crash_config(tmp_path, profile_at_startup=False).read_text()), [])
-    try:
-        with httpx.Client(timeout=60, trust_env=False) as c:
-            r = c.post(gw.url + "/v1/completions",
-                       json={"model": "completion", "prompt": "def f():", "max_tokens": 4})
-        assert r.status_code in (502, 503), r.text
-        err = r.json()["error"]
-        assert "exited with signal SIGSEGV" in err["message"], err
-        assert "payload" not in err["message"].lower(), err
-        log = gw.log.read_text()
-        assert "exited with signal SIGSEGV" in log and CRASH_LINE in log, log[-3000:]
-    finally:
-        gw.close()
+def test_a_call_on_a_crashed_engine_names_the_crash(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The gateway (in process, ``asgi_app``: the app ``cato serve`` runs) starts a real
+    engine that crashes on the call: the client's error and the gateway's log name the crash."""
+    config = yaml.safe_load(_crash_config(tmp_path, profile_at_startup=False).read_text())
+
+    async def body() -> httpx.Response:
+        async with in_process(gateway_app(config, tmp_path), timeout_s=60) as c:
+            return await c.post("/v1/completions",
+                                json={"model": "completion", "prompt": "def f():",
+                                      "max_tokens": 4})
+    with caplog.at_level(logging.INFO, logger="cato.gateway"):
+        r = asyncio.run(body())
+    assert r.status_code in (502, 503), r.text
+    err = r.json()["error"]
+    assert "exited with signal SIGSEGV" in err["message"], err
+    assert "payload" not in err["message"].lower(), err
+    log = caplog.text
+    assert "exited with signal SIGSEGV" in log and CRASH_LINE in log, log[-3000:]
 
 
 def test_harness_names_an_engine_it_started_that_crashed(tmp_path: Path) -> None:

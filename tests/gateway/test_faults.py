@@ -1,21 +1,23 @@
 """Overload and engine failure through real processes: a full queue answers 429 with
 Retry-After, an engine that dies mid-stream gives the client a clear error (never a hang), an
-unreachable engine a 502, and every accepted request ends in a response."""
+unreachable engine a 502, and every accepted request ends in a response. The engines are real
+processes throughout; where the gateway's own process adds nothing, it runs in process."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
-import openai
 import pytest
 
+from asgi_app import gateway_app, in_process
 from conftest import RunningGateway, launch_gateway, start_engines  # type: ignore[import-not-found]
 
 
@@ -56,40 +58,64 @@ def test_full_queue_sheds_with_429_and_every_accepted_request_answers(
             assert r.json()["usage"]["completion_tokens"] == 8
 
 
+async def _engine_counter(url: str, name: str) -> float:
+    """A counter or gauge of the engine's ``/metrics`` (0 if it has no sample yet)."""
+    async with httpx.AsyncClient(timeout=10) as c:
+        text = (await c.get(url + "/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name))
+
+
 def test_engine_killed_mid_stream_gives_clear_error(tmp_path: Path) -> None:
+    """A real engine process killed (SIGKILL) while it streams: the stream ends with an error
+    event naming the failure, never a hang; the next call fails fast with a 502 naming the
+    engine; the gateway (in process, ``asgi_app``) stays healthy with its books balanced."""
     engines = start_engines(1, tmp_path, time_dilation=5.0)
     config = {"models": [{"name": "m", "replicas": [{"url": engines[0].url}]}],
               "profile_at_startup": False, "code_index_root": str(Path(__file__).parent)}
-    gw = launch_gateway(tmp_path, config, engines)
+    url = engines[0].url
+
+    async def body() -> None:
+        async with in_process(gateway_app(config, tmp_path), timeout_s=30) as c:
+            t0 = time.monotonic()
+            call = asyncio.ensure_future(c.post("/v1/completions", json={
+                "model": "translation", "prompt": "def f(): pass", "max_tokens": 1500,
+                "stream": True}))
+            deadline = time.monotonic() + 20
+            while await _engine_counter(url, "vllm:generation_tokens_total") < 3:
+                assert time.monotonic() < deadline and not call.done()
+                await asyncio.sleep(0.02)
+            engines[0].proc.send_signal(signal.SIGKILL)   # three tokens out, then the crash
+            r = await call
+            assert time.monotonic() - t0 < 30
+            assert r.status_code == 200    # the stream had begun: it ends with an error event
+            events = [ln[6:] for ln in r.text.splitlines() if ln.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            err = json.loads(events[-2])["error"]
+            assert err["type"] == "engine_error" and err["code"] == "engine_failed", err
+            assert re.search("closed the stream|failed|connection", err["message"]), err
+            texts = [e for e in events[:-2] if json.loads(e).get("choices")
+                     and json.loads(e)["choices"][0].get("text")]
+            assert len(texts) >= 3
+            # the engine is gone: a new request fails fast with a 502 naming it, not a hang
+            # (the only replica of its model is never ejected: a false alarm must not take it
+            # down)
+            r = await c.post("/v1/completions",
+                             json={"model": "completion", "prompt": "x", "max_tokens": 2})
+            assert r.status_code == 502
+            assert r.json()["error"]["code"] == "engine_failed"
+            assert url in r.json()["error"]["message"]
+            rep = (await c.get("/admin/replicas")).json()["replicas"][0]
+            assert rep["state"] == "ready"
+            assert "unreachable" in rep["health"]["last_problem"]
+            # the gateway itself stays healthy and its books balance (nothing left in flight)
+            assert (await c.get("/health")).status_code == 200
+            reps = (await c.get("/admin/replicas")).json()["replicas"]
+            assert reps[0]["in_flight"] == 0 and reps[0]["queued"] == 0
     try:
-        cli = openai.OpenAI(base_url=gw.url + "/v1", api_key="x", max_retries=0, timeout=30)
-        stream = cli.completions.create(model="translation", prompt="def f(): pass",
-                                        max_tokens=1500, stream=True)
-        got = 0
-        t0 = time.monotonic()
-        with pytest.raises(openai.APIError, match="closed the stream|failed|connection"):
-            for chunk in stream:
-                if chunk.choices and chunk.choices[0].text:
-                    got += 1
-                    if got == 3:
-                        engines[0].proc.send_signal(signal.SIGKILL)
-        assert got >= 3 and time.monotonic() - t0 < 30
-        # the engine is gone: a new request fails fast with a 502 naming it, not a hang (the
-        # only replica of its model is never ejected: a false alarm must not take it down)
-        r = httpx.post(gw.url + "/v1/completions",
-                       json={"model": "completion", "prompt": "x", "max_tokens": 2}, timeout=30)
-        assert r.status_code == 502
-        assert r.json()["error"]["code"] == "engine_failed"
-        assert engines[0].url in r.json()["error"]["message"]
-        rep = httpx.get(gw.url + "/admin/replicas").json()["replicas"][0]
-        assert rep["state"] == "ready"
-        assert "unreachable" in rep["health"]["last_problem"]
-        # the gateway itself stays healthy and its books balance (nothing left in flight)
-        assert httpx.get(gw.url + "/health").status_code == 200
-        reps = httpx.get(gw.url + "/admin/replicas").json()["replicas"]
-        assert reps[0]["in_flight"] == 0 and reps[0]["queued"] == 0
+        asyncio.run(body())
     finally:
-        gw.close()
+        engines[0].stop()
 
 
 def test_client_disconnect_mid_stream_frees_the_engine_slot(

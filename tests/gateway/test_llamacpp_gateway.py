@@ -33,7 +33,7 @@ def llama_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningG
                for _ in range(2)]
     try:
         for s in servers:
-            wait_ready(s.url, timeout=120, process=s)
+            wait_ready(s, timeout_s=120)
         config = {
             "models": [{"name": "gemma-3-270m", "coefficients": "a100-llama7b",
                         "concurrency": 1, "replicas": [{"url": s.url} for s in servers]}],

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncGenerator
 
 import httpx
 import pytest
@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from cato.core.task import SlaKind
+from cato.edge.sse import SseParser
 from cato.rayserve.engine import (EngineOptions, engine_argv, free_port, start_engine,
                                   stop_engine, wait_engine_ready)
 from cato.rayserve.proxy import EngineProxy
@@ -172,6 +173,42 @@ def test_proxy_errors_are_openai_errors() -> None:
     # the failed call was accounted for (and left nothing in flight)
     t = proxy.tracker
     assert (t.calls_total, t.failed_total, len(t.ongoing)) == (1, 1, 0)
+
+
+def test_proxy_ends_a_broken_stream_with_the_gateways_error_event() -> None:
+    """An engine failing after the first token: the proxy's stream ends with the very event the
+    gateway sends (one implementation, :func:`cato.edge.errors.stream_error`), then [DONE]."""
+    from cato.gateway.http_errors import stream_error_event
+    from cato.serving.engine_client import EngineError, EngineEvent
+    proxy = EngineProxy(EngineOptions(model="m"), "http://127.0.0.1:9", replica_id="rep")
+    failure = EngineError("engine http://127.0.0.1:9 closed the stream before it finished")
+    head = [EngineEvent(b'{"choices":[{"index":0,"text":"de"}]}', "http://127.0.0.1:9")]
+
+    async def rest() -> AsyncGenerator[EngineEvent, None]:
+        yield EngineEvent(b'{"choices":[{"index":0,"text":"f"}]}', "http://127.0.0.1:9")
+        raise failure
+
+    async def go() -> bytes:
+        return b"".join([chunk async for chunk in proxy._forward(rest(), head, False)])
+
+    parser = SseParser()
+    payloads = list(parser.feed(asyncio.run(go())))
+    assert [json.loads(p) for p in payloads[:2]] == [
+        {"choices": [{"index": 0, "text": "de"}]}, {"choices": [{"index": 0, "text": "f"}]}]
+    assert json.loads(payloads[2]) == stream_error_event(failure) == {"error": {
+        "message": str(failure), "type": "engine_error", "param": None,
+        "code": "engine_failed"}}
+    assert len(payloads) == 3 and parser.done   # then [DONE], and nothing else
+
+
+def test_ingress_task_models_are_checked() -> None:
+    pytest.importorskip("ray", reason="the ingress module needs Ray Serve")
+    from cato.rayserve.app import check_task_models
+    assert check_task_models({"completion": "b"}, ["a", "b"]) == {"completion": "b"}
+    with pytest.raises(ValueError, match="unknown task 'poetry'"):
+        check_task_models({"poetry": "a"}, ["a"])
+    with pytest.raises(ValueError, match=r"task_models\.completion: model 'c' is not among"):
+        check_task_models({"completion": "c"}, ["a", "b"])
 
 
 # ------------------------------------------------------------------------------ a real engine

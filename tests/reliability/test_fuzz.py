@@ -32,7 +32,7 @@ from schemathesis.core.transport import Response as StResponse
 from schemathesis.schemas import BaseSchema
 
 from cato.gateway.openapi import NON_BLANK_PATTERN, PY_WHITESPACE_CLASS, openapi_schema
-from cato.gateway.requests import MAX_JSON_DEPTH
+from cato.serving.requests import MAX_JSON_DEPTH
 from conftest import (SMALL_INDEX_ROOT, RunningGateway,  # type: ignore[import-not-found]
                       launch_gateway, start_engines)
 

@@ -1,5 +1,6 @@
 """The layering of docs/ARCHITECTURE.md holds: import-linter's contracts (``[tool.importlinter]``
-in pyproject.toml: layers, independent drivers, a pure core, no cycles) pass on the source, and
+in pyproject.toml: layers, independent drivers, a Ray Serve plug-in that reaches into neither
+the simulator nor the gateway, a pure core, no cycles) pass on the source, and
 fail on a copy of it with a forbidden import planted, so the check itself can fail. What an
 import graph cannot see, global randomness and I/O by builtins, is checked on the core's AST."""
 
@@ -44,7 +45,9 @@ def test_import_contracts_hold() -> None:
     ("core/metrics.py", "from cato.gateway import config as _c", "Layers"),
     ("sim/runner.py", "from cato.gateway import config as _c", "independent"),
     ("core/routing/base.py", "from cato.core.routing import cato as _c", "cycles"),
-    ("rayserve/ranking.py", "from cato.sim import scenarios as _s", "Ray Serve plug-in"),
+    ("rayserve/ranking.py", "from cato.sim import scenarios as _s", "reach into the simulator"),
+    ("rayserve/proxy.py", "from cato.gateway import config as _c", "reach into the gateway"),
+    ("serving/planner.py", "from cato.gateway import profile as _p", "Layers"),
 ])
 def test_contracts_catch_a_planted_violation(tmp_path: Path, target: str, planted: str,
                                               contract: str) -> None:

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from cato.gateway.control import CallControl
-from cato.gateway.engine_client import CallAborted, EngineError
+from cato.serving.engine_client import CallAborted, EngineError
 
 
 def test_timer_aborts_and_disarming_cancels_it() -> None:

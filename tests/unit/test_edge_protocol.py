@@ -1,5 +1,5 @@
 """The shared OpenAI edge (:mod:`cato.edge.protocol`, :mod:`cato.edge.errors`) and the two
-validators on top of it: the gateway's (:func:`cato.gateway.requests.parse_llm_request`) and the
+validators on top of it: the gateway's (:func:`cato.serving.requests.parse_llm_request`) and the
 emulated engine's (:mod:`cato.engine.requests`). Each keeps the status, ``param``, ``code`` and
 wording its clients had before the models were shared; the OpenAPI 3.0 conversion of the models
 is checked on its own (the live schema is fuzzed in ``tests/reliability/test_fuzz.py``)."""
@@ -18,8 +18,9 @@ from cato.edge.protocol import (MAX_TOKENS_LIMIT, ChatCompletionRequest, Complet
                                 default_wording, first_error, invalid_request,
                                 openapi_components)
 from cato.engine.requests import check_model, parse_chat, parse_completion
-from cato.gateway.config import GatewayConfig
-from cato.gateway.requests import parse_llm_request
+from cato.gateway.config import ConfigError, GatewayConfig, Limits, parse_config
+from cato.serving.requests import parse_llm_request
+from cato.serving.scope import Front, RequestLimits
 
 TASKS = ["completion", "generation"]
 CFG = GatewayConfig.model_validate({
@@ -234,3 +235,52 @@ def test_token_counting_skips_a_content_part_whose_text_is_not_a_string() -> Non
     from cato.text import chat_prompt_text
     messages = [{"role": "user", "content": [{"type": "text", "text": 5}, {"text": "hi"}]}]
     assert chat_prompt_text(messages) == "user: hi"
+
+
+# ------------------------------------------------------------------------------------ fronts
+FRONT = Front.of(["m"], "generation", RequestLimits(max_tokens=64, max_prompt_tokens=2048))
+
+
+@pytest.mark.parametrize("kind,body,headers", [
+    ("completions", {"prompt": "x", "max_tokens": 65}, {}),
+    ("completions", {"prompt": "x" * 9000}, {}),
+    ("completions", {"prompt": "x", "model": "gpt-9"}, {}),
+    ("completions", {"prompt": "x"}, {"x-cato-task": "poetry"}),
+    ("chat", {"messages": [{"role": 1}]}, {}),
+    ("completions", {"prompt": ["hello"], "max_tokens": 64, "model": "m"}, {}),
+    ("chat", {"model": "completion", "messages": MSG, "stream": True}, {}),
+])
+def test_a_front_parses_as_the_gateway_config_does(kind: str, body: dict[str, Any],
+                                                   headers: dict[str, str]) -> None:
+    """A Ray Serve replica's :class:`Front` and the gateway's config are the same
+    :class:`RequestScope`: the same request gets the same answer, accepted or refused."""
+    def answer(scope: Any) -> Any:
+        try:
+            return parse_llm_request(kind, body, headers, scope, TASKS)
+        except ApiError as e:
+            return (e.status, e.type, e.param, e.code, e.message)
+    assert answer(FRONT) == answer(CFG)
+
+
+def test_a_front_names_its_models_and_needs_a_task_without_a_default() -> None:
+    with pytest.raises(ApiError) as nf:
+        parse_llm_request("completions", {"prompt": "x", "model": "gpt-9"}, {},
+                          Front.of(["a", "b"], None), TASKS)
+    assert nf.value.status == 404 and "models: a, b" in nf.value.message
+    with pytest.raises(ApiError) as no_task:
+        parse_llm_request("completions", {"prompt": "x", "model": "a"}, {},
+                          Front.of(["a"], None), TASKS)
+    assert (no_task.value.status, no_task.value.param) == (400, "model")
+    with pytest.raises(ValueError, match="at least one model"):
+        Front.of([], "generation")
+
+
+def test_request_limits_have_one_home() -> None:
+    """The gateway's ``limits`` extend the request limits a front has: same defaults, and a
+    bad value is named by its place in the gateway's config."""
+    assert issubclass(Limits, RequestLimits)
+    assert Limits().model_dump(include=set(RequestLimits.model_fields)) == \
+        RequestLimits().model_dump()
+    with pytest.raises(ConfigError, match=r"limits\.max_tokens"):
+        parse_config({"models": [{"name": "m", "replicas": [{"url": "http://127.0.0.1:1"}]}],
+                      "limits": {"max_tokens": 0}})

@@ -153,7 +153,7 @@ async def _serve(body_parts: list[bytes]) -> tuple[web.AppRunner, str]:
 
 
 def _engine_events(parts: list[bytes]) -> tuple[list[dict[str, Any]], Exception | None]:
-    from cato.gateway.engine_client import EngineClient
+    from cato.serving.engine_client import EngineClient
 
     async def run() -> tuple[list[dict[str, Any]], Exception | None]:
         runner, url = await _serve(parts)
@@ -181,7 +181,7 @@ def test_engine_client_reads_events_cut_anywhere_until_done() -> None:
 
 
 def test_engine_client_names_a_malformed_event_and_a_stream_without_done() -> None:
-    from cato.gateway.engine_client import EngineError
+    from cato.serving.engine_client import EngineError
     got, err = _engine_events([encode(EVENTS[0]), b"data: oops\n\n", DONE])
     assert got == [EVENTS[0]] and isinstance(err, EngineError)
     assert "sent a malformed event: b'oops'" in str(err) and err.retryable

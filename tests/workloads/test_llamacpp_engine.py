@@ -46,7 +46,7 @@ THREADS = max(1, min(2, os.cpu_count() or 1))
 def server() -> Iterator[LlamaCppProcess]:
     proc = start_llamacpp(free_port(), n_threads=THREADS, n_ctx=2048)
     try:
-        waited = wait_ready(proc.url, timeout=180, process=proc)
+        waited = wait_ready(proc, timeout_s=180)
         print(f"\nllama.cpp ready in {waited:.2f} s on {THREADS} thread(s)")
         yield proc
     finally:
@@ -144,6 +144,6 @@ def test_bad_model_file_is_reported(tmp_path: Path) -> None:
     proc = start_llamacpp(free_port(), model_path=bogus)
     try:
         with pytest.raises(LlamaCppError, match="exited with code"):
-            wait_ready(proc.url, timeout=120, process=proc)
+            wait_ready(proc, timeout_s=120)
     finally:
         proc.stop()

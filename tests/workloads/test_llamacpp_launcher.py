@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from cato.workloads.llamacpp import (
+    OUTPUT_TAIL_LINES,
     LlamaCppError,
     LlamaCppProcess,
     free_port,
@@ -66,23 +67,39 @@ def _script(code: str) -> list[str]:
 
 def test_dead_server_is_reported_with_its_output() -> None:
     code = "import sys; print('loading model'); print('error: bad magic', file=sys.stderr); sys.exit(3)"
-    proc = LlamaCppProcess(_script(code), "http://127.0.0.1:9", None)
+    proc = LlamaCppProcess.start(_script(code), "http://127.0.0.1:9")
     with pytest.raises(LlamaCppError) as err:
-        wait_ready(proc.url, timeout=30, process=proc)
+        wait_ready(proc, timeout_s=30)
     message = str(err.value)
-    assert "code 3" in message and "error: bad magic" in message and "loading model" in message
+    assert message.startswith("engine llama.cpp (http://127.0.0.1:9) exited with code 3 "
+                              "before it was ready"), message
+    assert "error: bad magic" in message and "loading model" in message
+    assert proc.exited() is not None and "exited with code 3" in str(proc.exited())
 
 
 def test_silent_server_times_out_with_its_output() -> None:
     port = free_port()
-    proc = LlamaCppProcess(_script("import time; print('warming up', flush=True); time.sleep(60)"),
-                           f"http://127.0.0.1:{port}", None)
+    proc = LlamaCppProcess.start(
+        _script("import time; print('warming up', flush=True); time.sleep(60)"),
+        f"http://127.0.0.1:{port}")
     try:
         with pytest.raises(TimeoutError, match="warming up"):
-            wait_ready(proc.url, timeout=1.0, process=proc, interval=0.1)
+            wait_ready(proc, timeout_s=1.0, interval_s=0.1)
+        assert proc.poll() is None and proc.exited() is None
     finally:
-        assert proc.stop(timeout=5) != 0
-    assert proc.poll() is not None
+        proc.stop(timeout_s=5)
+    assert proc.poll() not in (None, 0)
+
+
+def test_output_tail_is_bounded() -> None:
+    """A chatty server's output is drained as it comes (it never blocks on a full pipe) and
+    only its last lines are kept."""
+    code = "for i in range(5000): print('line', i)"
+    proc = LlamaCppProcess.start(_script(code), "http://127.0.0.1:9")
+    proc.proc.wait(30)
+    tail = proc.output_tail(lines=10**6)
+    assert tail.splitlines()[-1] == "line 4999"
+    assert len(tail.splitlines()) == OUTPUT_TAIL_LINES
 
 
 class _Models(BaseHTTPRequestHandler):
@@ -113,5 +130,11 @@ def models_server() -> Iterator[str]:
 
 
 def test_wait_ready_polls_until_models_are_listed(models_server: str) -> None:
-    waited = wait_ready(models_server + "/v1", timeout=10, interval=0.05)
+    """Ready only once ``/v1/models`` lists a model (the stand-in server answers 503 with an
+    empty list twice first); the process is a live stand-in for the server's."""
+    proc = LlamaCppProcess.start(_script("import time; time.sleep(60)"), models_server)
+    try:
+        waited = wait_ready(proc, timeout_s=10, interval_s=0.05)
+    finally:
+        proc.stop()
     assert _Models.calls >= 3 and waited >= 0.09

@@ -136,7 +136,7 @@ def bench_capacity(systems: Sequence[str] = ("cato", "ray-serve-tuned"), *,
     :func:`~cato.benchmarks.pinning.plan_pinning` of this process's CPUs, unless not ``pin``).
     """
     from cato.edge.procs import free_port, wait_ready
-    from cato.gateway.launcher import emulated_engine_argv, start_process
+    from cato.serving.launcher import emulated_engine_argv, start_process
     work = work or Path(tempfile.mkdtemp(prefix="cato-capacity-"))
     sc = scenario("mixA-poisson")
     models = [LiveModel("llama-7b", "a100-llama7b", 1.0, None, replicas, replicas, replicas)]

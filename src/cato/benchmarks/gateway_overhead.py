@@ -59,7 +59,7 @@ def bench_gateway_overhead(*, rate: float = 100.0, duration_s: float = 20.0, rou
                            ) -> list[OverheadRound]:
     from cato.demo import start_gateway, stop
     from cato.edge.procs import free_port, wait_ready
-    from cato.gateway.launcher import emulated_engine_argv, start_process
+    from cato.serving.launcher import emulated_engine_argv, start_process
     rng = np.random.default_rng(seed)
     times = poisson(rate, duration_s, rng)
     n = len(times)

@@ -68,7 +68,7 @@ def _scaling(interval_s: float) -> dict[str, Any]:
 def run_live(stream: list[TaskArrival], *, dilation: float, max_replicas: int,
              interval_s: float) -> SurgeRun:
     from cato.demo import start_gateway, stop
-    from cato.gateway.profiler import filler_text
+    from cato.serving.filler import filler_text
     tmp = Path(tempfile.mkdtemp(prefix="cato-surge-"))
     cfg = {"models": [{"name": "m", "emulated": {"replicas": 1, "time_dilation": dilation},
                        "autoscale": {"policy": "cato", "min_replicas": 1,

@@ -44,7 +44,7 @@ from cato.demo import start_gateway, stop
 from cato.edge.procs import free_port, wait_ready
 from cato.edge.sse import SseParser
 from cato.edge.sse import loads as sse_loads
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
+from cato.serving.launcher import EngineProcess, emulated_engine_argv, start_process
 
 PROMPT = "def fibonacci(n):\n    \"\"\"Return the n-th Fibonacci number.\"\"\"\n"
 

@@ -18,7 +18,8 @@ from starlette.responses import JSONResponse
 from typing_extensions import TypedDict
 
 __all__ = ["ApiError", "ErrorBody", "ErrorObject", "bad_request", "engine_failed",
-           "error_body", "not_found", "overloaded", "retry_after", "unavailable"]
+           "error_body", "not_found", "overloaded", "retry_after", "stream_error",
+           "unavailable"]
 
 
 class ErrorObject(TypedDict):
@@ -40,6 +41,14 @@ def error_body(message: str, type: str = "invalid_request_error", param: str | N
                code: str | None = None) -> ErrorBody:
     """The body of an error response (or of the error event that ends a stream)."""
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def stream_error(message: str, code: str | None = None) -> ErrorBody:
+    """The ``{"error": ...}`` event that ends a stream that has already begun (its status line
+    is long sent, so the error can only be an event, followed by ``[DONE]``): type
+    ``engine_error``, no ``param``, ``code`` (default ``engine_failed``). Every server of the
+    project ends a broken stream with it (the gateway, its task API, the Ray Serve proxy)."""
+    return error_body(message, "engine_error", None, code or "engine_failed")
 
 
 def retry_after(seconds: float) -> dict[str, str]:

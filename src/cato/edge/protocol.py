@@ -3,7 +3,7 @@
 turning of a failed validation into OpenAI's 400.
 
 Requests: :class:`CompletionRequest` and :class:`ChatCompletionRequest` check exactly what the
-gateway checks (:mod:`cato.gateway.requests`) and its OpenAPI document says
+gateway checks (:mod:`cato.serving.requests`) and its OpenAPI document says
 (:mod:`cato.gateway.openapi`, generated from them); the emulated engine extends them with
 vLLM's leniencies and extra fields (:mod:`cato.engine.requests`). A model validates the JSON
 object a server has already parsed (:meth:`~pydantic.BaseModel.model_validate`); the body is

@@ -17,8 +17,8 @@ fails at once. The waiting side tells an abort from its own task's cancellation 
 
 :class:`CallControls` holds the handles of the calls in the gateway now, so that health checks
 (an ejection) and shutdown can abort them without knowing who runs them. The transport
-(:mod:`cato.gateway.engine_client`) sees a handle only as its small
-:class:`~cato.gateway.engine_client.AbortHandle` protocol; this module uses the transport's
+(:mod:`cato.serving.engine_client`) sees a handle only as its small
+:class:`~cato.serving.engine_client.AbortHandle` protocol; this module uses the transport's
 public :data:`AbortKind` and :class:`CallAborted` and nothing else of it.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Iterator
 
-from cato.gateway.engine_client import AbortKind, CallAborted
+from cato.serving.engine_client import AbortKind, CallAborted
 
 
 class CallControl:

@@ -172,7 +172,7 @@ class CallAborter(Protocol):
 
 
 class Prober(Protocol):
-    """:meth:`~cato.gateway.engine_client.EngineClient.probe`."""
+    """:meth:`~cato.serving.engine_client.EngineClient.probe`."""
 
     async def probe(self, url: str, timeout_s: float) -> int | None: ...
 

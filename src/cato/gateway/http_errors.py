@@ -4,7 +4,7 @@ bodies (:class:`~cato.edge.errors.ApiError`) and ``Retry-After``.
 * a :class:`~cato.gateway.outcomes.CallOutcome` (the call path could not serve a call:
   shed, refused, timed out, no healthy replica, engine failed, ...) maps by its class
   (:func:`outcome_error`);
-* an :class:`~cato.gateway.engine_client.EngineError` once the engine had begun answering maps
+* an :class:`~cato.serving.engine_client.EngineError` once the engine had begun answering maps
   to 504 (``sla_timeout``) or 502, of type ``engine_error`` (:func:`engine_error`); in a stream
   that has begun it is an error event instead (:func:`stream_error_event`);
 * :func:`exception_handlers` are the Starlette app's handlers: an outcome, an ``ApiError``
@@ -20,11 +20,11 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from cato.edge.errors import ApiError
-from cato.gateway.engine_client import EngineError
+from cato.edge.errors import ApiError, ErrorBody, stream_error
 from cato.gateway.outcomes import (CallOutcome, CallTimeout, EngineFailed, EngineRejected,
                                    GatewayBusy, NoHealthyReplica, NotReady, QueueFull, Refused,
                                    Shed, ShuttingDown, TaskQueueFull, Unavailable)
+from cato.serving.engine_client import EngineError
 
 log = logging.getLogger("cato.gateway")
 
@@ -71,11 +71,12 @@ def api_error(e: CallOutcome | EngineError) -> ApiError:
     return outcome_error(e) if isinstance(e, CallOutcome) else engine_error(e)
 
 
-def stream_error_event(e: CallOutcome | EngineError) -> dict[str, Any]:
-    """The ``{"error": ...}`` event that ends a stream that has begun (type ``engine_error``)."""
+def stream_error_event(e: CallOutcome | EngineError) -> ErrorBody:
+    """The ``{"error": ...}`` event that ends a stream that has begun
+    (:func:`cato.edge.errors.stream_error`, with the message and code the client would have
+    had as a response)."""
     a = api_error(e)
-    return {"error": {"message": a.message, "type": "engine_error", "param": None,
-                      "code": a.code or "engine_failed"}}
+    return stream_error(a.message, a.code)
 
 
 async def _outcome(request: Request, exc: Exception) -> Response:

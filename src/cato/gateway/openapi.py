@@ -1,7 +1,7 @@
 """The OpenAPI 3.0.3 description of the gateway's client API, served at ``GET /openapi.json``.
 
 The request bodies are the pydantic models the gateway validates them with
-(:mod:`cato.edge.protocol`, used by :mod:`cato.gateway.requests`), their JSON schemas generated
+(:mod:`cato.edge.protocol`, used by :mod:`cato.serving.requests`), their JSON schemas generated
 and written as OpenAPI 3.0 (:func:`_oas30`), so that a generated request the schema calls valid
 is one the parser takes apart without error, and one the schema calls invalid is refused with
 a 4xx; the task request mirrors the validation at the top of
@@ -11,11 +11,11 @@ configuration or on the task, is in the descriptions: the upper bounds of ``max_
 (``limits.max_tokens``), of the prompt (``limits.max_prompt_tokens``) and of the body
 (``limits.max_body_bytes``, else 413), and which SLA headers a task accepts: the one of its SLA
 kind (TTFT or E2E), and on a TTFT-critical task ``x-slo-e2e-ms`` or ``x-slo-tpot-ms`` for its
-secondary end-to-end bound (:func:`cato.gateway.requests.feasible_slos`). Fields the gateway
+secondary end-to-end bound (:func:`cato.serving.requests.feasible_slos`). Fields the gateway
 does not know are allowed, as OpenAI clients send them, and forwarded to the engine.
 
 Bodies must be standard JSON (no ``NaN`` or ``Infinity``, no number that overflows a float)
-nesting at most :data:`~cato.gateway.requests.MAX_JSON_DEPTH` levels, else a 400
+nesting at most :data:`~cato.serving.requests.MAX_JSON_DEPTH` levels, else a 400
 (``invalid_json``). Every error is OpenAI's ``{"error": {"message", "type", "param", "code"}}``
 (:class:`cato.edge.errors.ErrorBody`).
 """
@@ -33,7 +33,7 @@ from cato.edge.errors import ErrorBody
 from cato.edge.protocol import (SCHEMA_REF, ChatCompletion, ChatCompletionRequest, Completion,
                                 CompletionRequest, ModelList, TokenCount, Usage,
                                 openapi_components)
-from cato.gateway.requests import MAX_JSON_DEPTH
+from cato.serving.requests import MAX_JSON_DEPTH
 
 OPENAPI_VERSION = "3.0.3"
 TITLE = "CATO gateway"

@@ -4,7 +4,7 @@ The call path (admission, the gateway's queue, dispatch, retries, timeouts: :mod
 calls`) raises these before any of a call's output reached its client; it knows nothing of HTTP.
 The HTTP layer maps each to a status code, an OpenAI-style error body and ``Retry-After`` in one
 place (:mod:`cato.gateway.http_errors`). A failure after the output began is the engine's
-:class:`~cato.gateway.engine_client.EngineError` instead (the stream ends with an error event).
+:class:`~cato.serving.engine_client.EngineError` instead (the stream ends with an error event).
 
 ::
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import statistics
 import time
-import uuid
 from typing import Any, Callable, Protocol
 
 from cato.core.catalog import multi_step_tasks, single_step_tasks
@@ -25,13 +24,10 @@ from cato.core.coefficients import isolated_e2e_ms, isolated_ttft_ms, preset
 from cato.core.task import NodeKind
 from cato.exits import EngineExited
 from cato.gateway.config import GatewayConfig
-from cato.gateway.engine_client import EngineClient, EngineError
 from cato.gateway.executor import Tools
 from cato.gateway.profile import ModelProfile, NodeProfile, Profile
-
-_FILLER = ("def handler(request, context):\n    items = [x for x in request.items if x]\n"
-           "    return {'count': len(items), 'ok': True}\n")
-
+from cato.serving.engine_client import EngineClient, EngineError
+from cato.serving.filler import filler_text
 
 class ProfileTarget(Protocol):
     """What :func:`measure_profile` needs of the engines it profiles (the gateway is one)."""
@@ -54,15 +50,6 @@ class ProfileTarget(Protocol):
     async def exited_after_failure(self, url: str, when: str = "", *, wait_s: float = 0.25,
                                    report: bool = True) -> EngineExited | None:
         """Why the engine at ``url`` is gone, if it is a process that exited."""
-
-
-def filler_text(num_tokens: int) -> str:
-    """Code-like text of about ``num_tokens`` tokens (4 characters each) that starts with a
-    fresh nonce, so an engine's prefix cache (vLLM's, llama.cpp's) cannot serve a probe from
-    the previous one: real requests rarely share long prefixes."""
-    n = 4 * max(1, num_tokens)
-    text = f"# probe {uuid.uuid4().hex}\n" + _FILLER * (n // len(_FILLER) + 1)
-    return text[:n]
 
 
 async def probe(client: EngineClient, url: str, model: str, n_in: int, n_out: int,

@@ -27,7 +27,7 @@ import aiohttp
 
 from cato.edge.procs import free_port
 from cato.exits import describe_exit
-from cato.gateway.launcher import EngineProcess, start_process
+from cato.serving.launcher import EngineProcess, start_process
 
 
 @dataclass

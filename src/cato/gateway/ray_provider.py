@@ -24,8 +24,8 @@ from typing import Any
 from cato.edge.procs import free_port
 from cato.exits import describe_exit
 from cato.gateway.config import RayCluster, RayResources
-from cato.gateway.launcher import EngineProcess, start_process
 from cato.gateway.providers import ProvidedReplica, ReplicaProvider
+from cato.serving.launcher import EngineProcess, start_process
 
 log = logging.getLogger("cato.ray")
 

@@ -46,15 +46,15 @@ from starlette.responses import JSONResponse, Response
 from cato.core.catalog import TASK_NAMES
 from cato.edge.errors import ApiError, engine_failed, not_found
 from cato.edge.procs import wait_ready
-from cato.gateway.config import GatewayConfig, ModelConfig, Replica
-from cato.gateway.requests import parse_llm_request, read_json
-from cato.gateway.sse import SseResponse
 from cato.rayserve.autoscaling import CatoAutoscalingPolicy
 from cato.rayserve.engine import EngineOptions, start_engine, stop_engine
 from cato.rayserve.proxy import EngineProxy
 from cato.rayserve.ranking import PAYLOAD_KEY
 from cato.rayserve.router import CatoRequestRouter
 from cato.rayserve.variants import VARIANTS, ModelSpec, model_specs, variant_settings
+from cato.serving.requests import parse_llm_request, read_json
+from cato.serving.scope import Front
+from cato.serving.sse import SseResponse
 
 logger = logging.getLogger("ray.serve")
 
@@ -148,12 +148,8 @@ class OpenAIIngress:
         opts = [EngineOptions.from_dict(e) for e in engines]
         self.names = [o.model for o in opts]
         self.handles = {n: h.options(stream=True) for n, h in zip(self.names, handles)}
-        self.cfg = GatewayConfig(
-            models=tuple(ModelConfig(name=o.model, coefficients=o.preset,
-                                     replicas=(Replica(url="http://127.0.0.1:1"),))
-                         for o in opts),
-            task_models=dict(task_models), default_task=opts[0].default_task,
-            sla_scale=opts[0].sla_scale)
+        self.task_models = check_task_models(task_models, self.names)
+        self.front = Front.of(self.names, opts[0].default_task)
         self.tasks = list(TASK_NAMES)
 
     async def __call__(self, request: Request) -> Response:
@@ -174,10 +170,10 @@ class OpenAIIngress:
             return e.response()
 
     async def _llm(self, request: Request, kind: str) -> Response:
-        body = await read_json(request, self.cfg.limits.max_body_bytes)
-        req = parse_llm_request(kind, body, request.headers, self.cfg, self.tasks)
+        body = await read_json(request, self.front.limits.max_body_bytes)
+        req = parse_llm_request(kind, body, request.headers, self.front, self.tasks)
         model = req.client_model if req.client_model in self.handles \
-            else self.cfg.model_for(req.task)
+            else self.task_models.get(req.task, self.names[0])
         payload = {PAYLOAD_KEY: 1, "kind": kind, "body": body, "task": req.task,
                    "prompt_tokens": req.prompt_tokens, "max_tokens": req.max_tokens,
                    "headers": {k: v for k, v in request.headers.items()
@@ -193,6 +189,19 @@ class OpenAIIngress:
             return JSONResponse(head["json"], status_code=int(head["status"]),
                                 headers=dict(head.get("headers") or {}))
         return SseResponse(_rest(gen), headers=dict(head.get("headers") or {}))
+
+
+def check_task_models(task_models: Mapping[str, str], models: Sequence[str]) -> dict[str, str]:
+    """``task_models`` (task -> served model; a task not named goes to the first model), each
+    task known and each model served: else a ValueError naming the bad entry."""
+    for task, model in task_models.items():
+        if task not in TASK_NAMES:
+            raise ValueError(f"task_models: unknown task {task!r}; known: "
+                             f"{', '.join(TASK_NAMES)}")
+        if model not in models:
+            raise ValueError(f"task_models.{task}: model {model!r} is not among models "
+                             f"{list(models)}")
+    return dict(task_models)
 
 
 async def _rest(gen: Any) -> AsyncGenerator[bytes, None]:
@@ -240,6 +249,7 @@ def build_app(variant: str = "ray-serve", *, num_replicas: int = 2,
     names = [sp.engine.model for sp in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"model names must be unique, got {names}")
+    check_task_models(task_models or {}, names)
     apps = [_model_deployment(variant, sp, name=deployment_name(name, sp.engine.model), **kw)
             for sp in specs]
     ingress: Any = serve.deployment(OpenAIIngress)

@@ -26,7 +26,7 @@ import aiohttp
 from cato.core.catalog import TASK_NAMES
 from cato.core.coefficients import preset as preset_coeffs
 from cato.edge.procs import free_port, spawn, stop_process
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv
+from cato.serving.launcher import EngineProcess, emulated_engine_argv
 
 
 @dataclass(frozen=True)

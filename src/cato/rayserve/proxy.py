@@ -4,12 +4,13 @@
 :class:`EngineProxy` serves the OpenAI API in front of the engine:
 
 * ``POST /v1/completions`` and ``/v1/chat/completions``: validated as the gateway validates them
-  (:func:`cato.gateway.requests.parse_llm_request`, same 4xx bodies); the engine is always asked
+  (:func:`cato.serving.requests.parse_llm_request`, same 4xx bodies); the engine is always asked
   to stream (so the replica sees the first token); a streamed client gets the engine's events
   forwarded chunk by chunk as they come, a non-streamed one the assembled completion. The
   response starts only at the first token, so an engine failure before it is a plain OpenAI
   error (the engine's own 4xx status and message, or 502 ``engine_failed``); after it, the
-  stream ends with an ``{"error": ...}`` event and ``[DONE]``.
+  stream ends with the gateway's error event (:func:`cato.edge.errors.stream_error`) and
+  ``[DONE]``.
 * ``GET /v1/models`` (the engine's), ``GET /health``, ``GET /v1/cato/replica`` (this replica's
   routing and autoscaling stats).
 
@@ -30,15 +31,15 @@ from starlette.responses import JSONResponse, Response
 
 from cato.core.calls import LlmCall
 from cato.edge import sse
-from cato.edge.errors import ApiError, engine_failed, not_found
-from cato.gateway.config import GatewayConfig, Limits, ModelConfig, Replica
-from cato.gateway.engine_client import (EngineClient, EngineError, EngineEvent, event_text,
-                                       sse_passthrough)
-from cato.gateway.requests import parse_llm_request, read_json, sla_override
-from cato.gateway.sse import SseResponse
+from cato.edge.errors import ApiError, engine_failed, not_found, stream_error
 from cato.rayserve.engine import EngineOptions
 from cato.rayserve.ranking import RequestInfo, SlackRanker
 from cato.rayserve.tracker import LoadTracker
+from cato.serving.engine_client import (EngineClient, EngineError, EngineEvent, event_text,
+                                        sse_passthrough)
+from cato.serving.requests import parse_llm_request, read_json, sla_override
+from cato.serving.scope import Front
+from cato.serving.sse import SseResponse
 
 def _error_response(e: ApiError) -> JSONResponse:
     return e.response()
@@ -51,11 +52,7 @@ class EngineProxy:
         self.options = options
         self.url = engine_url.rstrip("/")
         self.replica_id = replica_id or uuid.uuid4().hex[:8]
-        self.cfg = GatewayConfig(
-            models=(ModelConfig(name=options.model, coefficients=options.preset,
-                                replicas=(Replica(url=self.url),)),),
-            default_task=options.default_task, sla_scale=options.sla_scale,
-            engine_timeout_s=options.engine_timeout_s, limits=Limits())
+        self.front = Front.of([options.model], options.default_task)
         self.ranker = SlackRanker(model=options.model, coefficients=options.preset,
                                   time_scale=options.time_dilation,
                                   max_num_seqs=options.max_num_seqs,
@@ -118,7 +115,7 @@ class EngineProxy:
         return {"x-cato-replica": self.replica_id, "x-cato-task": task}
 
     async def _llm(self, request: Request, kind: str, rid: str | None) -> Response:
-        body = await read_json(request, self.cfg.limits.max_body_bytes)
+        body = await read_json(request, self.front.limits.max_body_bytes)
         headers, out = await self.open(kind, body, request.headers, rid)
         if isinstance(out, dict):
             return JSONResponse(out, headers=headers)
@@ -131,9 +128,9 @@ class EngineProxy:
         engine and wait for its first token: the response headers and either the completion
         (a non-streamed request) or the SSE byte chunks to forward. Raises :class:`ApiError`
         (validation, or the engine failing before its first token)."""
-        req = parse_llm_request(kind, body, headers, self.cfg, self._tasks)
+        req = parse_llm_request(kind, body, headers, self.front, self._tasks)
         planned = self.ranker.planner.direct[req.task]
-        sla = sla_override(headers, planned.task.sla_kind, self.cfg.limits.max_sla_ms)
+        sla = sla_override(headers, planned.task.sla_kind, self.front.limits.max_sla_ms)
         now = time.time()
         ms = None if sla is None else sla * 1000
         call = self.ranker.make_call(
@@ -209,8 +206,7 @@ class EngineProxy:
             async for chunk in sse_passthrough(head, agen, include_usage):
                 yield chunk
         except EngineError as e:
-            yield sse.encode({"error": {"message": str(e), "type": "engine_error", "param": None,
-                                  "code": "engine_failed"}}) + sse.DONE
+            yield sse.encode(stream_error(str(e), e.code)) + sse.DONE
             return
         finally:
             await agen.aclose()

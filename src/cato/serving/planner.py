@@ -1,23 +1,26 @@
 """From a request to LLM calls with deadlines: the task catalogue and its slack plans.
 
-The planner holds the gateway's slack plans: the same :func:`~cato.core.slack.plan_task` over
-node baselines as the simulator, with baselines from the active
-:class:`~cato.gateway.profile.Profile` where it measured them, else from the latency model. Its
-calls are built by the core's :func:`~cato.core.lifecycle.node_call`, the simulator's builder
-too: the deadline (task arrival + the node's offset from the plan, rescaled for a per-request
+The planner holds a front's slack plans (the gateway's; a Ray Serve replica's ranker's): the
+same :func:`~cato.core.slack.plan_task` over node baselines as the simulator, with baselines
+from the active profile where it measured them (a :class:`MeasuredNodes`: the gateway's
+:class:`~cato.gateway.profile.Profile`), else from the latency model. Its calls are built by
+the core's :func:`~cato.core.lifecycle.node_call`, the simulator's builder too: the deadline (task arrival + the node's offset from the plan, rescaled for a per-request
 SLA or secondary bound), ``ttft_critical`` and the expected output length (the node's mean)
 unless the request says how many tokens it wants.
 
 Two catalogues: *direct* tasks (``/v1/completions``, ``/v1/chat/completions``: the request is the
-task's single LLM call and gets the whole SLA) and *pipelines* (``/v1/tasks/{task}``: the
-protocol's multi-step variants, retrieve -> LLM and LLM -> validate -> repair).
+task's single LLM call -- its user-facing node -- and gets the whole SLA) and *pipelines*
+(``/v1/tasks/{task}``: the whole DAG). The tasks are the deployment's declared ones (``tasks``:
+:mod:`cato.workloads.task_decl`), else the protocol's built-ins (the multi-step variants,
+retrieve -> LLM and LLM -> validate -> repair; the same tasks the default declarations give).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from dataclasses import replace
-from typing import Mapping
+from typing import Mapping, Protocol
 
 from cato.core.calls import LlmCall
 from cato.core.catalog import multi_step_tasks, single_step_tasks
@@ -25,22 +28,57 @@ from cato.core.coefficients import ReplicaCoefficients
 from cato.core.lifecycle import PlannedTask, node_call
 from cato.core.slack import InfeasibleSlaError, NodeBaseline, model_baselines, plan_task
 from cato.core.task import TaskType
-from cato.gateway.profile import Profile
+from cato.serving.replanning import PlanHistory
+from cato.workloads.task_decl import TaskSpec, default_declarations, direct_task
 
-__all__ = ["PlannedTask", "Planner"]
+__all__ = ["MeasuredNode", "MeasuredNodes", "PlannedTask", "Planner"]
+
+
+class MeasuredNode(Protocol):
+    """A node's isolated baseline as measured on the engines (seconds)."""
+
+    @property
+    def ttft_s(self) -> float: ...
+
+    @property
+    def e2e_s(self) -> float: ...
+
+
+class MeasuredNodes(Protocol):
+    """Measured baselines per task and node (the gateway's
+    :class:`~cato.gateway.profile.Profile` is one); a node not measured keeps the latency
+    model's baseline."""
+
+    @property
+    def nodes(self) -> Mapping[str, Mapping[str, MeasuredNode]]: ...
 
 
 class Planner:
     def __init__(self, task_models: Mapping[str, str], coeffs: Mapping[str, ReplicaCoefficients],
-                 profile: Profile | None = None, *, sla_scale: float = 1.0) -> None:
+                 profile: MeasuredNodes | None = None, *, sla_scale: float = 1.0,
+                 tasks: Mapping[str, TaskSpec] | None = None) -> None:
+        """``tasks``: the declared task types (name -> spec, SLAs not yet scaled by
+        ``sla_scale``); None: the built-ins, their models from ``task_models``. ``specs``
+        keeps each task's per-node templates and services, for the live DAG runner."""
         self.coeffs = dict(coeffs)
         self.profile = profile
         self.sla_scale = sla_scale
         self.warnings: list[str] = []     # defaults fitted to these engines, for the start log
-        self.direct = self._plan_all(single_step_tasks(task_models, sla_scale=sla_scale))
-        self.pipelines = self._plan_all(multi_step_tasks(task_models, sla_scale=sla_scale))
+        if tasks is None:
+            self.direct = self._plan_all(single_step_tasks(task_models, sla_scale=sla_scale))
+            self.pipelines = self._plan_all(multi_step_tasks(task_models, sla_scale=sla_scale))
+            self.specs = {d.name: d.spec(lambda t: task_models.get(t) or "?")
+                          for d in default_declarations()}
+        else:
+            self.specs = dict(tasks)
+            scaled = {k: t.task.scaled(sla_scale) for k, t in tasks.items()}
+            self.pipelines = self._plan_all(scaled)
+            self.direct = self._plan_all({k: direct_task(t) for k, t in scaled.items()})
         self._ids = itertools.count()
         self._task_names = sorted(self.direct)
+        #: the plans over time, for /admin/profile (issue 16, part 5: cato.serving.replanning)
+        self.history = PlanHistory(self.direct, self.pipelines, at_unix=time.time(),
+                                   source="profile" if profile is not None else "latency model")
 
     def _plan_all(self, tasks: Mapping[str, TaskType]) -> dict[str, PlannedTask]:
         out: dict[str, PlannedTask] = {}

@@ -1,11 +1,11 @@
 """OpenAI-compatible streaming client for engines (vLLM, llama.cpp's server, SGLang, ``cato
-engine``): one pooled ``aiohttp`` session per gateway.
+engine``): one pooled ``aiohttp`` session per front (the gateway, a Ray Serve replica's proxy).
 
 aiohttp rather than httpx: on this 2-core machine httpx's async stack cost the gateway about
 3 ms of CPU per streamed call at 50 req/s (most of the gateway's CPU), aiohttp's C parser about
 a fifth of that (``cato bench gateway``; docs/BENCHMARKS.md).
 
-The gateway always asks the engine to stream (``stream: true`` with usage), whatever the client
+A front always asks the engine to stream (``stream: true`` with usage), whatever the client
 asked, so it sees the first token when it comes. Failures are translated here, at the edge, into
 :class:`EngineError` with a message that names the engine: unreachable, HTTP error status (with
 the engine's own error message), a malformed event, or a stream that ends without ``[DONE]``.

@@ -1,7 +1,8 @@
-"""Engine processes the gateway starts itself: the embedded default's emulated engines
-(``cato engine``) on loopback ports. Each is a real subprocess; the gateway waits for its
-``/health`` and stops it (SIGTERM, then SIGKILL) on shutdown. What is not engine-specific (free
-ports, starting, readiness, stopping) is :mod:`cato.edge.procs`."""
+"""Engine processes a front starts itself: the gateway's embedded default of emulated engines
+(``cato engine``) on loopback ports, a Ray Serve replica's engine, the benchmarks' engines. Each
+is a real subprocess; its starter waits for it to answer and stops it (SIGTERM, then SIGKILL)
+on shutdown. What is not engine-specific (free ports, starting, readiness, stopping) is
+:mod:`cato.edge.procs`."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from cato.edge.procs import ChildProcess, OutputTail, spawn
 
 @dataclass
 class EngineProcess(ChildProcess):
-    """An engine the gateway started (:class:`~cato.edge.procs.ChildProcess`), named by its
+    """An engine a front started (:class:`~cato.edge.procs.ChildProcess`), named by its
     model."""
 
     model: str = ""
@@ -46,6 +47,7 @@ def emulated_engine_argv(port: int | str, *, model: str, preset: str, time_dilat
                          max_num_seqs: int | None = None,
                          faults: tuple[str, ...] = (),
                          scheduling_policy: str = "fcfs") -> list[str]:
+    """The command line of an emulated engine (``python -m cato engine``) on ``host:port``."""
     argv = [sys.executable, "-m", "cato", "engine", "--host", host, "--port", str(port),
             "--model", model, "--preset", preset, "--time-dilation", repr(time_dilation),
             "--seed", str(seed)]

@@ -2,7 +2,10 @@
 
 The OpenAI request bodies are checked by the shared models of :mod:`cato.edge.protocol`, their
 errors worded here as the gateway's clients know them; the JSON itself (:func:`read_json`), the
-task (:func:`resolve_task`) and the SLA headers (:func:`feasible_slos`) are checked here."""
+task (:func:`resolve_task`) and the SLA headers (:func:`sla_override`, :func:`feasible_slos`)
+are checked here. What a front serves is a :class:`~cato.serving.scope.RequestScope` (the
+gateway's config, or a Ray Serve replica's :class:`~cato.serving.scope.Front`), so both fronts
+answer the same request with the same 4xx."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from cato.core.task import SlaKind
 from cato.edge.errors import ApiError, bad_request, not_found
 from cato.edge.protocol import (MAX_TOKENS_LIMIT, ChatCompletionRequest, CompletionRequest,
                                 Wording, default_wording, invalid_request)
-from cato.gateway.config import GatewayConfig
+from cato.serving.scope import RequestScope
 from cato.text import chat_prompt_text, count_tokens
 
 TASK_HEADER = "x-cato-task"
@@ -139,7 +142,7 @@ def _out_of_range(name: str, v: int, lo: int, hi: int) -> str:
     return f"'{name}' must be between {lo} and {hi}, got {v}"
 
 
-def _int_field(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
+def int_field(body: dict[str, Any], name: str, lo: int, hi: int) -> int | None:
     """``body[name]``: an integer in ``[lo, hi]``, or None when absent or null; else 400 (the
     task API's ``max_tokens``: an OpenAI request's are checked by its model)."""
     v = body.get(name)
@@ -167,7 +170,7 @@ class LlmRequest:
 
 
 def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
-                      cfg: GatewayConfig, tasks: list[str]) -> LlmRequest:
+                      cfg: RequestScope, tasks: list[str]) -> LlmRequest:
     """Validate a request (:class:`~cato.edge.protocol.CompletionRequest` or
     :class:`~cato.edge.protocol.ChatCompletionRequest`, ``max_tokens`` up to
     ``limits.max_tokens``), resolve its task, and bound its prompt by
@@ -196,7 +199,7 @@ def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
                       include_usage)
 
 
-def resolve_task(header: str | None, model: str | None, cfg: GatewayConfig,
+def resolve_task(header: str | None, model: str | None, cfg: RequestScope,
                  tasks: list[str]) -> str:
     """The task type: the ``x-cato-task`` header, else a ``model`` naming a task, else the
     default task for a ``model`` naming a served model."""
