@@ -9,7 +9,7 @@ STAMP_FULL := $(VENV)/.installed-full
 # native (this CPU only: `make test LLAMACPP_BUILD=native`) or custom (CATO_LLAMACPP_CMAKE_ARGS).
 LLAMACPP_BUILD ?= $(or $(CATO_LLAMACPP_BUILD),portable)
 
-.PHONY: setup run simulate llamacpp llamacpp-rebuild test test-slow bench clean
+.PHONY: setup run simulate llamacpp llamacpp-rebuild browser test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,16 +36,34 @@ $(STAMP_FULL): $(STAMP)
 
 setup: $(STAMP)
 
+# The dashboard's browser test (pytest -m browser) drives headless Chromium through its driver,
+# both from Debian's packages; installed here when missing (needs root, as CI runs). Quiet when
+# it works; on failure apt's output is shown and make stops.
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
+	  exit 0; fi; \
+	echo "installing chromium and chromium-driver (apt-get) for the dashboard's browser test"; \
+	log=$$(mktemp); \
+	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	       chromium chromium-driver; } >"$$log" 2>&1; then \
+	  cat "$$log" >&2; rm -f "$$log"; \
+	  echo "error: could not install chromium and chromium-driver (apt-get; root needed)" >&2; \
+	  exit 1; fi; \
+	rm -f "$$log"; \
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  echo "error: chromium or chromedriver still missing after apt-get install" >&2; exit 1; }
+
 run: $(STAMP)
 	$(BIN)/cato demo --rate 20 --duration 20
 
 simulate: $(STAMP)
 	$(BIN)/cato simulate --scenario paper --seeds 3 --json out/paper.json --plots out/plots
 
-test: $(STAMP_FULL) llamacpp
+test: $(STAMP_FULL) llamacpp browser
 	$(BIN)/python -m cato.workloads.llamacpp_build check
 	$(BIN)/python -m pytest -q
 	$(BIN)/python -m pytest -q -m "llamacpp or ray"
+	$(BIN)/python -m pytest -q -m browser
 	$(BIN)/mypy
 
 test-slow: $(STAMP_FULL) llamacpp

@@ -43,11 +43,30 @@ class DemoResult:
     server_met: bool | None
 
 
+def demo_config(*, replicas: int, policy: str, admin_key_env: str | None = None,
+                autoscale: bool = False) -> dict[str, Any]:
+    """The embedded default (:func:`cato.gateway.config.default_config`) as a ``cato serve``
+    config, with what the demo's options add: ``admin_key_env`` (the environment variable that
+    holds an admin key: ``/admin``, ``/metrics`` and ``/dashboard`` then need it) and
+    ``autoscale`` (start with one engine and let the gateway scale between 1 and ``replicas``,
+    so the dashboard shows scale events)."""
+    model: dict[str, Any] = {"name": "cato-emulated", "coefficients": "a100-llama7b",
+                             "accepts_priority": True,
+                             "emulated": {"replicas": 1 if autoscale else replicas}}
+    if autoscale:
+        model["autoscale"] = {"min_replicas": 1, "max_replicas": replicas}
+    cfg: dict[str, Any] = {"models": [model], "routing": {"policy": policy}}
+    if admin_key_env is not None:
+        cfg["auth"] = {"admin_keys": [{"key_env": admin_key_env}]}
+    return cfg
+
+
 def start_gateway(args: list[str], timeout_s: float = 120.0,
-                  log_path: Path | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """``cato serve`` as a subprocess on a free loopback port, once ``/ready``; returns
-    (process, base url)."""
-    port = free_port()
+                  log_path: Path | None = None,
+                  port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """``cato serve`` as a subprocess on ``port`` (default: a free one) on loopback, once
+    ``/ready``; returns (process, base url)."""
+    port = free_port() if port is None else port
     url = f"http://127.0.0.1:{port}"
     gw = start_child([sys.executable, "-m", "cato", "serve", "--port", str(port), *args], url,
                      log_path=log_path, role="gateway")

@@ -14,7 +14,7 @@ import cato
 from cato.demo import start_gateway, stop
 from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
+from cato.serving.launcher import EngineProcess, emulated_engine_argv, start_process
 
 SMALL_INDEX_ROOT = str(Path(cato.__file__).parent)   # index CATO's own sources: fast to build
 
@@ -68,8 +68,12 @@ def launch_gateway(tmp: Path, config: dict[str, Any], engines: list[EngineProces
                                    "--profile", str(tmp / "profile.json")],
                                   timeout_s=120, log_path=log)
     except RuntimeError as exc:
-        raise_if_exited([*engines, *watch], exc, when="while the gateway started")
-        raise
+        try:
+            raise_if_exited([*engines, *watch], exc, when="while the gateway started")
+            raise
+        finally:  # the caller's fixture never gets to tear them down: no orphaned engines
+            for engine in engines:
+                engine.stop()
     return RunningGateway(proc, url, engines, log)
 
 

@@ -63,7 +63,7 @@ def test_unreadable_and_invalid_yaml(tmp_path: Path) -> None:
 
 
 def test_emulated_priority_engines_get_the_vllm_flag() -> None:
-    from cato.gateway.launcher import emulated_engine_argv
+    from cato.serving.launcher import emulated_engine_argv
     cfg = parse_config({"models": [{"name": "m", "accepts_priority": True,
                                     "emulated": {"scheduling_policy": "priority"}}]})
     em = cfg.models[0].emulated
@@ -84,3 +84,18 @@ def test_proactive_scaling_is_a_config_change() -> None:
         parse_config({"models": [{"name": "m", "emulated": {}, "autoscale": {
             "policy": "proactive", "params": {"headroom": 0}}}]})
     assert "headroom" in str(e.value)
+
+
+def test_engine_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = {"models": [{"name": "m", "api_key_env": "CATO_TEST_ENGINE_KEY",
+                       "replicas": [{"url": "http://127.0.0.1:8001"}]}]}
+    monkeypatch.setenv("CATO_TEST_ENGINE_KEY", "s3cret-engine-key")
+    model = parse_config(raw).models[0]
+    assert model.api_key == "s3cret-engine-key"
+    assert "s3cret" not in repr(model)
+    monkeypatch.delenv("CATO_TEST_ENGINE_KEY")
+    with pytest.raises(ConfigError, match="CATO_TEST_ENGINE_KEY"):
+        parse_config(raw)
+    both = {"models": [{**raw["models"][0], "api_key": "x"}]}  # type: ignore[index]
+    with pytest.raises(ConfigError, match="not both"):
+        parse_config(both)

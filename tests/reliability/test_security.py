@@ -6,8 +6,10 @@ limits, and config validation that names the offending field."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -25,8 +27,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from asgi_app import gateway_app, in_process
 from cato.edge.procs import free_port
-from cato.gateway.launcher import EngineProcess
+from cato.serving.launcher import EngineProcess
 from cato.text import count_tokens
 from conftest import (SMALL_INDEX_ROOT, RunningGateway,  # type: ignore[import-not-found]
                       launch_gateway, start_engines)
@@ -125,6 +128,15 @@ def openai_error(r: httpx.Response, status: int, code: str) -> dict[str, Any]:
     for k in ALL_KEYS:
         assert k not in r.text, "a response echoes a secret"
     return err
+
+
+def tenant_counters(http: httpx.Client) -> dict[tuple[str, str], float]:
+    """``cato_tenant_requests`` from ``/metrics``: {(tenant, outcome): count}."""
+    r = http.get("/metrics", headers=bearer(ADMIN_KEY))
+    assert r.status_code == 200, r.text[:300]
+    return {(s.labels["tenant"], s.labels["outcome"]): s.value
+            for fam in text_string_to_metric_families(r.text) if fam.name == "cato_tenant_requests"
+            for s in fam.samples if s.name == "cato_tenant_requests_total"}
 
 
 def auth_counters(http: httpx.Client) -> dict[tuple[str, str], float]:
@@ -305,6 +317,10 @@ def test_metrics_need_a_metrics_or_admin_key_and_count_per_key_name(
     assert delta("(unauthenticated)", "unauthenticated") == 2
     assert delta(LIMITED, "forbidden") == 1 and delta(LIMITED, "admitted") == 0
     assert delta(FULL, "admitted") == 1
+    # the answered request counts for its tenant (the key's name), the refused ones for none
+    tenants = tenant_counters(http)
+    assert sum(n for (t, _), n in tenants.items() if t == FULL) >= 1, tenants
+    assert {t for t, _ in tenants} <= {LIMITED, FULL}, tenants
     names = {name for name, _ in after}
     assert {LIMITED, FULL, "(unauthenticated)", "(admin)", "(metrics)"} <= names, names
     assert after[("(metrics)", "unauthenticated")] >= 4
@@ -338,25 +354,30 @@ def test_request_log_names_task_and_key_but_never_the_prompt(gw: RunningGateway,
         assert k not in text, "the log holds a secret"
 
 
-def test_prompts_are_logged_only_when_asked(engine: EngineProcess, tmp_path: Path) -> None:
+def test_prompts_are_logged_only_when_asked(engine: EngineProcess, tmp_path: Path,
+                                            caplog: pytest.LogCaptureFixture) -> None:
+    """The request log line carries the prompt only with ``logging.prompts`` (the gateway runs
+    in process: its log is what ``logging`` receives, the same lines a process writes)."""
     key = "sk-logged-" + secrets.token_hex(12)
     config = gateway_config(engine, logging={"requests": True, "prompts": True},
                             auth={"api_keys": [{"name": "dev", "key": key}]})
-    gateway = launch_gateway(tmp_path, config, [])
-    try:
-        marker = f"MARKER-{uuid.uuid4().hex}"
-        with httpx.Client(base_url=gateway.url, timeout=TIMEOUT_S, trust_env=False) as c:
-            r = completion(c, key, task="summarization", prompt=f"def f(): pass  # {marker}")
-        assert r.status_code == 200, r.text
-        text = wait_for_log(gateway.log, lambda t: marker in t)
-        lines = [m for m in LINE.findall(text) if marker in m[3]]
-        assert len(lines) == 1, text[-3000:]
-        status, task, name, rest = lines[0]
-        assert (status, task, name) == ("200", "summarization", "dev")
-        assert rest.startswith(" prompt="), rest
-        assert key not in text, "the log holds a secret"
-    finally:
-        gateway.close()
+    marker = f"MARKER-{uuid.uuid4().hex}"
+
+    async def body() -> httpx.Response:
+        async with in_process(gateway_app(config, tmp_path), timeout_s=TIMEOUT_S) as c:
+            return await c.post("/v1/completions", headers=bearer(key),
+                                json={"model": "summarization", "max_tokens": 2,
+                                      "prompt": f"def f(): pass  # {marker}"})
+    with caplog.at_level(logging.INFO, logger="cato.gateway"):
+        r = asyncio.run(body())
+    assert r.status_code == 200, r.text
+    text = "\n".join(rec.getMessage() for rec in caplog.records)
+    lines = [m for m in LINE.findall(text) if marker in m[3]]
+    assert len(lines) == 1, text[-3000:]
+    status, task, name, rest = lines[0]
+    assert (status, task, name) == ("200", "summarization", "dev")
+    assert rest.startswith(" prompt="), rest
+    assert key not in text, "the log holds a secret"
 
 
 # ---- request size and token limits ------------------------------------------------------------

@@ -111,6 +111,10 @@ def engine(
         "fcfs", "--scheduling-policy",
         help="Engine queue order (vLLM's --scheduling-policy): fcfs, or priority (each request's "
              "integer 'priority', smaller first; KV preemption takes the largest)."),
+    enable_prefix_caching: bool = typer.Option(
+        False, "--enable-prefix-caching/--no-enable-prefix-caching",
+        help="Automatic prefix caching (vLLM's flag): 16-token blocks of the prompt text, hashed "
+             "and kept in the KV cache (LRU); cached tokens skip prefill. Off by default."),
 ) -> None:
     """Run an emulated engine: an OpenAI-compatible server over the protocol's replica model."""
     from cato.engine.server import engine_command
@@ -119,7 +123,8 @@ def engine(
                        time_dilation=time_dilation, seed=seed, jitter=jitter,
                        max_model_len=max_model_len, max_num_seqs=max_num_seqs,
                        faults=fault or (), fault_control=fault_control,
-                       fault_mid_tokens=fault_mid_tokens, scheduling_policy=scheduling_policy)
+                       fault_mid_tokens=fault_mid_tokens, scheduling_policy=scheduling_policy,
+                       enable_prefix_caching=enable_prefix_caching)
     except ValueError as exc:
         _fail(str(exc))
 
@@ -134,14 +139,30 @@ def demo(
     url: Optional[str] = typer.Option(None, help="Use a running gateway instead of starting "
                                       "one."),
     json_path: Optional[Path] = typer.Option(None, "--json", help="Write results as JSON."),
+    port: Optional[int] = typer.Option(None, min=1, max=65535, help="The started gateway's "
+                                       "port (default: a free one)."),
+    admin_key_env: Optional[str] = typer.Option(
+        None, help="Environment variable holding an admin key: the started gateway then "
+                   "requires it for /admin, /metrics and /dashboard (default: all open)."),
+    autoscale: bool = typer.Option(False, help="Start with one engine and let the gateway "
+                                   "scale between 1 and --replicas (scale events on the "
+                                   "dashboard)."),
 ) -> None:
-    """Start the gateway over emulated engines, send a mixed coding load, print goodput."""
+    """Start the gateway over emulated engines, send a mixed coding load, print goodput.
+    The live dashboard is at <gateway>/dashboard while the load runs."""
     import asyncio
+    import os
+    import shutil
+    import tempfile
 
-    from cato.demo import build_requests, per_task, run_load, start_gateway, stop
+    import yaml
+
+    from cato.demo import build_requests, demo_config, per_task, run_load, start_gateway, stop
     from cato.sim.workload import parse_mix
     if rate <= 0 or duration <= 0:
         _fail(f"--rate and --duration must be positive, got {rate} and {duration}")
+    if admin_key_env is not None and not os.environ.get(admin_key_env):
+        _fail(f"--admin-key-env {admin_key_env}: that environment variable is not set or empty")
     try:
         mix_map = parse_mix(mix)
     except ValueError as exc:
@@ -149,13 +170,25 @@ def demo(
     console.print(f"building {rate:g} req/s x {duration:g} s of real coding prompts (seed {seed})")
     reqs = build_requests(rate, duration, mix_map, seed)
     proc = None
+    cfg_dir: Optional[Path] = None     # the started gateway's config, removed at the end
     if url is None:
         console.print(f"starting cato serve ({replicas} emulated engines, policy {policy}) ...")
+        args = ["--policy", policy, "--replicas", str(replicas)]
+        if admin_key_env is not None or autoscale:
+            cfg_dir = Path(tempfile.mkdtemp(prefix="cato-demo-"))
+            cfg_path = cfg_dir / "cato.yaml"
+            cfg_path.write_text(yaml.safe_dump(demo_config(
+                replicas=replicas, policy=policy, admin_key_env=admin_key_env,
+                autoscale=autoscale)))
+            args = ["--config", str(cfg_path), "--policy", policy]
         try:
-            proc, url = start_gateway(["--policy", policy, "--replicas", str(replicas)])
+            proc, url = start_gateway(args, port=port)
         except RuntimeError as exc:
+            if cfg_dir is not None:
+                shutil.rmtree(cfg_dir, ignore_errors=True)
             _fail(str(exc))
         console.print(f"gateway ready at {url}")
+    console.print(f"live dashboard: {url}/dashboard", soft_wrap=True)
     try:
         with _progress() as prog:
             tid = prog.add_task("requests", total=len(reqs))
@@ -163,6 +196,8 @@ def demo(
     finally:
         if proc is not None:
             stop(proc)
+        if cfg_dir is not None:
+            shutil.rmtree(cfg_dir, ignore_errors=True)
     rows = per_task(results)
     from cato.report.serving import demo_table
     total = sum(r.met for r in results) / max(1, len(results))

@@ -14,6 +14,10 @@ Invariants (checked by property tests): every submitted call is, at any time, in
 included)}; a replica never holds more than its concurrency limit in flight; only READY
 replicas receive new work.
 
+Which queued call a free slot takes is ``release_order``'s (:mod:`cato.core.fairness`): the
+queue's head by default; with a :class:`~cato.core.fairness.FairShare`, the most urgent call of
+the tenant it picks (the queue's head again whenever one tenant is queued).
+
 The actions it returns (:class:`~cato.core.actions.Dispatch`,
 :class:`~cato.core.actions.SubmitResult`) and the scaler's window counters live in
 :mod:`cato.core.actions`; they are importable from here.
@@ -28,10 +32,13 @@ from cato.core.actions import Dispatch, SubmitResult, WindowStats
 from cato.core.calls import InFlight, LlmCall
 from cato.core.coefficients import ReplicaCoefficients
 from cato.core.estimator import Estimate, LatencyEstimator
+from cato.core.fairness import QUEUE_ORDER, ReleaseOrder
 from cato.core.pool import ReplicaPool
-from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState
+from cato.core.prefix_index import HIT_TOKENS_KEY, PrefixIndex
+from cato.core.replica import QueueEntry, ReplicaPhase, ReplicaState, heap_remove
 from cato.core.routing.base import RoutingDecision, RoutingPolicy
 from cato.core.scaling.base import ScalingContext
+from cato.core.violations import held_prediction, routed_prediction
 
 __all__ = ["Dispatch", "Dispatcher", "SubmitResult", "WindowStats"]
 
@@ -49,7 +56,8 @@ class _Tracked:
 class Dispatcher:
     def __init__(self, policy: RoutingPolicy, estimator: LatencyEstimator, *,
                  default_concurrency: int, max_queue_per_replica: int | None = None,
-                 max_queue_per_model: int | None = None, learn: bool = True) -> None:
+                 max_queue_per_model: int | None = None, learn: bool = True,
+                 release_order: ReleaseOrder = QUEUE_ORDER) -> None:
         if default_concurrency < 1:
             raise ValueError(f"default_concurrency must be >= 1, got {default_concurrency}")
         self.policy = policy
@@ -59,11 +67,13 @@ class Dispatcher:
         self.max_queue_per_replica = max_queue_per_replica
         self.max_queue_per_model = max_queue_per_model
         self.learn = learn
+        self.order = release_order
         self._model_queue: dict[str, list[QueueEntry]] = {}
         self._free: dict[str, dict[str, ReplicaState]] = {}
         self._calls: dict[int, _Tracked] = {}
         self._window: dict[str, WindowStats] = {}
         self.num_routed = 0
+        self.prefix_index = policy.prefix_index = PrefixIndex(estimator)   # fed on release
 
     # ---- replicas --------------------------------------------------------------------------------
     def add_replica(self, replica_id: str, model: str, now_s: float, *, ready: bool = True,
@@ -150,10 +160,13 @@ class Dispatcher:
         for cid, f in list(r.in_flight.items()):
             lost.append(f.call)
             self._calls.pop(cid, None)
+            self.order.done(f.call)
         for e in r.drain_queue():
             lost.append(e.call)
             self._calls.pop(e.call.call_id, None)
+            self.order.unqueued(e.call)
         r.phase = ReplicaPhase.STOPPED
+        self.prefix_index.forget(replica_id)
         self.pool.remove(replica_id)
         self._free.get(r.model, {}).pop(replica_id, None)
         return lost
@@ -193,10 +206,13 @@ class Dispatcher:
             return SubmitResult([], None, True, f"no replica serves model {call.model!r}")
         self._calls[call.call_id] = _Tracked(call, avoid=avoid)
         if not avoid:
-            self._window[call.model].requests += 1
+            self._window[call.model].count(call, request=True)
         first = call.ready_s == call.arrival_s if at_arrival is None else at_arrival
-        return self._place(call, now_s, avoid, bounded=not avoid,
-                           refusable=first and not avoid)
+        self.order.queued(call)
+        res = self._place(call, now_s, avoid, bounded=not avoid, refusable=first and not avoid)
+        if res.rejected:
+            self.order.unqueued(call)
+        return res
 
     def _place(self, call: LlmCall, now_s: float, avoid: frozenset[str] = frozenset(), *,
                bounded: bool = True, refusable: bool = False) -> SubmitResult:
@@ -222,7 +238,7 @@ class Dispatcher:
             why = self.policy.refuse(call, decision, now_s)
             if why is not None:
                 self._calls.pop(call.call_id)
-                self._window[model].violations += 1
+                self._window[model].count(call, violation=True)
                 return SubmitResult([], decision, True, why, refused=True)
         r = self.pool.get(decision.replica_id)
         if bounded and self.max_queue_per_replica is not None \
@@ -252,50 +268,34 @@ class Dispatcher:
         return decision
 
     def _predict_held(self, tr: _Tracked, now_s: float) -> None:
-        """Violation prediction for a call that waits in the per-model queue (late binding, or
-        no replica ready), so the scaler gets the same leading signal whatever the router:
-        the estimate on the least-loaded ready replica behind this model's queue, shared out
-        over the ready replicas; with no replica ready, a violation unless the deadline is
-        still beyond the call's isolated service (a replica may come up in time)."""
-        if tr.violation_counted:
-            return
-        call = tr.call
-        r = self.pool.min_outstanding(call.model)
-        if r is None:
-            service = self.estimator.isolated(call).for_deadline(call.ttft_critical)
-            predicted = now_s + service > call.deadline_s
-        else:
-            ahead = len(self._model_queue[call.model]) // max(1, self.pool.num_ready(call.model))
-            est = self.estimator.estimate(call, r, now_s, num_ahead=ahead,
-                                          prompt_tokens_ahead=ahead * call.num_prompt_tokens)
-            predicted = now_s + est.for_deadline(call.ttft_critical) > call.deadline_s
-        if predicted:
+        """Count a held call's predicted miss (:func:`~cato.core.violations.held_prediction`)."""
+        c = tr.call
+        if not tr.violation_counted and held_prediction(
+                c, self.pool, self.estimator, len(self._model_queue[c.model]), now_s):
             tr.violation_counted = True
-            self._window[call.model].violations += 1
+            self._window[c.model].count(c, violation=True)
 
     def _note_prediction(self, tr: _Tracked, decision: RoutingDecision, r: ReplicaState,
                          now_s: float) -> None:
-        est = decision.estimate
-        if est is None:
-            if tr.violation_counted:
-                return
-            est = self.estimator.estimate(tr.call, r, now_s)
-            predicted = now_s + est.for_deadline(tr.call.ttft_critical) > tr.call.deadline_s
-        else:
-            predicted = decision.predicted_violation
-        tr.routed = (r.replica_id, now_s, est)
-        if tr.violation_counted:
+        """Note the routing estimate; count a predicted miss (once per call)."""
+        if decision.estimate is None and tr.violation_counted:
             return
-        if predicted:
+        est, predicted = routed_prediction(tr.call, decision, r, self.estimator, now_s)
+        tr.routed = (r.replica_id, now_s, est)
+        if predicted and not tr.violation_counted:
             tr.violation_counted = True
-            self._window[tr.call.model].violations += 1
+            self._window[tr.call.model].count(tr.call, violation=True)
 
     def _pump_replica(self, r: ReplicaState, now_s: float) -> list[Dispatch]:
         out: list[Dispatch] = []
         while r.queue and r.has_free_slot and r.phase is ReplicaPhase.READY:
-            if r.in_flight and not self.policy.admits(r.queue.peek().call, r, now_s):
+            src, e = self.order.next_queued(r, self.pool)
+            if r.in_flight and not self.policy.admits(e.call, r, now_s):
                 break   # the policy holds the head back (CATO+'s class-aware prefill budget)
-            e = r.pop()
+            src.queue.remove(e)
+            if src is not r:   # moved here from a busier replica's queue (fair shares)
+                self._calls[e.call.call_id].replica_id = r.replica_id
+                self._touch(src, now_s)
             # a call queued this very instant has not waited: its routing priority stands
             demoted = None if e.queued_s == now_s else self.policy.demote(e.call, e.priority,
                                                                             now_s)
@@ -314,10 +314,11 @@ class Dispatcher:
             free = self._free[model]
             if not free:
                 break
-            head = q[0].call
-            demoted = self.policy.demote(head, q[0].priority, now_s)
-            if demoted is not None and demoted > q[0].priority:
-                heapq.heappop(q)
+            he = self.order.next_held(q, model, self.pool)
+            head = he.call
+            demoted = self.policy.demote(head, he.priority, now_s)
+            if demoted is not None and demoted > he.priority:
+                heap_remove(q, he)
                 key = self.policy.queue_key(head, demoted, now_s)
                 heapq.heappush(q, QueueEntry(key, head, demoted, True))
                 continue
@@ -337,7 +338,7 @@ class Dispatcher:
                 decision = self.policy.route(head, self.pool, now_s)
             if decision is None:
                 break
-            heapq.heappop(q)
+            heap_remove(q, he)
             r = self.pool.get(decision.replica_id)
             tr = self._calls[head.call_id]
             self.num_routed += 1
@@ -359,7 +360,9 @@ class Dispatcher:
         tr = self._calls[call.call_id]
         tr.replica_id = r.replica_id
         tr.in_flight = True
+        self.order.released(call)
         f = InFlight(call, now_s, priority, predicted_violation=predicted)
+        f.extra[HIT_TOKENS_KEY] = float(self.prefix_index.record(call, r))   # (expected)
         if self.learn:
             if tr.routed is not None and tr.routed[0] == r.replica_id and tr.routed[1] == now_s:
                 est = tr.routed[2]   # released at once: the routing estimate saw no queue ahead
@@ -394,7 +397,7 @@ class Dispatcher:
             r.pending_prefill_tokens -= tr.call.num_prompt_tokens
         f.first_token_s = now_s
         if self.learn and "pred_ttft_s" in f.extra:
-            self.estimator.observe(r.model, "ttft", f.extra["pred_ttft_s"], now_s - f.dispatched_s)
+            self.estimator.seen(tr.call, "ttft", f.extra["pred_ttft_s"], now_s - f.dispatched_s)
         if tr.call.ttft_critical:
             self._count_observed(tr, now_s)
         if not first or r.prefill_budget_tokens is None:
@@ -408,7 +411,7 @@ class Dispatcher:
         """The call's last token arrived: free its slot, release queued work."""
         tr, r, f = self._in_flight(call_id)
         if self.learn and "pred_e2e_s" in f.extra:
-            self.estimator.observe(r.model, "e2e", f.extra["pred_e2e_s"], now_s - f.dispatched_s)
+            self.estimator.seen(tr.call, "e2e", f.extra["pred_e2e_s"], now_s - f.dispatched_s)
         if not tr.call.ttft_critical:
             self._count_observed(tr, now_s)
         return self._free_slot(tr, r, now_s)
@@ -427,6 +430,7 @@ class Dispatcher:
         r.ctx_true_sum -= c.num_prompt_tokens + (
             c.true_output_tokens or c.expected_output_tokens) / 2.0
         del self._calls[tr.call.call_id]
+        self.order.done(c)
         self._touch(r, now_s)
         out = self._pump_replica(r, now_s)
         out.extend(self._pump_model(r.model, now_s))
@@ -435,7 +439,7 @@ class Dispatcher:
     def _count_observed(self, tr: _Tracked, now_s: float) -> None:
         if not tr.violation_counted and now_s > tr.call.deadline_s:
             tr.violation_counted = True
-            self._window[tr.call.model].violations += 1
+            self._window[tr.call.model].count(tr.call, violation=True)
 
     # ---- signals ---------------------------------------------------------------------------------
     def take_window(self, model: str) -> WindowStats:
@@ -456,7 +460,7 @@ class Dispatcher:
             num_draining=sum(r.phase is ReplicaPhase.DRAINING for r in reps),
             idle_replicas=tuple((r.replica_id, r.idle_since_s) for r in ready
                                 if r.is_idle and r.idle_since_s is not None),
-            window_requests=w.requests, window_violations=w.violations,
+            window_requests=w.requests, window_violations=w.violations, window_by_class=w.classes(),
             ongoing_requests=self.ongoing(model),
             min_replicas=min_replicas, max_replicas=max_replicas, cluster_free=cluster_free,
             ready_by_load=tuple(r.replica_id for r in sorted(ready, key=lambda r: r.outstanding)),

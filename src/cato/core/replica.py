@@ -12,6 +12,7 @@ in O(log n) (:meth:`GatewayQueue.rank`) instead of scanning the queue for every 
 
 from __future__ import annotations
 
+import heapq
 from bisect import bisect_left
 from dataclasses import dataclass, field
 from enum import Enum
@@ -38,6 +39,21 @@ class QueueEntry:
     queued_s: float = field(default=0.0, compare=False)
 
 
+def heap_remove(q: list[QueueEntry], e: QueueEntry) -> None:
+    """Remove ``e`` from the heap ``q`` (a per-model queue): O(log n) for the head, O(n)
+    otherwise."""
+    if q[0] is e:
+        heapq.heappop(q)
+        return
+    for i, x in enumerate(q):
+        if x is e:
+            q[i] = q[-1]
+            q.pop()
+            heapq.heapify(q)
+            return
+    raise ValueError(f"call {e.call.call_id} is not in this queue")
+
+
 class GatewayQueue:
     """A replica's gateway queue: entries in ascending ``key`` (keys are unique: policies end
     them with the call's ``seq``), with prefix sums of their prompt tokens.
@@ -51,15 +67,21 @@ class GatewayQueue:
     half the array); :meth:`push` O(log n) to find the place plus O(entries after it) to
     shift the arrays and their prefix sums: O(1) for the usual case of a call whose key is
     behind the queue (later deadline), O(n) at worst. ``len``, ``tokens`` and ``bool`` are O(1).
+
+    Tenants (fair shares, :mod:`cato.core.fairness`): :attr:`tenants` counts queued entries per
+    tenant (O(1) to keep); :meth:`heads` (each tenant's first entry) scans from the head until
+    every tenant is found, O(n) at worst; :meth:`remove` takes out any entry, O(n).
     """
 
-    __slots__ = ("_entries", "_keys", "_cum", "_head")
+    __slots__ = ("_entries", "_keys", "_cum", "_head", "tenants")
 
     def __init__(self) -> None:
         self._entries: list[QueueEntry] = []
         self._keys: list[tuple[float, ...]] = []
         self._cum: list[int] = [0]
         self._head = 0
+        #: queued entries per tenant (tenants with none are absent)
+        self.tenants: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._entries) - self._head
@@ -77,7 +99,10 @@ class GatewayQueue:
         return self._cum[-1] - self._cum[self._head]
 
     def rank(self, key: tuple[float, ...]) -> tuple[int, int]:
-        """Entries with a key below ``key`` (served before it) and their prompt tokens."""
+        """Entries with a key below ``key`` (served before it) and their prompt tokens.
+        Exact in key order; under fair shares, where a replica releases by tenant first
+        (:mod:`cato.core.fairness`), an approximation of the wait ahead: calls of a tenant
+        over its share may in fact wait longer, and others less."""
         i = bisect_left(self._keys, key, self._head)
         return i - self._head, self._cum[i] - self._cum[self._head]
 
@@ -90,6 +115,46 @@ class GatewayQueue:
         cum.insert(i + 1, cum[i] + t)
         for j in range(i + 2, len(cum)):
             cum[j] += t
+        tn = entry.call.tenant
+        self.tenants[tn] = self.tenants.get(tn, 0) + 1
+
+    def _untenant(self, entry: QueueEntry) -> None:
+        tn = entry.call.tenant
+        n = self.tenants[tn] - 1
+        if n:
+            self.tenants[tn] = n
+        else:
+            del self.tenants[tn]
+
+    def heads(self) -> dict[str, QueueEntry]:
+        """Each queued tenant's first entry (its smallest key)."""
+        out: dict[str, QueueEntry] = {}
+        want = len(self.tenants)
+        for j in range(self._head, len(self._entries)):
+            e = self._entries[j]
+            if e.call.tenant not in out:
+                out[e.call.tenant] = e
+                if len(out) == want:
+                    break
+        return out
+
+    def remove(self, entry: QueueEntry) -> None:
+        """Take ``entry`` (queued here) out of the queue, wherever it is."""
+        i = bisect_left(self._keys, entry.key, self._head)
+        while i < len(self._entries) and self._entries[i] is not entry \
+                and self._keys[i] == entry.key:
+            i += 1   # (equal keys: policies end keys with a unique seq, but be exact)
+        if i >= len(self._entries) or self._entries[i] is not entry:
+            raise ValueError(f"call {entry.call.call_id} is not queued here")
+        if i == self._head:
+            self.pop()
+            return
+        t = entry.call.num_prompt_tokens
+        del self._entries[i], self._keys[i], self._cum[i + 1]
+        cum = self._cum
+        for j in range(i + 1, len(cum)):
+            cum[j] -= t
+        self._untenant(entry)
 
     def peek(self) -> QueueEntry:
         if not self:
@@ -102,6 +167,7 @@ class GatewayQueue:
             raise IndexError("pop from an empty queue")
         e = self._entries[self._head]
         self._head += 1
+        self._untenant(e)
         if self._head >= 32 and 2 * self._head >= len(self._entries):
             h = self._head
             del self._entries[:h], self._keys[:h], self._cum[:h]
@@ -112,6 +178,7 @@ class GatewayQueue:
         """Remove every entry; return them in queue order."""
         out = self._entries[self._head:]
         self._entries, self._keys, self._cum, self._head = [], [], [0], 0
+        self.tenants = {}
         return out
 
 

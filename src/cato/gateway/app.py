@@ -3,7 +3,8 @@
 Client API: ``POST /v1/completions``, ``POST /v1/chat/completions`` (streamed or not),
 ``GET /v1/models``, ``POST /v1/tasks/{task}`` (a whole multi-step task). Operations:
 ``GET /health`` (the process answers), ``GET /ready`` (engines up, profile loaded),
-``GET /metrics`` (Prometheus), ``GET /admin/replicas|queues|profile`` (read-only JSON).
+``GET /metrics`` (Prometheus), ``GET /admin/replicas|queues|profile`` (read-only JSON),
+``GET /dashboard`` (the live dashboard, :mod:`cato.gateway.dashboard`).
 
 Every response reports what the gateway measured: headers ``x-cato-task``, ``x-cato-replica``,
 ``x-cato-ttft-ms`` and, where already known, ``x-cato-e2e-ms`` / ``x-cato-sla-met`` /
@@ -46,12 +47,13 @@ from cato.edge import sse
 from cato.exits import EngineExited
 from cato.gateway.auth import Scope
 from cato.gateway.calls import CallStats
-from cato.gateway.engine_client import EngineError, EngineEvent, sse_passthrough
+from cato.gateway.dashboard import dashboard_routes
+from cato.serving.engine_client import EngineError, EngineEvent, sse_passthrough
 from cato.gateway.gateway import Gateway
 from cato.gateway.http_errors import engine_error, exception_handlers, stream_error_event
 from cato.gateway.outcomes import CallOutcome, GatewayBusy, NotReady, ShuttingDown
-from cato.gateway.sse import SseResponse
-from cato.gateway.requests import LlmRequest, feasible_slos, parse_llm_request, read_json
+from cato.serving.sse import SseResponse
+from cato.serving.requests import LlmRequest, feasible_slos, parse_llm_request, read_json
 from cato.gateway.task_api import run_task
 
 log = logging.getLogger("cato.gateway")
@@ -365,8 +367,10 @@ class Api:
                                           pt.plan.critical_path_baseline_s,
                                       "deadline_offsets_s": dict(pt.offsets)}
                                for name, pt in cat.items()}
+        history = self.gw.planner.history.entries if self.gw.planner is not None else []
         return JSONResponse({"path": str(self.gw.profile_path),
-                             "profile": p.model_dump() if p else None, "plans": plans})
+                             "profile": p.model_dump() if p else None, "plans": plans,
+                             "history": history})
 
 
 class _RequestLog:
@@ -433,6 +437,7 @@ def create_app(gw: Gateway, *, start: bool = True) -> Starlette:
         Route("/admin/queues", api.admin_queues, methods=["GET"]),
         Route("/admin/profile", api.admin_profile, methods=["GET"]),
         Route("/admin/scaling", api.admin_scaling, methods=["GET"]),
+        *dashboard_routes(gw),     # /dashboard: the live dashboard, protected like /admin
     ]
     middleware = [Middleware(_RequestLog)] if gw.config.logging.requests else []
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware,

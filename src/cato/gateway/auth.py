@@ -4,8 +4,11 @@ keys that open the operations endpoints (``/admin/*``, ``/metrics``).
 The model. Three kinds of secret, configured in the ``auth:`` section:
 
 * **client keys** (``api_keys``): each has a ``name`` (shown in logs and metrics, never the
-  key), the ``tasks`` it may use (default: every task) and an optional token-bucket
-  ``rate_limit``. Clients send ``Authorization: Bearer <key>``, as OpenAI clients do.
+  key), the ``tasks`` it may use (default: every task), an optional token-bucket
+  ``rate_limit``, and its fair share as a tenant: a ``weight`` (default 1) and an optional
+  ``guaranteed_share`` of each model's slots (default 0; :mod:`cato.core.fairness`, switched by
+  the config's ``fairness`` section). Clients send ``Authorization: Bearer <key>``, as OpenAI
+  clients do.
 * **admin keys** (``admin_keys``) open ``/admin/*`` and ``/metrics``.
 * **metrics keys** (``metrics_keys``) open ``/metrics`` only (for a Prometheus scraper).
 
@@ -37,7 +40,7 @@ Example::
     auth:
       api_keys:
         - {name: ide-plugin, key_env: CATO_KEY_IDE, tasks: [completion],
-           rate_limit: {requests_per_s: 20, burst: 40}}
+           rate_limit: {requests_per_s: 20, burst: 40}, weight: 2, guaranteed_share: 0.25}
         - name: batch-docs      # key_sha256: printf %s "$KEY" | sha256sum
           key_sha256: fc7636392a818506c1b9342956550e92109f87c30fb11f093101b0f1c254d6fe
           tasks: [summarization, translation]
@@ -49,6 +52,11 @@ The :class:`Authenticator` keeps per-key counters (:meth:`Authenticator.counters
 gateway to export; 401s, which belong to no key, are counted under :data:`UNAUTHENTICATED`
 (client requests) and :data:`ADMIN` / :data:`METRICS` (operations endpoints). It is not
 thread-safe: the gateway calls it from its one asyncio loop.
+
+Tenants. :meth:`Authenticator.client` also records the key's name as the request's tenant in
+a context variable (:func:`current_tenant`; asyncio tasks started by the request inherit it),
+which :class:`~cato.gateway.calls.CallRunner` stamps on each of the request's LLM calls
+(:attr:`~cato.core.calls.LlmCall.tenant`) for fair shares.
 """
 
 from __future__ import annotations
@@ -59,12 +67,13 @@ import math
 import os
 import re
 import time
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from typing import Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
-from cato.core.catalog import TASK_NAMES
+from cato.core.fairness import FairnessPolicy, TenantShare
 from cato.edge.errors import ApiError
 
 #: Counter names for rejections that belong to no configured key (they cannot collide with a
@@ -166,11 +175,14 @@ class RateLimit(_Strict):
 
 class ApiKey(Secret):
     """A client key: its ``name`` (for logs and metrics), the ``tasks`` it may use (None: every
-    task) and its ``rate_limit`` (None: unlimited)."""
+    task), its ``rate_limit`` (None: unlimited), and as a tenant its fair-share ``weight``
+    (> 0) and ``guaranteed_share`` (in [0, 1]) of each model's slots."""
 
     name: str
     tasks: tuple[str, ...] | None = None
     rate_limit: RateLimit | None = None
+    weight: float = Field(1.0, gt=0, allow_inf_nan=False)
+    guaranteed_share: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
 
     @field_validator("name")
     @classmethod
@@ -190,9 +202,9 @@ class ApiKey(Secret):
         if not v:
             raise ValueError("tasks: an empty list permits no task; omit `tasks` (or set it to "
                              "null) to permit every task")
-        for t in v:
-            if t not in TASK_NAMES:
-                raise ValueError(f"tasks: unknown task {t!r}; known: {', '.join(TASK_NAMES)}")
+        for t in v:   # known tasks (built-in or declared): checked by GatewayConfig
+            if not t:
+                raise ValueError("tasks: a task name must not be empty")
         return tuple(dict.fromkeys(v))
 
 
@@ -209,6 +221,12 @@ class AuthConfig(_Strict):
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"api_keys: key names must be unique; repeated: {dup}")
+        shares = sum(k.guaranteed_share for k in self.api_keys)
+        if shares > 1.0 + 1e-9:
+            named = ", ".join(f"{k.name}={k.guaranteed_share:g}" for k in self.api_keys
+                              if k.guaranteed_share)
+            raise ValueError(f"api_keys: guaranteed_share must sum to at most 1 over the keys, "
+                             f"got {shares:g} ({named})")
         owner: dict[bytes, str] = {}
         for k in self.api_keys:
             other = owner.setdefault(k.digest(), k.name)
@@ -223,6 +241,21 @@ class AuthConfig(_Strict):
                                      f"client key {owner[s.digest()]!r}; a client key must never "
                                      f"open the operations endpoints")
         return self
+
+
+    def fairness_policy(self) -> FairnessPolicy:
+        """The keys' weights and guaranteed shares, by key name (the tenant)."""
+        return FairnessPolicy({k.name: TenantShare(k.weight, k.guaranteed_share)
+                               for k in self.api_keys})
+
+
+_TENANT: ContextVar[str] = ContextVar("cato_tenant", default="")
+
+
+def current_tenant() -> str:
+    """The tenant (API key name) of the request being served in this context; ``""`` when
+    none was authenticated (no client keys configured, or outside a request)."""
+    return _TENANT.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +375,7 @@ class Authenticator:
             raise ApiError(401, f"Incorrect API key provided: {_mask(token)}.",
                            type="invalid_request_error", code="invalid_api_key",
                            headers=dict(_CHALLENGE))
+        _TENANT.set(found.principal.name)
         return found.principal
 
     def authorize(self, principal: Principal | None, task: str) -> None:
@@ -425,4 +459,4 @@ class Authenticator:
 
 
 __all__ = ["ADMIN", "METRICS", "UNAUTHENTICATED", "ApiKey", "AuthConfig", "Authenticator",
-           "KeyCounters", "Principal", "RateLimit", "Scope", "Secret"]
+           "KeyCounters", "Principal", "RateLimit", "Scope", "Secret", "current_tenant"]

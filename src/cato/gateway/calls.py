@@ -21,16 +21,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, AsyncGenerator, Awaitable, Callable, Mapping, Protocol
 
 from cato.core.calls import LlmCall
 from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.replica import ReplicaPhase
 from cato.exits import EngineExited
+from cato.gateway.auth import current_tenant
 from cato.gateway.config import Admission, Limits, Retries, Timeouts
 from cato.gateway.control import CallControl, CallControls
-from cato.gateway.engine_client import CallAborted, EngineClient, EngineError, EngineEvent, \
+from cato.serving.engine_client import CallAborted, EngineClient, EngineError, EngineEvent, \
     event_text
 from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.outcomes import (CallOutcome, CallTimeout, EngineFailed, EngineRejected,
@@ -117,7 +118,10 @@ class CallRunner:
         Events are held until the first one that carries text, so a failure before it is
         retried on another replica (``retries.max_attempts``) and nothing reaches the client
         twice. A ``replayable`` call (its client sees nothing until the end: not streamed) is
-        retried after a failure at any point, its partial output dropped."""
+        retried after a failure at any point, its partial output dropped. A call with no
+        tenant is billed to the request's API key (:func:`~cato.gateway.auth.current_tenant`)."""
+        if not call.tenant and current_tenant():
+            call = replace(call, tenant=current_tenant())
         ctl = self.controls.open(call.call_id)
         self._arm_timeout(call, ctl)
         avoid: set[str] = set()

@@ -16,20 +16,26 @@ Example::
         replicas: [{url: "http://10.0.0.5:8000"}, {url: "http://10.0.0.6:8000"}]
     task_models: {completion: starcoder2-7b, generation: starcoder2-7b,
                   summarization: starcoder2-7b, translation: starcoder2-7b}
+    tasks: [...]                      # your own task types (docs/TASKS.md); default: the four
+                                      # built-ins (cato/workloads/default_tasks.yaml)
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from cato.core.catalog import TASK_NAMES
 from cato.core.coefficients import PRESETS
 from cato.core.routing import routing_policy_names
+from cato.core.fairness import QUEUE_ORDER, FairShare, ReleaseOrder
+from cato.core.reprofile import ReprofileSettings
 from cato.gateway.auth import AuthConfig
+from cato.workloads.task_decl import TaskDecl, TaskSpec, check_deployable, default_declarations
+from cato.serving.scope import RequestLimits
 
 
 def _known_preset(name: str) -> str:
@@ -136,17 +142,23 @@ class RayResources(_Strict):
 _EVERY_INTERFACE = ("0.0.0.0", "::", "[::]")
 
 
+_PRIVATE_DNS_SUFFIXES = (".svc", ".cluster.local", ".local", ".internal", ".lan", ".home.arpa")
+
+
 def public_host(host: str) -> bool:
-    """True for an address reachable from the internet (not loopback, private or link-local);
-    names other than localhost count as public (they may resolve anywhere)."""
+    """True for an address reachable from the internet (not loopback, private or link-local).
+    Names count as public (they may resolve anywhere) except ``localhost``, single-label names
+    (``vllm-0``: resolved by a search domain) and the private DNS suffixes of clusters and
+    LANs (``.svc``, ``.cluster.local``, ``.local``, ``.internal``, ``.lan``, ``.home.arpa``:
+    Kubernetes Services and pods, mDNS, cloud-internal names)."""
     import ipaddress
-    h = host.strip("[]")
-    if h in ("localhost", ""):
+    h = host.strip("[]").rstrip(".").lower()
+    if h in ("localhost", "") or h.endswith(".localhost"):
         return False
     try:
         ip = ipaddress.ip_address(h)
     except ValueError:
-        return True
+        return not ("." not in h or h.endswith(_PRIVATE_DNS_SUFFIXES))
     return not (ip.is_loopback or ip.is_private or ip.is_link_local or ip.is_unspecified)
 
 
@@ -197,11 +209,29 @@ class ModelConfig(_Strict):
     coefficients: PresetName = "a100-llama7b"
     concurrency: int | None = Field(None, ge=1, le=4096)
     accepts_priority: bool = False
-    api_key: str | None = None
+    api_key: str | None = Field(None, repr=False)  # the engines' key (vLLM --api-key), as Bearer
+    api_key_env: str | None = None      # or: the environment variable holding it (read once)
     health_path: str | None = None      # default: health.path
     replicas: tuple[Replica, ...] = ()
     emulated: Emulated | None = None
     autoscale: Autoscale | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_from_env(cls, data: Any) -> Any:
+        """``api_key_env`` names the variable that holds the engines' key (a Kubernetes Secret
+        mounted as an environment variable); it is read here, once, into ``api_key``."""
+        if not isinstance(data, dict) or data.get("api_key_env") is None:
+            return data
+        var = data["api_key_env"]
+        if data.get("api_key") is not None:
+            raise ValueError(f"model {data.get('name')!r}: give `api_key` or `api_key_env`, "
+                             f"not both")
+        value = os.environ.get(str(var))
+        if not value:
+            raise ValueError(f"model {data.get('name')!r}: api_key_env: environment variable "
+                             f"{var!r} is not set or empty")
+        return {**data, "api_key": value}
 
     @model_validator(mode="after")
     def _some_replica(self) -> ModelConfig:
@@ -218,17 +248,14 @@ class ModelConfig(_Strict):
         return self
 
 
-class Limits(_Strict):
-    """Input and overload bounds. Queues are bounded per replica, per model (the shared queue
-    of late binding, or while no replica is ready) and per task; a full one sheds the new
-    request with 429 and ``Retry-After``. ``max_active_requests`` bounds the requests the
-    gateway holds at once (queued, streaming, or between steps of a task): memory stays
-    bounded under any load."""
+class Limits(RequestLimits):
+    """Input and overload bounds: a request's (:class:`~cato.serving.scope.RequestLimits`,
+    shared with the Ray Serve plug-in) and the gateway's queues. Queues are bounded per replica,
+    per model (the shared queue of late binding, or while no replica is ready) and per task; a
+    full one sheds the new request with 429 and ``Retry-After``. ``max_active_requests`` bounds
+    the requests the gateway holds at once (queued, streaming, or between steps of a task):
+    memory stays bounded under any load."""
 
-    max_body_bytes: int = Field(2_000_000, ge=1024)
-    max_prompt_tokens: int = Field(32_768, ge=1)
-    max_tokens: int = Field(4096, ge=1)
-    max_sla_ms: float = Field(3_600_000, gt=0)
     max_queue_per_replica: int = Field(256, ge=1)
     max_queue_per_model: int = Field(1024, ge=1)
     max_queue_per_task: int = Field(1024, ge=1)
@@ -306,6 +333,52 @@ class Shutdown(_Strict):
     drain_timeout_s: float = Field(30.0, gt=0, le=3600)
 
 
+class Reprofile(_Strict):
+    """Re-profiling under drift (:mod:`cato.core.reprofile`): every ``interval_s`` the gateway
+    compares the node baselines it re-estimates online (the last ``window`` calls' observed
+    latency from release against the uncorrected prediction) with the profiled ones; a task
+    whose baselines drift beyond ``threshold`` (relative) in ``confirm_checks`` checks in a row,
+    ``min_interval_s`` after its last replan, gets a new slack plan for new requests (calls
+    already made keep their deadlines). ``/admin/profile`` shows the plans and their history.
+    Off by default: plans then never change, as in the simulator's ``replan: fixed``."""
+
+    enabled: bool = False
+    interval_s: float = Field(10.0, gt=0, le=3600)
+    window: int = Field(128, ge=1)
+    min_samples: int = Field(32, ge=1)
+    threshold: float = Field(0.25, gt=0)
+    confirm_checks: int = Field(3, ge=1)
+    min_interval_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Reprofile:
+        self.settings()     # the core's checks, with their messages
+        return self
+
+    def settings(self) -> ReprofileSettings:
+        return ReprofileSettings(window=self.window, min_samples=self.min_samples,
+                                 threshold=self.threshold, confirm_checks=self.confirm_checks,
+                                 min_interval_s=self.min_interval_s)
+
+
+class Fairness(_Strict):
+    """Fair shares between tenants (API keys): calls are released by weighted fair share
+    across keys and by slack within a key (:mod:`cato.core.fairness`; the weights and guaranteed
+    shares are the keys' own, ``auth.api_keys[].weight`` / ``.guaranteed_share``).
+
+    ``enabled``: ``true`` / ``false``; unset (the default), on exactly when some key has a
+    weight other than 1 or a guaranteed share: a deployment that asks for no shares keeps the
+    plain slack order, with decisions identical to the simulator's without tenants."""
+
+    enabled: bool | None = None
+
+    def release_order(self, auth: AuthConfig) -> ReleaseOrder:
+        """The dispatcher's release order under this section and ``auth``'s keys."""
+        policy = auth.fairness_policy()
+        on = (not policy.is_default) if self.enabled is None else self.enabled
+        return FairShare(policy) if on else QUEUE_ORDER
+
+
 class Logging(_Strict):
     """``requests``: one INFO line per request (task, key name, status, latencies).
     Prompts and outputs are never logged unless ``prompts`` is set."""
@@ -319,6 +392,8 @@ class GatewayConfig(_Strict):
     routing: Routing = Routing()
     models: tuple[ModelConfig, ...] = Field(min_length=1)
     task_models: dict[str, str] = Field(default_factory=dict)
+    tasks: tuple[TaskDecl, ...] | None = None
+    """Declared task types (docs/TASKS.md); None: the four built-ins."""
     default_task: str | None = "generation"
     sla_scale: float = Field(1.0, gt=0, le=1000)
     engine_timeout_s: float = Field(600.0, gt=0)
@@ -330,6 +405,8 @@ class GatewayConfig(_Strict):
     shutdown: Shutdown = Shutdown()
     logging: Logging = Logging()
     auth: AuthConfig = AuthConfig()
+    fairness: Fairness = Fairness()
+    reprofile: Reprofile = Reprofile()
     profile_path: str | None = None
     profile_probes: int = Field(3, ge=1, le=50)
     profile_at_startup: bool = True
@@ -343,17 +420,43 @@ class GatewayConfig(_Strict):
         dup = {n for n in names if names.count(n) > 1}
         if dup:
             raise ValueError(f"model names must be unique; repeated: {sorted(dup)}")
-        unknown = set(self.task_models) - set(TASK_NAMES)
+        if self.tasks is not None:
+            coeffs = {m.name: PRESETS[m.coefficients] for m in self.models}
+            check_deployable(self.tasks, self.model_for, coeffs, self.sla_scale)
+        known = self.task_names()
+        unknown = set(self.task_models) - set(known)
         if unknown:
             raise ValueError(f"task_models: unknown tasks {sorted(unknown)}; known: "
-                             f"{', '.join(TASK_NAMES)}")
+                             f"{', '.join(known)}")
         for task, model in self.task_models.items():
             if model not in names:
                 raise ValueError(f"task_models.{task}: model {model!r} is not among models "
                                  f"{names}")
-        if self.default_task is not None and self.default_task not in TASK_NAMES:
-            raise ValueError(f"default_task: unknown task {self.default_task!r}")
+        if self.default_task is not None and self.default_task not in known:
+            if self.tasks is not None and "default_task" not in self.model_fields_set:
+                object.__setattr__(self, "default_task", None)   # the built-in default is gone
+            else:
+                raise ValueError(f"default_task: unknown task {self.default_task!r}; known: "
+                                 f"{', '.join(known)}")
+        for i, k in enumerate(self.auth.api_keys):
+            for t in k.tasks or ():
+                if t not in known:
+                    raise ValueError(f"auth.api_keys.{i}.tasks: unknown task {t!r}; known: "
+                                     f"{', '.join(known)}")
         return self
+
+    def declarations(self) -> tuple[TaskDecl, ...]:
+        """The declared tasks, else the built-in ones."""
+        return self.tasks if self.tasks is not None else default_declarations()
+
+    def task_names(self) -> list[str]:
+        """Every task this gateway serves, in declaration order."""
+        return [d.name for d in self.declarations()]
+
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """Each task's :class:`~cato.workloads.task_decl.TaskSpec` (SLAs as declared, not yet
+        times ``sla_scale``: the planner scales them)."""
+        return {d.name: d.spec(self.model_for) for d in self.declarations()}
 
     def model_for(self, task: str) -> str:
         return self.task_models.get(task, self.models[0].name)

@@ -40,18 +40,20 @@ from cato.core.calls import LlmCall
 from cato.core.dispatcher import Dispatcher
 from cato.core.estimator import LatencyEstimator
 from cato.core.routing import make_routing_policy
+from cato.core.slack import model_baselines
 from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited
 from cato.gateway.auth import Authenticator
 from cato.gateway.calls import CallRunner, CallStats, ReplicaHandle
 from cato.gateway.config import GatewayConfig, ModelConfig, public_host
 from cato.gateway.control import CallControls
-from cato.gateway.engine_client import EngineClient, EngineEvent
+from cato.serving.engine_client import EngineClient, EngineEvent
 from cato.gateway.executor import Tools
 from cato.gateway.health import HealthMonitor
-from cato.gateway.launcher import EngineProcess, emulated_engine_argv, start_process
+from cato.serving.launcher import EngineProcess, emulated_engine_argv, start_process
 from cato.gateway.metrics import GatewayMetrics
-from cato.gateway.planner import Planner
+from cato.serving.planner import Planner
+from cato.serving.replanning import LiveReprofiler
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path
 from cato.gateway.profiler import measure_profile as measure_engines
 from cato.gateway.providers import LocalProcessProvider, ProvidedReplica, ReplicaProvider
@@ -76,6 +78,7 @@ class Gateway:
         self.profile_path = Path(profile_path or config.profile_path or default_profile_path())
         self.engine_log_dir = engine_log_dir
         self.planner: Planner | None = None
+        self.reprofiler: LiveReprofiler | None = None      # reprofile.enabled: apply_profile
         self.tools: Tools | None = None
         self.provisioners: dict[str, Provisioner] = {}
         self.providers: dict[str, ReplicaProvider] = {}       # "local" / "ray"
@@ -94,7 +97,8 @@ class Gateway:
                            for m in config.models)
         self.dispatcher = Dispatcher(policy, self.estimator, default_concurrency=default_conc,
                                      max_queue_per_replica=config.limits.max_queue_per_replica,
-                                     max_queue_per_model=config.limits.max_queue_per_model)
+                                     max_queue_per_model=config.limits.max_queue_per_model,
+                                     release_order=config.fairness.release_order(config.auth))
         self.scheduler = LiveScheduler(self.dispatcher, clock, log_decisions=log_decisions)
         self.metrics = GatewayMetrics(self.dispatcher)
         self.controls = CallControls()      # calls in the gateway now
@@ -193,6 +197,10 @@ class Gateway:
         self.start_provisioners()
         if self.config.health.enabled:
             self._bg.append(asyncio.ensure_future(self.health.run()))
+        # the live dashboard's history (/dashboard): one sample a second, stopped by aclose
+        self._bg.append(asyncio.ensure_future(self.metrics.timeline.run(self.metrics.observed)))
+        if self.config.reprofile.enabled:
+            self._bg.append(asyncio.ensure_future(self._reprofile_loop()))
         self.ready = True
         prof = self.profile
         log.info("ready: %d replicas, routing %s, profile %s", len(self.replicas),
@@ -378,11 +386,25 @@ class Gateway:
             coeffs[m.name] = (mp or _unprofiled(m)).coeffs()
         for name, c in coeffs.items():   # the same estimator object the policy holds
             self.estimator.set_coeffs(name, c)
-        task_models = {t: self.config.model_for(t) for t in
-                       ("completion", "generation", "summarization", "translation")}
-        self.planner = Planner(task_models, coeffs, profile, sla_scale=self.config.sla_scale)
+        task_models = {t: self.config.model_for(t) for t in self.config.task_names()}
+        self.planner = Planner(task_models, coeffs, profile, sla_scale=self.config.sla_scale,
+                               tasks=self.config.task_specs())
         for w in self.planner.warnings:
             log.warning("%s", w)
+        self.reprofiler = None
+        if self.config.reprofile.enabled:
+            profiled = {n: model_baselines(pt.task, coeffs)
+                        for n, pt in self.planner.pipelines.items()}
+            self.reprofiler = LiveReprofiler(self.planner.history, self.estimator, profiled,
+                                             self.config.reprofile.settings())
+
+    async def _reprofile_loop(self) -> None:
+        """Every ``reprofile.interval_s``: replan the tasks whose node baselines drifted."""
+        while True:
+            await asyncio.sleep(self.config.reprofile.interval_s)
+            if self.reprofiler is not None:
+                for ch in self.reprofiler.check(self.scheduler.clock(), time.time()):
+                    log.info("re-profiled %s: %s", ch.task, ch.reason)
 
     async def aclose(self) -> None:
         self.ready = False

@@ -1,6 +1,8 @@
 """Prometheus metrics of one gateway, in a registry of its own (several gateways can share a
 process, as tests do). Counters and histograms are updated as requests end; per-replica gauges
-(queue depth, in flight, state) are read from the dispatcher at scrape time."""
+(queue depth, in flight, state) are read from the dispatcher at scrape time. Every answered
+request also goes to :attr:`GatewayMetrics.timeline` (the live dashboard's recent history), and
+:meth:`GatewayMetrics.observed` is what its sampler reads besides."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from prometheus_client.registry import Collector
 
 from cato.core.dispatcher import Dispatcher
 from cato.core.replica import ReplicaPhase
-from cato.gateway.auth import Authenticator
+from cato.gateway.auth import Authenticator, current_tenant
+from cato.gateway.timeline import Observed, ReplicaView, Timeline
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0,
                     4.0, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
@@ -69,6 +72,9 @@ class GatewayMetrics:
                                ["task"], registry=r)
         self.violations = Counter("cato_sla_violations", "Task requests that missed their SLA",
                                   ["task"], registry=r)
+        self.tenant_requests = Counter(
+            "cato_tenant_requests", "Task requests answered per tenant (API key name; only "
+            "with client keys), by outcome as cato_requests", ["tenant", "outcome"], registry=r)
         self.ttft = Histogram("cato_ttft_seconds", "Time to first token of the user-facing node",
                               ["task"], buckets=_LATENCY_BUCKETS, registry=r)
         self.e2e = Histogram("cato_e2e_seconds", "Task arrival to last token", ["task"],
@@ -99,10 +105,31 @@ class GatewayMetrics:
                                     "Ejected replicas re-admitted after good health probes",
                                     ["replica"], registry=r)
         r.register(_ReplicaCollector(dispatcher))
+        self.dispatcher = dispatcher
+        self.timeline = Timeline()
+
+    def _totals(self) -> dict[str, float]:
+        """The cumulative counters a dashboard sample carries, summed over their labels."""
+        out = {}
+        for name, c in (("retries", self.retries), ("ejections", self.ejections),
+                        ("readmissions", self.readmissions),
+                        ("engine_errors", self.engine_errors), ("aborts", self.aborts)):
+            out[name] = sum(s.value for m in c.collect() for s in m.samples
+                            if s.name.endswith("_total"))
+        return out
+
+    def observed(self) -> Observed:
+        """Replicas (queue depth, in flight, state), models' shared queues and cumulative
+        counters now: what :meth:`Timeline.run` samples besides request outcomes."""
+        reps = tuple(ReplicaView(r.replica_id, r.model, r.phase.value, r.num_queued,
+                                 r.num_in_flight) for r in self.dispatcher.pool)
+        queued = {m: self.dispatcher.model_queue_depth(m) for m in self.dispatcher.pool.models()}
+        return Observed(replicas=reps, model_queued=queued, counters=self._totals())
 
     def observe_request(self, task: str, *, ttft_s: float | None, e2e_s: float | None,
                         met: bool) -> None:
         self.requests.labels(task, "met" if met else "violated").inc()
+        self._count_tenant("met" if met else "violated")
         if met:
             self.goodput.labels(task).inc()
         else:
@@ -111,6 +138,7 @@ class GatewayMetrics:
             self.ttft.labels(task).observe(ttft_s)
         if e2e_s is not None:
             self.e2e.labels(task).observe(e2e_s)
+        self.timeline.record(task, ttft_s=ttft_s, e2e_s=e2e_s, met=met)
 
     def watch_auth(self, authn: Authenticator) -> None:
         if authn.enabled or authn.config.admin_keys or authn.config.metrics_keys:
@@ -122,8 +150,17 @@ class GatewayMetrics:
     #: (met / all requests) but are counted apart from ``cato_sla_violations``.
     NOT_VIOLATIONS = frozenset({"rejected", "refused"})
 
+    def _count_tenant(self, outcome: str) -> None:
+        """Per tenant (the request's API key, :func:`~cato.gateway.auth.current_tenant`): what
+        fair shares protect is visible per key; nothing without client keys."""
+        tenant = current_tenant()
+        if tenant:
+            self.tenant_requests.labels(tenant, outcome).inc()
+
     def observe_failure(self, task: str, outcome: str) -> None:
         """``outcome``: error, timeout (violations), rejected, refused (reported apart)."""
         self.requests.labels(task, outcome).inc()
+        self._count_tenant(outcome)
+        self.timeline.record(task, ttft_s=None, e2e_s=None, met=False)
         if outcome not in self.NOT_VIOLATIONS:
             self.violations.labels(task).inc()
