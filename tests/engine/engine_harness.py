@@ -20,6 +20,7 @@ import httpx
 import numpy as np
 
 from cato.core.coefficients import ReplicaCoefficients
+from cato.engine.requests import text_block_hashes
 from cato.replica_model import ReplicaEngine
 
 WARM_CONNECTIONS = 48
@@ -111,6 +112,7 @@ class Arrival:
     at_s: float  # wall seconds after the start of the run
     prompt_tokens: int
     output_tokens: int
+    prompt: str | None = None  # the prompt text (None: ``prompt_of(prompt_tokens)``)
 
 
 def poisson_lognormal(n: int, rate_per_s: float, seed: int, *, prompt_median: float, prompt_sigma: float,
@@ -158,7 +160,8 @@ async def _one(client: httpx.AsyncClient, url: str, a: Arrival, t_start: float, 
     await sleep_until(t_start + a.at_s)
     t_send = time.perf_counter()
     res.send_lateness_s.append(t_send - (t_start + a.at_s))
-    body = {"model": "cato-emulated", "prompt": prompt_of(a.prompt_tokens), "max_tokens": a.output_tokens,
+    prompt = a.prompt if a.prompt is not None else prompt_of(a.prompt_tokens)
+    body = {"model": "cato-emulated", "prompt": prompt, "max_tokens": a.output_tokens,
             "stream": True, "priority": 3}
     first: float | None = None
     last = t_send
@@ -197,10 +200,12 @@ async def run_open_loop(base_url: str, arrivals: list[Arrival]) -> RunResult:
     return res
 
 
-def replay_in_model_time(coeffs: ReplicaCoefficients, arrivals: list[Arrival], time_dilation: float
-                         ) -> list[Latency]:
-    """The same stream through a ReplicaEngine with no clock: arrival ``at_s / dilation``."""
-    eng = ReplicaEngine(coeffs)
+def replay_in_model_time(coeffs: ReplicaCoefficients, arrivals: list[Arrival], time_dilation: float,
+                         *, engine: ReplicaEngine | None = None) -> list[Latency]:
+    """The same stream through a ReplicaEngine with no clock: arrival ``at_s / dilation``.
+    With an ``engine`` given (e.g. one with prefix caching), it runs there, and each arrival
+    with a prompt text is submitted with that text's block hashes, as ``cato engine`` does."""
+    eng = ReplicaEngine(coeffs) if engine is None else engine
     first: dict[int, float] = {}
     done: dict[int, float] = {}
 
@@ -211,7 +216,10 @@ def replay_in_model_time(coeffs: ReplicaCoefficients, arrivals: list[Arrival], t
     for i, a in enumerate(arrivals):
         t = a.at_s / time_dilation
         take(eng.advance(t))
-        eng.submit(i, a.prompt_tokens, a.output_tokens, t)
+        prefix = None
+        if engine is not None and a.prompt is not None:
+            prefix = text_block_hashes(a.prompt, coeffs.kv_block_tokens)
+        eng.submit(i, a.prompt_tokens, a.output_tokens, t, prefix=prefix)
     while (te := eng.next_event_s()) is not None:
         take(eng.advance(te))
     return [Latency(first[i] - a.at_s / time_dilation, done[i] - a.at_s / time_dilation, a.output_tokens)

@@ -327,10 +327,10 @@ def test_simulator_passes_each_dispatch_engine_priority(monkeypatch: pytest.Monk
         dispatched.extend((d.call.call_id, d.engine_priority) for d in dispatches)
         return orig_perform(self, dispatches, now)
 
-    def submit(self: ReplicaEngine, call_id, prompt, out, now_s, priority=0):  # type: ignore[no-untyped-def]
+    def submit(self: ReplicaEngine, call_id, prompt, out, now_s, priority=0, prefix=None):  # type: ignore[no-untyped-def]
         received.append((call_id, priority))
         policies.add(self.scheduling_policy)
-        return orig_submit(self, call_id, prompt, out, now_s, priority)
+        return orig_submit(self, call_id, prompt, out, now_s, priority, prefix)
 
     monkeypatch.setattr(Simulator, "_perform", perform)
     monkeypatch.setattr(ReplicaEngine, "submit", submit)

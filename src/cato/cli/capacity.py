@@ -14,7 +14,7 @@ from cato.cli._common import _attainments, _fail, _floats, _progress, _write_jso
 
 def capacity(
     scenario: str = typer.Option("paper", "--scenario", "-s", help="Named scenario (see `cato scenarios`)."),
-    policies: Optional[str] = typer.Option(None, help="Comma-separated policy labels; 'ray-sweep' expands into the protocol's Ray-like sweep, 'gateway-sweep' into the gateway-queue baselines at other per-engine concurrencies (default: every policy of the scenario plus both sweeps)."),
+    policies: Optional[str] = typer.Option(None, help="Comma-separated policy labels; 'ray-sweep' expands into the protocol's Ray-like sweep, 'gateway-sweep' into the gateway-queue baselines at other per-engine concurrencies, 'prefix-sweep' into the peer prefix-aware routers' grids (one point by its label, e.g. 'prefix_aware[abs=16;match=0.5]'; default: every policy of the scenario plus the Ray-like and gateway sweeps)."),
     seeds: int = typer.Option(5, help="Number of independent seeds (seed, seed+1, ...); at least 5."),
     seed: int = typer.Option(0, help="First seed."),
     targets: str = typer.Option("0.9,0.95,0.99", help="Comma-separated attainment targets."),

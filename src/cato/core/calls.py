@@ -13,7 +13,12 @@ class LlmCall:
     allotment). ``ttft_critical`` says the deadline applies to the first token (the user-facing
     node of a TTFT-critical task); otherwise to the last token. ``expected_output_tokens`` is what
     the gateway may know (the profile's mean); ``true_output_tokens`` is known only to the
-    simulator and read only by clairvoyant policies (the oracle).
+    simulator and read only by clairvoyant policies (the oracle). ``tenant``: whom the call is
+    billed to for fair shares (:mod:`cato.core.fairness`; the gateway's API key name); ``""``,
+    the default, is the one tenant everyone shares. ``prefix_hashes``: the prompt's prefix-cache
+    identity, the chained hashes of its full KV blocks in order (:func:`cato.text.chain_hashes`;
+    the simulator's workloads and the engines' caches use the same hashes); ``None``: unknown
+    (a prefix-blind driver), and then no router or engine can find it in a cache.
     """
 
     call_id: int
@@ -29,6 +34,8 @@ class LlmCall:
     ttft_critical: bool
     true_output_tokens: int | None = None
     seq: int = 0
+    tenant: str = ""
+    prefix_hashes: tuple[int, ...] | None = None
 
 
 @dataclass(slots=True)

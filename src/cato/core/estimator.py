@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, Mapping
+from typing import Callable, Literal, Mapping
 
 from cato.core.calls import LlmCall
 from cato.core.coefficients import ReplicaCoefficients, decode_phase_ms, isolated_ttft_ms
@@ -75,6 +75,8 @@ class LatencyEstimator:
         self._corr: dict[tuple[str, str], float] = {}
         self._isolated_cache: dict[tuple[str, int, int], tuple[float, float]] = {}
         self._empty: dict[str, list[ReplicaState]] = {}
+        #: called with every observation :meth:`seen` gets (the node re-profiler's feed)
+        self.on_seen: Callable[[LlmCall, Literal["ttft", "e2e"], float, float], None] | None = None
 
     def models(self) -> list[str]:
         return list(self._coeffs)
@@ -144,6 +146,15 @@ class LatencyEstimator:
         self._log_corr[key] = new
         self._corr[key] = math.exp(new)
 
+    def seen(self, call: LlmCall, kind: Literal["ttft", "e2e"], predicted_s: float,
+             observed_s: float) -> None:
+        """One observed latency of ``call`` (measured from its release to the engine) against
+        the uncorrected prediction on its replica then: :meth:`observe` for the call's model,
+        then the ``on_seen`` hook if one is set (re-profiling, :mod:`cato.core.reprofile`)."""
+        self.observe(call.model, kind, predicted_s, observed_s)
+        if self.on_seen is not None:
+            self.on_seen(call, kind, predicted_s, observed_s)
+
     # ---- isolated service ------------------------------------------------------------------------
     def isolated(self, call: LlmCall, *, clairvoyant: bool = False) -> Estimate:
         """The call's service time alone on an idle replica, by the latency model (the
@@ -204,11 +215,13 @@ class LatencyEstimator:
     # ---- on a replica ----------------------------------------------------------------------------
     def estimate(self, call: LlmCall, replica: ReplicaState, now_s: float, *,
                  num_ahead: int | None = None, prompt_tokens_ahead: int | None = None,
-                 clairvoyant: bool = False) -> Estimate:
+                 clairvoyant: bool = False, cached_tokens: int = 0,
+                 cached_ahead_tokens: int = 0) -> Estimate:
         """Expected wait, TTFT and completion (relative to ``now_s``) of ``call`` on ``replica``
         behind ``num_ahead`` queued calls (default: the whole queue) holding
         ``prompt_tokens_ahead`` prompt tokens (default: the queue's), by the replica's own
-        coefficient set if it has one (:meth:`coeffs_for`)."""
+        coefficient set if it has one (:meth:`coeffs_for`). ``cached_tokens`` /
+        ``cached_ahead_tokens``: :meth:`estimate_cached`'s (0: prefix-blind)."""
         c = replica.coeffs
         if c is None:
             c = self.coeffs(call.model)
@@ -220,7 +233,7 @@ class LatencyEstimator:
         n_out = self._n_out(call, clairvoyant)
         ctx_sum = call.num_prompt_tokens + n_out / 2.0 + (
             replica.ctx_true_sum if clairvoyant else replica.ctx_expected_sum)
-        pending_prefill = replica.pending_prefill_tokens
+        pending_prefill = max(0, replica.pending_prefill_tokens - cached_ahead_tokens)
         mean_ctx = ctx_sum / (n_f + 1)
         step = self.decode_step_s(call.model, batch, mean_ctx, coeffs=c)
         need = n_f + q + 1 - limit
@@ -246,14 +259,39 @@ class LatencyEstimator:
                 last = remaining_tokens[-1] if remaining_tokens else 0.0
                 wait = (last + waves * max(mean_service, float(n_out))) * step
             pending_prefill = 0  # slots free one by one; prefills ahead are spread over the wait
-        prefill_tokens = pending_prefill + (q_tokens if need <= 0 else 0) + call.num_prompt_tokens
+        prefill_tokens = (pending_prefill + (q_tokens if need <= 0 else 0) + call.num_prompt_tokens
+                          - cached_tokens)
         num_steps = max(1, math.ceil(prefill_tokens / c.max_num_batched_tokens))
         tokens_per_step = prefill_tokens / num_steps + (batch - 1)
         step_ms = (max(c.t_floor_ms, c.a_ms + c.b_ms_per_token * tokens_per_step)
                    + c.e_ms_per_kv_token * (batch - 1) * mean_ctx + c.c_step_ms + c.c_req_ms * batch)
         prefill_s = (num_steps * step_ms
-                     + c.f_ms_per_token_ctx * call.num_prompt_tokens ** 2 / 2.0) / 1000.0
+                     + c.f_ms_per_token_ctx * (call.num_prompt_tokens ** 2 - cached_tokens ** 2)
+                     / 2.0) / 1000.0
         ttft = (wait + prefill_s) * self.correction(call.model, "ttft")
         decode = max(0, n_out - 1) * step
         completion = (wait + prefill_s + decode) * self.correction(call.model, "e2e")
         return Estimate(wait, ttft, max(completion, ttft))
+
+    def estimate_cached(self, call: LlmCall, replica: ReplicaState, now_s: float,
+                        cached_tokens: int, *, cached_ahead_tokens: int = 0,
+                        num_ahead: int | None = None, prompt_tokens_ahead: int | None = None,
+                        clairvoyant: bool = False) -> Estimate:
+        """:meth:`estimate` with a prefix cache: ``cached_tokens`` of the call's prompt are
+        expected to be served from ``replica``'s cache (an approximate index's estimate,
+        :mod:`cato.core.prefix_index`) and ``cached_ahead_tokens`` of the prompts it holds
+        awaiting their first token likewise. TTFT is then queue time + the prefill of the
+        *uncached* part: the call's prefill covers ``prompt - cached_tokens`` tokens (its
+        attention term ``f * (prompt^2 - cached^2) / 2``: the new tokens still attend to the
+        cached ones) and the prefill ahead shrinks by ``cached_ahead_tokens``; the decode is
+        unchanged (the cached context is still context). Raises ValueError unless ``0 <=
+        cached_tokens < prompt`` (an engine always computes the last token) and
+        ``cached_ahead_tokens >= 0``."""
+        if not 0 <= cached_tokens < max(1, call.num_prompt_tokens):
+            raise ValueError(f"cached_tokens must be in [0, prompt tokens "
+                             f"{call.num_prompt_tokens}), got {cached_tokens}")
+        if cached_ahead_tokens < 0:
+            raise ValueError(f"cached_ahead_tokens must be >= 0, got {cached_ahead_tokens}")
+        return self.estimate(call, replica, now_s, num_ahead=num_ahead,
+                             prompt_tokens_ahead=prompt_tokens_ahead, clairvoyant=clairvoyant,
+                             cached_tokens=cached_tokens, cached_ahead_tokens=cached_ahead_tokens)

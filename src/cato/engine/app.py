@@ -27,7 +27,7 @@ from cato.engine.emulated import EmulatedEngine, EmulatedRequest
 from cato.engine.fault_responses import engine_down, fault_response
 from cato.engine.faults import FaultPlan, FaultSpecError
 from cato.engine.metrics import EngineMetrics
-from cato.engine.requests import check_model, parse_chat, parse_completion, read_json_object
+from cato.engine.requests import check_model, parse_chat, parse_completion, read_json_object, text_block_hashes
 from cato.engine.responses import EngineStream, Shapes, token_events
 from cato.engine.textgen import TokenText
 
@@ -42,7 +42,8 @@ class EngineApp:
         self.metrics = EngineMetrics(config.model)
         self.engine = EmulatedEngine(config.coeffs, time_dilation=config.time_dilation, seed=config.seed,
                                      jitter_sigma=config.jitter_sigma, observer=self.metrics,
-                                     scheduling_policy=config.scheduling_policy)
+                                     scheduling_policy=config.scheduling_policy,
+                                     enable_prefix_caching=config.enable_prefix_caching)
         self.metrics.attach(self.engine, config.model)
         self.text = TokenText(config.seed)
         self.faults = config.faults.copy()
@@ -75,8 +76,10 @@ class EngineApp:
                     return fault_response(fault, job, self, self.config.model,
                                           self.faults.mid_tokens)
             try:
+                prefix = (text_block_hashes(job.prompt_text, self.config.coeffs.kv_block_tokens)
+                          if self.config.enable_prefix_caching else None)
                 req = self.engine.submit(job.prompt_tokens, job.max_tokens, stream=job.stream,
-                                         priority=job.priority)
+                                         priority=job.priority, prefix=prefix)
             except ValueError as exc:
                 raise bad_request(str(exc), "max_tokens") from None
         except ApiError as err:

@@ -40,6 +40,10 @@ Timing semantics
   arrival) and preempts the running request with the largest ``(priority, arrival)`` when KV
   blocks run out (:mod:`cato.replica_model.scheduling`); under ``"fcfs"`` (default) the priority is
   accepted and ignored, as vLLM V1 does.
+* **Prefix caching.** ``enable_prefix_caching=True`` (vLLM's ``--enable-prefix-caching``;
+  off by default here, on by default in vLLM V1) runs the replica model's prefix cache: a
+  request submitted with a ``prefix`` (its prompt's block hashes) skips the prefill of its
+  cached blocks (:mod:`cato.replica_model.prefix_cache`).
 * **Disconnects.** ``cancel`` removes the request from the engine at the current model time
   (a request in the step in flight leaves at that step's end, as in the simulator).
 """
@@ -49,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -91,6 +96,7 @@ class EmulatedRequest:
         "finished_model_s",
         "tokens",
         "cancelled",
+        "cached_tokens",
         "_changed",
     )
 
@@ -115,6 +121,7 @@ class EmulatedRequest:
         self.finished_model_s: float | None = None
         self.tokens = 0
         self.cancelled = False
+        self.cached_tokens = 0  # prompt tokens the prefix cache served (set at the first token)
         self._changed = asyncio.Event()
 
     @property
@@ -173,13 +180,15 @@ class EmulatedEngine:
         jitter_sigma: float = 0.0,
         observer: EngineObserver | None = None,
         scheduling_policy: str = "fcfs",
+        enable_prefix_caching: bool = False,
     ) -> None:
         if not (time_dilation > 0.0 and math.isfinite(time_dilation)):
             raise ValueError(f"time_dilation must be a finite value > 0, got {time_dilation}")
         self.coeffs = coeffs
         self.time_dilation = float(time_dilation)
         self._engine = ReplicaEngine(coeffs, rng=np.random.default_rng(seed), jitter_sigma=jitter_sigma,
-                                     scheduling_policy=scheduling_policy)
+                                     scheduling_policy=scheduling_policy,
+                                     enable_prefix_caching=enable_prefix_caching)
         self._observer: EngineObserver = observer if observer is not None else _NullObserver()
         self._tick_s = MIN_PROGRESS_TICK_S
         self._ids = itertools.count()
@@ -220,6 +229,21 @@ class EmulatedEngine:
         return self._engine.scheduling_policy
 
     @property
+    def prefix_caching(self) -> bool:
+        """Automatic prefix caching is on."""
+        return self._engine.prefix_caching
+
+    @property
+    def prefix_cache_queries(self) -> int:
+        """Prompt tokens looked up in the prefix cache so far (as of the last advance)."""
+        return self._engine.prefix_cache_queries
+
+    @property
+    def prefix_cache_hits(self) -> int:
+        """Of those, the tokens found cached."""
+        return self._engine.prefix_cache_hits
+
+    @property
     def kv_cache_usage(self) -> float:
         """Allocated KV blocks / KV capacity in blocks, in [0, 1]."""
         c = self.coeffs
@@ -241,17 +265,19 @@ class EmulatedEngine:
         return self._t0 + model_s * self.time_dilation
 
     def submit(self, prompt_tokens: int, output_tokens: int, *, stream: bool = True,
-               priority: int = 0) -> EmulatedRequest:
+               priority: int = 0, prefix: Sequence[int] | None = None) -> EmulatedRequest:
         """Submit a request now. ``stream=False`` skips progressive token release (the request
         only needs its events). ``priority``: smaller = more urgent, used under the
-        ``"priority"`` policy. Raises ValueError when the engine rejects it (e.g. it could
-        never fit the KV cache); nothing is tracked then."""
+        ``"priority"`` policy. ``prefix``: the prompt's block hashes for prefix caching
+        (:meth:`ReplicaEngine.submit <cato.replica_model.ReplicaEngine.submit>`). Raises
+        ValueError when the engine rejects it (e.g. it could never fit the KV cache); nothing
+        is tracked then."""
         loop = self._bind()
         now = self._now(loop)
         self._advance(now)
         cid = next(self._ids)
         try:
-            self._engine.submit(cid, prompt_tokens, output_tokens, now, priority)
+            self._engine.submit(cid, prompt_tokens, output_tokens, now, priority, prefix)
         except ValueError:
             self._rearm(loop)
             raise
@@ -339,6 +365,7 @@ class EmulatedEngine:
         if ev.kind == "first_token":
             req.first_token_wall_s = loop.time()
             req.first_token_model_s = ev.at_s
+            req.cached_tokens = ev.cached_tokens
             g = self._engine.generated_tokens(req.call_id)
             self._observer.on_first_token(req)
             self._release(req, max(1, g or 0))

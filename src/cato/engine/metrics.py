@@ -1,7 +1,9 @@
 """The emulated engine's Prometheus metrics, under vLLM's names (label ``model_name``): request
 milestones observed as the engine reaches them (:class:`EngineMetrics`, the engine's observer)
 and its state read at scrape time (``vllm:num_requests_running``, ``..._waiting``,
-``vllm:kv_cache_usage_perc``, ``vllm:num_preemptions``); plus
+``vllm:kv_cache_usage_perc``, ``vllm:num_preemptions``; with prefix caching on, vLLM V1's
+``vllm:prefix_cache_queries`` and ``vllm:prefix_cache_hits`` counters, in prompt tokens, and V0's
+``vllm:gpu_prefix_cache_hit_rate`` gauge, their ratio so far); plus
 ``cato_engine_faults_injected_total`` (labels ``model_name``, ``kind``). One registry per app.
 """
 
@@ -39,7 +41,21 @@ class _EngineGauges:
         kv.add_metric(value, e.kv_cache_usage)
         pre = CounterMetricFamily("vllm:num_preemptions", "Preemptions so far.", labels=labels)
         pre.add_metric(value, e.num_preemptions)
-        return [running, waiting, kv, pre]
+        out: list[Metric] = [running, waiting, kv, pre]
+        if e.prefix_caching:
+            q, h = e.prefix_cache_queries, e.prefix_cache_hits
+            queries = CounterMetricFamily("vllm:prefix_cache_queries",
+                                          "Prefix cache queries, in prompt tokens.", labels=labels)
+            queries.add_metric(value, q)
+            hits = CounterMetricFamily("vllm:prefix_cache_hits", "Prefix cache hits, in prompt tokens.",
+                                       labels=labels)
+            hits.add_metric(value, h)
+            rate = GaugeMetricFamily("vllm:gpu_prefix_cache_hit_rate",
+                                     "Prefix cache hit rate so far (hits / queries, tokens; vLLM V0's "
+                                     "gauge).", labels=labels)
+            rate.add_metric(value, h / q if q else 0.0)
+            out += [queries, hits, rate]
+        return out
 
 
 class EngineMetrics:

@@ -30,11 +30,11 @@ from starlette.requests import Request
 from cato.edge.errors import bad_request, not_found
 from cato.edge.protocol import (ChatCompletionFields, CompletionRequest, StreamOptions,
                                 default_wording, invalid_request)
-from cato.text import chat_prompt_text, count_tokens
+from cato.text import chat_prompt_text, count_tokens, text_block_hashes  # (re-exported)
 
 __all__ = ["DEFAULT_MAX_TOKENS", "EngineChatRequest", "EngineCompletionRequest", "EngineMessage",
            "EngineStreamOptions", "Job", "check_model", "parse_chat", "parse_completion",
-           "read_json_object"]
+           "read_json_object", "text_block_hashes"]
 
 DEFAULT_MAX_TOKENS = 16
 """vLLM's default ``max_tokens``."""
@@ -54,6 +54,8 @@ class Job:
     stream: bool
     include_usage: bool
     priority: int = 0
+    prompt_text: str = ""
+    """The prompt as the engine's tokenizer sees it (for prefix-cache block hashes)."""
 
 
 class EngineStreamOptions(StreamOptions):
@@ -146,7 +148,7 @@ def _validated(model: type[EngineCompletionRequest] | type[EngineChatRequest],
 
 
 def _job(req: EngineCompletionRequest | EngineChatRequest, kind: Literal["completion", "chat"],
-         prompt_tokens: int, max_model_len: int) -> Job:
+         prompt_tokens: int, max_model_len: int, prompt_text: str) -> Job:
     max_tokens = req.max_tokens
     if max_tokens is None and isinstance(req, EngineChatRequest):
         max_tokens = req.max_completion_tokens
@@ -162,19 +164,20 @@ def _job(req: EngineCompletionRequest | EngineChatRequest, kind: Literal["comple
             where, "context_length_exceeded")
     opts = req.stream_options
     include_usage = bool(opts is not None and opts.include_usage)
-    return Job(kind, prompt_tokens, max_tokens, req.stream, include_usage, req.priority)
+    return Job(kind, prompt_tokens, max_tokens, req.stream, include_usage, req.priority, prompt_text)
 
 
 def parse_completion(body: dict[str, Any], max_model_len: int) -> Job:
     """Validate a ``/v1/completions`` body (its ``model`` checked already: :func:`check_model`)."""
     req = _validated(EngineCompletionRequest, body)
     assert isinstance(req, EngineCompletionRequest)
-    return _job(req, "completion", count_tokens(req.prompt_text), max_model_len)
+    return _job(req, "completion", count_tokens(req.prompt_text), max_model_len, req.prompt_text)
 
 
 def parse_chat(body: dict[str, Any], max_model_len: int) -> Job:
     """Validate a ``/v1/chat/completions`` body (its ``model`` checked already)."""
     req = _validated(EngineChatRequest, body)
     assert isinstance(req, EngineChatRequest)
-    return _job(req, "chat", count_tokens(chat_prompt_text(body["messages"])), max_model_len)
+    text = chat_prompt_text(body["messages"])
+    return _job(req, "chat", count_tokens(text), max_model_len, text)
 

@@ -141,12 +141,14 @@ def engine_command(
     fault_control: bool = False,
     fault_mid_tokens: int = DEFAULT_MID_TOKENS,
     scheduling_policy: str = "fcfs",
+    enable_prefix_caching: bool = False,
 ) -> None:
     """``cato engine``: serve an emulated engine (coefficient preset ``preset``) on
     ``host:port``. ``faults``: ``KIND[:PROB]`` specs (:mod:`cato.engine.faults`), drawn with
     ``seed``; ``fault_control``: serve ``GET``/``POST /fault``; ``fault_mid_tokens``: tokens the
     ``*-mid`` faults stream first; ``scheduling_policy``: vLLM's ``--scheduling-policy``
-    (``fcfs`` or ``priority``). Raises ValueError for an unknown preset, a bad fault spec
+    (``fcfs`` or ``priority``); ``enable_prefix_caching``: vLLM's ``--enable-prefix-caching``
+    (off by default). Raises ValueError for an unknown preset, a bad fault spec
     (naming it) or another invalid setting, before it listens."""
     plan = FaultPlan.from_specs([faults] if isinstance(faults, str) else faults, seed=seed,
                                 mid_tokens=fault_mid_tokens)
@@ -157,5 +159,6 @@ def engine_command(
         coeffs = coeffs.with_overrides(max_num_seqs=max_num_seqs)
     cfg = EngineConfig(model=model, coeffs=coeffs, time_dilation=time_dilation, seed=seed,
                        jitter_sigma=jitter, max_model_len=max_model_len, faults=plan,
-                       fault_control=fault_control, scheduling_policy=scheduling_policy)
+                       fault_control=fault_control, scheduling_policy=scheduling_policy,
+                       enable_prefix_caching=enable_prefix_caching)
     serve(host, port, cfg)

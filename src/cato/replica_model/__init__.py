@@ -16,6 +16,8 @@ Modules, one concept each:
   decoding set over pure-decode steps);
 * :mod:`~cato.replica_model.units` -- the two units the engine executes: one planned step, or a
   fast-forward segment of pure-decode steps in closed form (the fast-forward model);
+* :mod:`~cato.replica_model.prefix_cache` -- automatic prefix caching: hashed, reference-counted
+  KV blocks with LRU eviction (vLLM's, simplified), and the block-hash helpers;
 * :mod:`~cato.replica_model.jitter` -- the per-unit lognormal jitter factors;
 * :mod:`~cato.replica_model.records` -- the events and debug step records the engine emits;
 * :mod:`~cato.replica_model.state` -- the engine's state, its constructor and bookkeeping;

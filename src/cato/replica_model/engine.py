@@ -37,6 +37,7 @@ units up to the next event on an O(R) copy of the state.
 from __future__ import annotations
 
 import operator
+from collections.abc import Sequence
 
 from cato.replica_model.kv import _cdiv
 from cato.replica_model.lookahead import _LookAhead
@@ -62,19 +63,36 @@ class ReplicaEngine(_LookAhead):
     :class:`StepRecord` per executed unit; never called during look-ahead) and
     ``num_preemptions``.
 
+    ``enable_prefix_caching`` (default True) turns on automatic prefix caching
+    (:mod:`~cato.replica_model.prefix_cache`): a request submitted with a ``prefix`` identity
+    skips the prefill of its cached blocks. Requests without one never share blocks, so with
+    no prefix anywhere every result is the same with the cache on or off.
+
     The constructor ``ReplicaEngine(coeffs, *, rng=None, jitter_sigma=0.0, fast_forward=True,
-    scheduling_policy="fcfs")`` is :class:`~cato.replica_model.state._EngineState`'s.
+    scheduling_policy="fcfs", enable_prefix_caching=True)`` is
+    :class:`~cato.replica_model.state._EngineState`'s.
     """
 
     # ------------------------------------------------------------------ driver API
     def submit(
-        self, call_id: int, num_prompt_tokens: int, num_output_tokens: int, now_s: float, priority: int = 0
+        self,
+        call_id: int,
+        num_prompt_tokens: int,
+        num_output_tokens: int,
+        now_s: float,
+        priority: int = 0,
+        prefix: Sequence[int] | None = None,
     ) -> None:
         """Add a request at ``now_s`` (>= every time seen before). A prompt of 0 tokens counts as
         1 token. ``priority`` (an integer, smaller = more urgent) orders the request under the
-        ``"priority"`` policy and is ignored under ``"fcfs"``. Raises ValueError for a duplicate
-        id, ``num_output_tokens < 1``, a non-integer priority, or a request whose peak KV need
-        (prompt + output - 1 tokens) exceeds the whole KV capacity (it could never complete)."""
+        ``"priority"`` policy and is ignored under ``"fcfs"``. ``prefix``: the prompt's identity
+        for prefix caching, the chained hashes of its leading full KV blocks
+        (:func:`~cato.replica_model.prefix_cache.chain_hashes`; at most ``prompt //
+        kv_block_tokens`` of them, the blocks after them unique); None (default) is a unique
+        prompt that shares nothing, and with the cache off it is ignored. Raises ValueError for a
+        duplicate id, ``num_output_tokens < 1``, a non-integer priority, a prefix longer than the
+        prompt's full blocks, or a request whose peak KV need (prompt + output - 1 tokens)
+        exceeds the whole KV capacity (it could never complete)."""
         self._check_time(now_s)
         try:
             prio = operator.index(priority)
@@ -94,6 +112,15 @@ class ReplicaEngine(_LookAhead):
                 f"({self._coeffs.kv_capacity_tokens} tokens)"
             )
         r = _Req(call_id, prompt, out)
+        if prefix is not None and self._cache is not None:
+            hashes = tuple(prefix)
+            if len(hashes) > prompt // self._bt:
+                raise ValueError(
+                    f"call {call_id}: prefix has {len(hashes)} block hashes, more than the "
+                    f"{prompt // self._bt} full {self._bt}-token blocks of its {prompt}-token prompt"
+                )
+            if hashes:
+                r.hashes = hashes
         if self._prio:
             r.key = (prio, self._arrivals)
             self._arrivals += 1
@@ -240,6 +267,28 @@ class ReplicaEngine(_LookAhead):
     def num_preemptions(self) -> int:
         """Preemptions (recompute) so far."""
         return self._preemptions
+
+    @property
+    def prefix_caching(self) -> bool:
+        """Automatic prefix caching is on (:mod:`~cato.replica_model.prefix_cache`)."""
+        return self._cache is not None
+
+    @property
+    def prefix_cache_queries(self) -> int:
+        """Tokens looked up in the prefix cache so far: each admission's whole prompt
+        (re-prefill of a preempted request included); 0 with the cache off (vLLM's
+        ``prefix_cache_queries``)."""
+        return self._pc_queries
+
+    @property
+    def prefix_cache_hits(self) -> int:
+        """Of :attr:`prefix_cache_queries`, the tokens found cached (prefill skipped)."""
+        return self._pc_hits
+
+    @property
+    def prefix_cached_blocks(self) -> int:
+        """Blocks in the prefix cache now (in use or evictable)."""
+        return len(self._cache) if self._cache is not None else 0
 
     @property
     def scheduling_policy(self) -> str:

@@ -21,14 +21,14 @@ class _Executor(_EngineState):
         bt = self._bt
         for r in plan.victims:  # in preemption order
             if r.state == _DECODE:
-                self._used -= _cdiv(r.base + s - 1, bt)
+                self._free(r, _cdiv(r.base + s - 1, bt))
                 self._n_dec -= 1
                 self._sum_base -= r.base
                 self._cnt[r.base % bt] -= 1
                 r.gen = r.base + s - r.prompt
             else:
                 self._prefilling.remove(r)
-                self._used -= r.blocks
+                self._free(r, r.blocks)
             r.state = _WAITING
             r.blocks = 0
             r.done = 0
@@ -40,6 +40,7 @@ class _Executor(_EngineState):
         for r in plan.admits:
             w = self._waiting.popleft()
             assert w is r
+            hit_tokens = plan.cached.get(id(r), 0) if plan.cached is not None else 0
             if owned is not None and id(r) not in owned:
                 orig = r
                 r = r.copy()
@@ -48,9 +49,25 @@ class _Executor(_EngineState):
                     remap = {}
                 remap[id(orig)] = r
             r.target = r.prompt + r.gen
-            r.done = 0
             r.blocks = _cdiv(r.target, bt)
-            self._used += r.blocks
+            cache = self._cache
+            if cache is not None:
+                self._pc_queries += r.target
+                self._pc_hits += hit_tokens
+                r.done = r.cached = hit_tokens
+                if hit_tokens:
+                    assert r.hashes is not None
+                    held = list(r.hashes[: hit_tokens // bt])
+                    r.held = held
+                    self._used += r.blocks - len(held)
+                    for h in held:
+                        if cache.acquire(h):
+                            self._used += 1
+                else:
+                    self._used += r.blocks
+            else:
+                r.done = 0
+                self._used += r.blocks
             r.state = _PREFILL
             r.admit_no = self._admit_counter
             self._admit_counter += 1
@@ -63,6 +80,7 @@ class _Executor(_EngineState):
             else:  # to the front, in admission order
                 self._waiting.extendleft(plan.victims)
         assert self._used <= self._cap
+        self._evict()
         if self.step_hook is not None:
             self.step_hook(
                 StepRecord(
@@ -91,14 +109,16 @@ class _Executor(_EngineState):
             if r.done < r.target:
                 continue
             self._prefilling.remove(r)
+            if r.hashes is not None and self._cache is not None:
+                self._register(r)
             r.gen += 1
             muted = r.cancel_at is not None and r.cancel_at <= t_end
             if not r.first_sent:
                 r.first_sent = True
                 if not muted:
-                    events.append(EngineEvent(r.cid, "first_token", t_end))
+                    events.append(EngineEvent(r.cid, "first_token", t_end, r.cached))
             if r.gen >= r.out:
-                self._used -= r.blocks
+                self._free(r, r.blocks)
                 r.state = _GONE
                 del self._running[r.cid]
                 self._by_id.pop(r.cid, None)
@@ -115,6 +135,18 @@ class _Executor(_EngineState):
         if not (self._running or self._waiting or self._pending):
             self._end_busy(t_end)
 
+    def _register(self, r: _Req) -> None:
+        """``r``'s prefill is complete: its full prompt blocks not taken from the cache become
+        cached blocks it holds (a block cached meanwhile by another request stays private)."""
+        cache = self._cache
+        hashes = r.hashes
+        assert cache is not None and hashes is not None
+        held = r.held
+        for h in hashes[len(held) if held else 0 : r.prompt // self._bt]:
+            if cache.insert(h):
+                held.append(h)
+        r.held = held
+
     def _exec_segment(self, seg: _Segment, j: int, events: list[EngineEvent]) -> None:
         """Run the segment's steps up to offset ``j`` (progress p < j <= m)."""
         s = self._s
@@ -122,6 +154,7 @@ class _Executor(_EngineState):
         bt = self._bt
         self._used += _decode_crossings(self._cnt, self._n_dec, bt, s, k)
         assert self._used <= self._cap
+        self._evict()
         t_start = self._t
         t_end = seg.time(j)
         if self.step_hook is not None:
@@ -160,7 +193,7 @@ class _Executor(_EngineState):
             self._n_dec -= 1
             self._sum_base -= r.base
             self._cnt[r.base % bt] -= 1
-            self._used -= _cdiv(r.base + s - 1, bt)
+            self._free(r, _cdiv(r.base + s - 1, bt))
             r.gen = r.out
             r.state = _GONE
             del self._running[r.cid]

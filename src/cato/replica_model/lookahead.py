@@ -48,6 +48,9 @@ class _LookAhead(_Scheduler, _Executor):
         try:
             s_end = seg.s0 + seg.m
             self._used += _decode_crossings(self._cnt, self._n_dec, self._bt, self._s, s_end - self._s)
+            cache = self._cache
+            if cache is not None and self._used + cache.num_evictable > self._cap:
+                return None  # the segment evicts cached blocks: decide on a copy
             self._s = s_end
             self._t = t_end
             self._u += 1
@@ -90,6 +93,8 @@ class _LookAhead(_Scheduler, _Executor):
         c._owned = {id(r) for r in mp.values()}
         c._by_id = {}
         c._cnt = list(self._cnt)
+        if self._cache is not None:
+            c._cache = self._cache.copy()
         heap = [(f, a, mp[id(r)]) for f, a, r in self._heap if r.admit_no == a and r.state == _DECODE]
         heapq.heapify(heap)
         c._heap = heap

@@ -9,11 +9,15 @@ from typing import Literal
 
 @dataclass(frozen=True, slots=True)
 class EngineEvent:
-    """A token milestone of one request: its first token, or its last token (finished)."""
+    """A token milestone of one request: its first token, or its last token (finished).
+
+    ``cached_tokens``: on a first token, the prompt tokens its prefill took from the prefix
+    cache (0 without caching or a prefix identity; 0 on ``finished``)."""
 
     call_id: int
     kind: Literal["first_token", "finished"]
     at_s: float
+    cached_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)

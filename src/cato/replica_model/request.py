@@ -24,7 +24,11 @@ _NO_KEY = (0, 0)  # the queue key of every request under FCFS (never read there)
 class _Req:
     """Mutable per-request state. ``gen``/``blocks`` are exact except while decoding, where they
     follow from ``base`` and the engine's step counter S: ``gen = base + S - prompt`` and
-    ``blocks = ceil((base + S - 1) / block)``."""
+    ``blocks = ceil((base + S - 1) / block)``.
+
+    Prefix caching: ``hashes`` are the chained hashes of the prompt's full blocks (None: a
+    unique prompt); ``held`` the cached blocks the request references while running (its other
+    blocks are private); ``cached`` the prompt tokens its latest admission took from the cache."""
 
     __slots__ = (
         "cid",
@@ -40,6 +44,9 @@ class _Req:
         "admit_no",
         "cancel_at",
         "key",
+        "hashes",
+        "held",
+        "cached",
     )
 
     def __init__(self, cid: int, prompt: int, out: int) -> None:
@@ -56,6 +63,9 @@ class _Req:
         self.admit_no = -1
         self.cancel_at: float | None = None
         self.key: tuple[int, int] = _NO_KEY  # (priority, arrival number) under "priority"
+        self.hashes: tuple[int, ...] | None = None
+        self.held: list[int] = []
+        self.cached = 0
 
     def copy(self) -> _Req:
         r = _Req(self.cid, self.prompt, self.out)
@@ -69,6 +79,9 @@ class _Req:
         r.admit_no = self.admit_no
         r.cancel_at = self.cancel_at
         r.key = self.key
+        r.hashes = self.hashes
+        r.held = list(self.held)
+        r.cached = self.cached
         return r
 
 

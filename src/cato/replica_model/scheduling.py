@@ -22,6 +22,19 @@ At the start of every step, in this order:
    (strict head-of-line: admission stops at the first waiting request that does not fit).
    The step that completes a request's prefill emits its first token.
 
+Prefix caching (``enable_prefix_caching``, :mod:`~cato.replica_model.prefix_cache`)
+----------------------------------------------------------------------------------
+A request submitted with a ``prefix`` (its prompt's block hashes) is admitted with the longest
+run of its leading blocks found cached (at most ``prompt + generated - 1`` tokens): those blocks
+are shared, not allocated (one that no running request holds is taken out of the free space, as
+in vLLM), and its prefill starts after them -- its chunks compute only the uncached tokens, each
+attending to the cached ones (the step's ``sum_j c_j*(done_j + c_j/2)`` with ``done_j`` the
+cached tokens). Admission needs free blocks for the new blocks and those unheld cached ones;
+free space counts the cached blocks nobody holds (evicted, least recently freed first, only when
+an allocation needs their space). A preempted request frees its blocks (cached ones stay cached)
+and on re-admission looks its prompt up again. Requests without a prefix never share a block, so
+with no prefix anywhere the model is exactly the one described here without caching.
+
 Scheduling policy (``scheduling_policy``, vLLM's ``--scheduling-policy``)
 -------------------------------------------------------------------------
 ``"fcfs"`` (the default) is the model above; a request's ``priority`` is accepted and ignored,
@@ -122,7 +135,8 @@ class _Scheduler(_EngineState):
         if not self._waiting or len(self._running) >= self._mns:
             return True
         w = self._waiting[0]
-        return _cdiv(w.prompt + w.gen, self._bt) > free
+        target = w.prompt + w.gen
+        return self._admit_cost(w, target, self._hit_blocks(w, target), None) > free
 
     def _plan_step(self) -> _StepPlan:
         """Decide the composition of the step starting at ``_t`` (no mutation)."""
@@ -133,6 +147,7 @@ class _Scheduler(_EngineState):
         free = self._cap - self._used
         need = self._cnt[(1 - s) % bt] if n_dec else 0
         victims: list[_Req] = []
+        delta: dict[int, int] = {}  # planned changes of cached blocks' reference counts
         if need > free:
             order: Iterable[_Req]
             if self._prio:  # vLLM V1: the largest (priority, arrival) first
@@ -142,13 +157,13 @@ class _Scheduler(_EngineState):
             for r in order:
                 victims.append(r)
                 if r.state == _DECODE:
-                    free += _cdiv(r.base + s - 1, bt)
+                    free += self._freed_by(r, _cdiv(r.base + s - 1, bt), delta)
                     n_dec -= 1
                     sum_base -= r.base
                     if (r.base + s - 1) % bt == 0:
                         need -= 1
                 else:
-                    free += r.blocks
+                    free += self._freed_by(r, r.blocks, delta)
                 if need <= free:
                     break
         free -= need
@@ -164,25 +179,35 @@ class _Scheduler(_EngineState):
             budget -= c
         n_run = len(self._running) - len(victims)
         admits: list[_Req] = []
+        cached: dict[int, int] | None = None
         if budget > 0 and n_run < self._mns:
             for r in self._waiting:
                 if n_run >= self._mns or budget <= 0:
                     break
                 target = r.prompt + r.gen
-                nb = _cdiv(target, bt)
+                hit = self._hit_blocks(r, target)
+                nb = self._admit_cost(r, target, hit, delta)
                 if nb > free:
                     break
                 free -= nb
                 n_run += 1
                 admits.append(r)
-                c = min(target, budget)
+                if hit:
+                    if cached is None:
+                        cached = {}
+                    cached[id(r)] = hit * bt
+                c = min(target - hit * bt, budget)
                 chunks.append((r, c))
                 budget -= c
         n_tok = n_dec
         cost = 0.0
         for r, c in chunks:
             n_tok += c
-            cost += c * (r.done + c / 2.0) if r.state == _PREFILL else c * (c / 2.0)
+            if r.state == _PREFILL:
+                cost += c * (r.done + c / 2.0)
+            else:  # admitted now: its cached tokens are the context its chunk attends to
+                done0 = cached.get(id(r), 0) if cached is not None else 0
+                cost += c * (done0 + c / 2.0)
         n_seqs = n_dec + len(chunks)
         k = sum_base + n_dec * s
         d_ms = self._coeffs.step_ms(n_tok, k, cost, n_seqs)
@@ -199,6 +224,7 @@ class _Scheduler(_EngineState):
             num_tokens=n_tok,
             num_seqs=n_seqs,
             num_running=n_run,
+            cached=cached,
         )
 
     def _plan_segment(self) -> _Segment:
@@ -237,8 +263,13 @@ class _Scheduler(_EngineState):
             self._top_finish()
             return self._heap[0][2].cancel_at is None
         for r, c in head.chunks:
+            if r.state == _PREFILL:
+                done, target = r.done, r.target
+            else:
+                done = head.cached.get(id(r), 0) if head.cached is not None else 0
+                target = r.prompt + r.gen
             if (
-                r.done + c == (r.target if r.state == _PREFILL else r.prompt + r.gen)
+                done + c == target
                 and r.cancel_at is None
                 and (not r.first_sent or r.gen + 1 >= r.out)
             ):

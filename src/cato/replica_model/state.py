@@ -16,6 +16,7 @@ import numpy as np
 from cato.core.coefficients import ReplicaCoefficients
 from cato.replica_model.jitter import _jitter_factor, _Normals
 from cato.replica_model.kv import _cdiv
+from cato.replica_model.prefix_cache import PrefixCache
 from cato.replica_model.records import StepRecord
 from cato.replica_model.request import _DECODE, _GONE, _PREFILL, _WAITING, SCHEDULING_POLICIES, _key_of, _Req
 from cato.replica_model.units import _Segment, _StepPlan
@@ -33,6 +34,7 @@ class _EngineState:
         jitter_sigma: float = 0.0,
         fast_forward: bool = True,
         scheduling_policy: str = "fcfs",
+        enable_prefix_caching: bool = True,
     ) -> None:
         if scheduling_policy not in SCHEDULING_POLICIES:
             raise ValueError(
@@ -83,7 +85,11 @@ class _EngineState:
         self._sum_base = 0
         self._cnt: list[int] = [0] * self._bt  # decoding requests by base mod block
         self._heap: list[tuple[int, int, _Req]] = []  # (finish step, admit_no, request)
-        self._used = 0  # allocated KV blocks
+        self._used = 0  # allocated KV blocks (referenced: cached blocks in use count once)
+        # prefix caching (None: off); its evictable blocks are free space that holds a prefix
+        self._cache: PrefixCache | None = PrefixCache() if enable_prefix_caching else None
+        self._pc_queries = 0  # tokens looked up at admissions (vLLM's prefix_cache_queries)
+        self._pc_hits = 0  # of which found cached (vLLM's prefix_cache_hits)
 
         self._head: _StepPlan | _Segment | None = None
         self._ev_valid = False  # cache of next_event_s()
@@ -144,6 +150,73 @@ class _EngineState:
                 else:
                     self._head = head.with_m(mx)
 
+    # ------------------------------------------------------------------ internals: KV blocks
+    def _free(self, r: _Req, blocks: int) -> None:
+        """Free the ``blocks`` KV blocks of a running request that leaves (finished, preempted,
+        cancelled): its private blocks, and its cached blocks no other request uses (which stay
+        cached, evictable; tail first, as vLLM frees)."""
+        held = r.held
+        if not held:
+            self._used -= blocks
+            return
+        cache = self._cache
+        assert cache is not None
+        self._used -= blocks - len(held)
+        for h in reversed(held):
+            if cache.release(h):
+                self._used -= 1
+        r.held = []
+
+    def _evict(self) -> None:
+        """Evict least recently freed cached blocks while referenced + evictable blocks
+        exceed the capacity (after an allocation)."""
+        cache = self._cache
+        if cache is not None:
+            over = self._used + cache.num_evictable - self._cap
+            if over > 0:
+                cache.evict_lru(over)
+
+    def _hit_blocks(self, r: _Req, target: int) -> int:
+        """Leading prompt blocks of ``r`` found cached now, leaving >= 1 of ``target`` tokens
+        to compute."""
+        if r.hashes is None or self._cache is None:
+            return 0
+        return self._cache.lookup(r.hashes, (target - 1) // self._bt)
+
+    def _admit_cost(self, r: _Req, target: int, hit: int, delta: dict[int, int] | None) -> int:
+        """Free blocks admitting ``r`` takes: its new blocks, plus its hit blocks nobody
+        references (evictable ones leave the free pool). ``delta``: reference changes already
+        planned in this step (updated with this admission's)."""
+        nb = _cdiv(target, self._bt)
+        if not hit:
+            return nb
+        cache = self._cache
+        assert cache is not None and r.hashes is not None
+        cost = nb - hit
+        for h in r.hashes[:hit]:
+            d = delta.get(h, 0) if delta is not None else 0
+            if cache.refcount(h) + d == 0:
+                cost += 1
+            if delta is not None:
+                delta[h] = d + 1
+        return cost
+
+    def _freed_by(self, r: _Req, blocks: int, delta: dict[int, int]) -> int:
+        """Free blocks preempting ``r`` (holding ``blocks``) would give, ``delta`` as in
+        :meth:`_admit_cost` (updated)."""
+        held = r.held
+        if not held:
+            return blocks
+        cache = self._cache
+        assert cache is not None
+        freed = blocks - len(held)
+        for h in held:
+            d = delta.get(h, 0) - 1
+            delta[h] = d
+            if cache.refcount(h) + d == 0:
+                freed += 1
+        return freed
+
     def _remove(self, r: _Req, t: float) -> None:
         """Take a present request out (cancel), freeing its blocks."""
         st = r.state
@@ -151,11 +224,11 @@ class _EngineState:
             self._n_dec -= 1
             self._sum_base -= r.base
             self._cnt[r.base % self._bt] -= 1
-            self._used -= _cdiv(r.base + self._s - 1, self._bt)
+            self._free(r, _cdiv(r.base + self._s - 1, self._bt))
             del self._running[r.cid]
         elif st == _PREFILL:
             self._prefilling.remove(r)
-            self._used -= r.blocks
+            self._free(r, r.blocks)
             del self._running[r.cid]
         elif st == _WAITING:
             self._waiting.remove(r)

@@ -43,6 +43,7 @@ class _StepPlan:
     num_tokens: int
     num_seqs: int
     num_running: int
+    cached: dict[int, int] | None = None  # id(admitted request) -> prompt tokens from the cache
 
 
 @dataclass(frozen=True, slots=True)

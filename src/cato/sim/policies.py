@@ -51,6 +51,23 @@ def fixed_policies(engine_concurrency: int) -> dict[str, PolicySpec]:
     }
 
 
+def prefix_policies() -> dict[str, PolicySpec]:
+    """The policies of the shared-prefix scenarios (issue 17): CATO with and without cache
+    affinity, prefix-blind baselines, and the peer prefix-aware routers at their default
+    settings (their sweeps: :func:`~cato.sim.sweeps.prefix_sweep`)."""
+    return {
+        "cato": PolicySpec("cato", "cato"),
+        "cato-plus": PolicySpec("cato-plus", "cato-plus"),
+        "cato-prefix": PolicySpec("cato-prefix", "cato-prefix"),
+        "round_robin": PolicySpec("round_robin", "round_robin"),
+        "least_outstanding": PolicySpec("least_outstanding", "least_outstanding"),
+        "llmd": PolicySpec("llmd", "llmd"),
+        "session_affinity": PolicySpec("session_affinity", "session_affinity"),
+        "prefix_aware": PolicySpec("prefix_aware", "prefix_aware"),
+        "llmd_prefix": PolicySpec("llmd_prefix", "llmd_prefix"),
+    }
+
+
 def autoscaled_policies(engine_concurrency: int, **cato_scaling: Any) -> dict[str, PolicySpec]:
     tuned_target = max(1.0, RAY_TUNED_FACTOR * engine_concurrency)
     return {
@@ -92,7 +109,7 @@ CATO_SCALERS = ("cato", "proactive")
 def is_baseline(spec: PolicySpec) -> bool:
     """Whether ``spec`` is a baseline CATO's ratio may be taken against: neither CATO's
     routing or scaling nor a clairvoyant oracle (an upper bound, not a baseline)."""
-    return (spec.routing not in ("cato", "cato-plus", "oracle")
+    return (spec.routing not in ("cato", "cato-plus", "cato-prefix", "oracle")
             and spec.scaling not in CATO_SCALERS)
 
 

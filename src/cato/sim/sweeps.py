@@ -1,7 +1,8 @@
 """The protocol's parameter sweeps as policy specs (BENCHMARK_PROTOCOL.md section 4): the
 Ray-like sweep (:func:`ray_sweep`), the gateway-concurrency sweep of the SLA-blind gateway-queue
 baselines (:func:`gateway_sweep`), the grids of CATO's and Ray's scaling parameters
-(:func:`cato_scaling_sweep`, :func:`ray_scaling_sweep`), and :func:`resolve_policies`, which
+(:func:`cato_scaling_sweep`, :func:`ray_scaling_sweep`), the peer prefix-aware routers' grids
+(:func:`prefix_sweep`), and :func:`resolve_policies`, which
 expands the sweeps' names among a scenario's policy labels."""
 
 from __future__ import annotations
@@ -29,6 +30,40 @@ GATEWAY_SWEEP_CONCURRENCY: tuple[int, ...] = (32,)
 #: The baselines whose calls wait in the gateway's per-replica queues up to the gateway's
 #: concurrency (Ray-like routing has its own cap, ``max_ongoing_requests``, swept apart).
 GATEWAY_QUEUE_BASELINES = ("round_robin", "least_outstanding", "edf", "llmd")
+
+
+#: The name that expands into the peer prefix-aware routers' sweep (:func:`prefix_sweep`).
+PREFIX_SWEEP = "prefix-sweep"
+#: The peer prefix-aware routers' parameter grids (issue 17, part 3), each router taken at its
+#: best point: the session key's length in blocks; SGLang's absolute imbalance threshold (in
+#: outstanding requests) and the minimum match share; llm-d's prefix-scorer weight against the
+#: load scorers' 1 each.
+PREFIX_SWEEP_GRIDS: dict[str, dict[str, tuple[Any, ...]]] = {
+    "session_affinity": {"key_blocks": (1, 8, 64)},
+    "prefix_aware": {"balance_abs_threshold": (4, 16, 64), "cache_threshold": (0.0, 0.5)},
+    "llmd_prefix": {"prefix_weight": (1.0, 2.0, 3.0, 5.0)},
+}
+_PREFIX_SWEEP_KEYS = {"key_blocks": "key", "balance_abs_threshold": "abs",
+                      "cache_threshold": "match", "prefix_weight": "w"}
+
+
+def prefix_sweep(sc: Scenario) -> dict[str, PolicySpec]:
+    """Every peer prefix-aware router of ``sc`` (:data:`PREFIX_SWEEP_GRIDS`) at every point of
+    its grid, labelled e.g. ``prefix_aware[abs=16;match=0.5]`` (``;``: a label stays one item of a
+    comma-separated list; the spec's other parameters kept), so that CATO's ratio is taken
+    against each router's best setting."""
+    out: dict[str, PolicySpec] = {}
+    for name, grid in PREFIX_SWEEP_GRIDS.items():
+        base = sc.policies.get(name)
+        if base is None:
+            continue
+        for point in itertools.product(*grid.values()):
+            params = dict(zip(grid, point))
+            label = name + "[" + ";".join(f"{_PREFIX_SWEEP_KEYS[k]}={v:g}"
+                                          for k, v in params.items()) + "]"
+            out[label] = replace(base, label=label,
+                                 routing_params={**base.routing_params, **params})
+    return out
 
 
 def gateway_sweep(sc: Scenario) -> dict[str, PolicySpec]:
@@ -143,7 +178,8 @@ def ray_scaling_sweep(spec: PolicySpec) -> dict[str, PolicySpec]:
 
 
 def resolve_policies(sc: Scenario, names: Sequence[str]) -> list[PolicySpec]:
-    """The specs of ``names`` in order: the scenario's policy labels, and :data:`RAY_SWEEP`
+    """The specs of ``names`` in order: the scenario's policy labels, single points of the
+    prefix sweep by their labels (e.g. ``prefix_aware[abs=16;match=0.5]``), and :data:`RAY_SWEEP`
     expanded by :func:`ray_sweep`. Unknown names raise a ValueError naming them."""
     out: dict[str, PolicySpec] = {}
     for name in names:
@@ -151,9 +187,14 @@ def resolve_policies(sc: Scenario, names: Sequence[str]) -> list[PolicySpec]:
             out.update(ray_sweep(sc))
         elif name == GATEWAY_SWEEP:
             out.update(gateway_sweep(sc))
+        elif name == PREFIX_SWEEP:
+            out.update(prefix_sweep(sc))
         elif name in sc.policies:
             out[name] = sc.policies[name]
+        elif name in (points := prefix_sweep(sc)):   # one point of the prefix sweep
+            out[name] = points[name]
         else:
+            known = [*sc.policies, RAY_SWEEP, GATEWAY_SWEEP, PREFIX_SWEEP]
             raise ValueError(f"unknown policy {name!r} for scenario {sc.name!r}; known: "
-                             f"{', '.join([*sc.policies, RAY_SWEEP])}")
+                             f"{', '.join(known)}")
     return list(out.values())

@@ -22,6 +22,7 @@ import numpy as np
 from cato.core.calls import LlmCall
 from cato.core.estimator import Estimate, LatencyEstimator
 from cato.core.pool import ReplicaPool
+from cato.core.prefix_index import PrefixIndex
 from cato.core.replica import ReplicaState
 
 
@@ -46,6 +47,9 @@ class RoutingPolicy(ABC):
     def __init__(self, estimator: LatencyEstimator, rng: np.random.Generator) -> None:
         self.estimator = estimator
         self.rng = rng
+        #: the dispatcher's approximate prefix index (:mod:`cato.core.prefix_index`), set when
+        #: a dispatcher takes the policy; prefix-aware policies read it, never write it
+        self.prefix_index: PrefixIndex | None = None
 
     @abstractmethod
     def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,

@@ -13,8 +13,12 @@ import numpy as np
 from cato.core.estimator import LatencyEstimator
 from cato.core.routing import baselines as _baselines  # noqa: F401  (registers)
 from cato.core.routing import cato as _cato  # noqa: F401
+from cato.core.routing import cato_prefix as _cato_prefix  # noqa: F401
 from cato.core.routing import llmd as _llmd  # noqa: F401
+from cato.core.routing import llmd_prefix as _llmd_prefix  # noqa: F401
 from cato.core.routing import oracle as _oracle  # noqa: F401
+from cato.core.routing import prefix_aware as _prefix_aware  # noqa: F401
+from cato.core.routing import session_affinity as _session_affinity  # noqa: F401
 from cato.core.routing.base import _REGISTRY, RoutingPolicy
 
 
