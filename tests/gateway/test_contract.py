@@ -24,8 +24,8 @@ from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import preset
 from cato.gateway.calls import CallStats
 from cato.gateway.config import GatewayConfig, Limits, ModelConfig, Replica, Routing
-from cato.gateway.engine_client import EngineEvent
 from cato.gateway.gateway import Gateway
+from cato.serving.engine_client import EngineEvent
 from cato.sim.arrivals import poisson
 from cato.sim.config import ModelDeployment, SimConfig
 from cato.sim.simulator import Simulator
@@ -175,7 +175,7 @@ def test_multi_step_deadlines_match_the_simulator() -> None:
     """The gateway's pipelines plan every node as the simulator does, nodes after a TTFT
     task's first token included: inside its secondary E2E bound (item 5.7)."""
     from cato.core.catalog import multi_step_tasks
-    from cato.gateway.planner import Planner
+    from cato.serving.planner import Planner
 
     models = {t: "m" for t in TASKS}
     coeffs = {"m": preset("a100-llama7b")}

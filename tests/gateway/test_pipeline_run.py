@@ -19,9 +19,9 @@ from cato.core.lifecycle import PlannedTask, node_call
 from cato.core.slack import model_baselines, plan_task
 from cato.core.task import CostModel, LengthDist, Node, NodeKind, SlaKind, TaskType
 from cato.gateway.calls import CallStats
-from cato.gateway.engine_client import EngineError, EngineEvent
 from cato.gateway.executor import PipelineRun
-from cato.gateway.planner import Planner
+from cato.serving.engine_client import EngineError, EngineEvent
+from cato.serving.planner import Planner
 
 L = LengthDist.fixed(10)
 

@@ -17,7 +17,7 @@ from cato.core.slack import InfeasibleSlaError, NodeBaseline, model_baselines, p
 from cato.core.task import (CostModel, LengthDist, Node, NodeKind, SlaKind, TaskType,
                             TaskValidationError)
 from cato.edge.errors import ApiError
-from cato.gateway.requests import TPOT_HEADER, feasible_slos, sla_override
+from cato.serving.requests import TPOT_HEADER, feasible_slos, sla_override
 
 L = LengthDist.fixed(10)
 TASKS = ("completion", "generation", "summarization", "translation")
@@ -269,7 +269,7 @@ def test_the_gateway_fits_a_default_bound_its_engines_cannot_meet() -> None:
     pipeline does not fit; the planner widens it to what the task takes (and says so) instead
     of refusing to start, while an SLA the engines cannot meet still stops it."""
     from cato.core.coefficients import A100_LLAMA7B, slowed
-    from cato.gateway.planner import Planner
+    from cato.serving.planner import Planner
     models = {t: "m" for t in ("completion", "generation", "summarization", "translation")}
     slow = Planner(models, {"m": slowed(A100_LLAMA7B, 4.0)})
     gen = slow.pipelines["generation"]

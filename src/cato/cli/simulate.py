@@ -14,10 +14,16 @@ def scenarios() -> None:
     """List the named simulation scenarios."""
     from cato.report.simulation import scenarios_table
     from cato.sim.scenarios import SCENARIOS
+    from cato.sim.tenants import CASES, TENANTS
 
     console.print(scenarios_table([
         {"name": sc.name, "rates_rps": sc.rates_rps, "knee_rps": sc.knee_rps,
-         "policies": sc.policies, "description": sc.description} for sc in SCENARIOS.values()]))
+         "policies": sc.policies, "description": sc.description} for sc in SCENARIOS.values()]
+        + [{"name": "tenants", "rates_rps": (TENANTS.share_rps * (1 + TENANTS.flood),),
+            "knee_rps": None, "policies": CASES,
+            "description": f"Fair shares: tenant A floods at {TENANTS.flood:g}x tenant B's "
+                           f"{TENANTS.share_rps:g} req/s; B alone, no fairness, a rate limit "
+                           f"on A, fair shares (cato.sim.tenants)."}]))
 
 
 def simulate(
@@ -35,9 +41,28 @@ def simulate(
     plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write PNG plots into this folder."),
     baseline: str = typer.Option("ray", help="Policy the table's goodput ratio is taken against."),
     find_knee: bool = typer.Option(False, "--find-knee", help="Bisect the rate where the best SLA-blind baseline holds 90 % attainment."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Simulate the tasks and models of a gateway config (docs/TASKS.md) instead of a scenario."),
+    trace: Optional[Path] = typer.Option(None, "--trace", help="With --config: replay a CSV trace (timestamp, task, input_tokens, output_tokens)."),
+    mix: Optional[str] = typer.Option(None, "--mix", help="With --config: task weights, e.g. rag=2,lint-fix=1 (default: equal)."),
+    arrival: str = typer.Option("poisson", "--arrival", help="With --config and no --trace: the arrival process (poisson, gamma2, onoff, diurnal, ...)."),
 ) -> None:
-    """Run a scenario through the discrete-event simulator and compare policies."""
+    """Run a scenario through the discrete-event simulator and compare policies
+    (``--scenario tenants``: fair shares between two tenants, one flooding; ``--config``: your
+    own tasks and models, under an arrival process or your own ``--trace``)."""
     from dataclasses import replace
+
+    if config is not None:
+        from cato.cli.simulate_config import simulate_config
+
+        simulate_config(config, trace=trace, mix=mix, arrival=arrival, rates=rates,
+                        policies=policies, seed=seed, seeds=seeds, duration=duration,
+                        json_path=json_path)
+        return
+    if trace is not None or mix is not None:
+        _fail("--trace and --mix go with --config (a scenario has its own workload)")
+    if scenario == "tenants":
+        _simulate_tenants(seed, seeds, duration, json_path)
+        return
 
     from cato.report.simulation import simulation_plots
     from cato.report.table import comparison_table
@@ -126,6 +151,42 @@ def simulate(
         replicas = {k: v.replicas_over_time for k, v in results.items()}
         for path in simulation_plots(sc.name, rows, replicas, plots_dir):
             console.print(f"wrote {path}")
+
+
+def _simulate_tenants(seed: int, seeds: int, duration: Optional[float],
+                      json_path: Optional[Path]) -> None:
+    """``cato simulate --scenario tenants``: B alone, then A (5x B's share) + B without
+    fairness, with a per-key rate limit on A, and with fair shares (:mod:`cato.sim.tenants`);
+    each tenant's attainment, mean and 95 % interval over the seeds."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from cato.sim.tenants import CASES, TENANTS, compare_tenants
+
+    if seeds < 1:
+        _fail(f"--seeds must be >= 1, got {seeds}")
+    sc = TENANTS
+    if duration is not None:
+        if duration <= 0:
+            _fail(f"--duration must be > 0, got {duration}")
+        sc = replace(sc, duration_s=duration)
+    seed_list = list(range(seed, seed + seeds))
+    with _progress() as prog:
+        bar = prog.add_task(f"tenants: {len(CASES) * len(seed_list)} runs",
+                            total=len(CASES) * len(seed_list))
+        rows = compare_tenants(sc, seed_list, on_run=lambda case, s: prog.advance(bar))
+    table = Table(title=f"Tenant attainment: B {sc.share_rps:g} req/s, A {sc.flood:g}x; "
+                        f"{sc.deployment.initial_replicas} replicas x {sc.engine_concurrency} "
+                        f"calls; {sc.duration_s:g} s; seeds {seed_list} (mean ± 95 % CI)")
+    for col in ("case", "tenant", "attainment", "requests"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(str(r["case"]), str(r["tenant"]),
+                      f"{float(r['attainment']):.3f} ± {float(r['ci95']):.3f}",  # type: ignore[arg-type]
+                      str(r["requests"]))
+    console.print(table)
+    _write_json({"scenario": "tenants", "seeds": seed_list, "results": rows}, json_path)
 
 
 def list_policies() -> None:

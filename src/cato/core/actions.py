@@ -4,7 +4,7 @@ contract test compares them)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cato.core.calls import LlmCall
 from cato.core.routing.base import RoutingDecision
@@ -40,7 +40,25 @@ class SubmitResult:
 
 @dataclass(slots=True)
 class WindowStats:
-    """Per-model counters since the scaler last read them."""
+    """Per-model counters since the scaler last read them; ``by_class`` splits them per SLA
+    class (issue 16, part 6): ``"ttft"`` / ``"e2e"`` (what the call's deadline is on) and
+    ``"task:NAME"`` (per task), each ``[requests, violations]``. The totals are unchanged by
+    the split."""
 
     requests: int = 0
     violations: int = 0
+    by_class: dict[str, list[int]] = field(default_factory=dict)
+
+    def count(self, call: LlmCall, *, request: bool = False, violation: bool = False) -> None:
+        """Count ``call`` as a request and/or a violation, in the totals and its classes."""
+        r, v = int(request), int(violation)
+        self.requests += r
+        self.violations += v
+        for key in ("ttft" if call.ttft_critical else "e2e", "task:" + call.task):
+            c = self.by_class.setdefault(key, [0, 0])
+            c[0] += r
+            c[1] += v
+
+    def classes(self) -> dict[str, tuple[int, int]]:
+        """``by_class`` as ``{class: (requests, violations)}``."""
+        return {k: (c[0], c[1]) for k, c in self.by_class.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from cato.core.conditions import Condition
 from cato.core.task import CostModel, LengthDist, Node, NodeKind, SlaKind, TaskType
 
 TASK_NAMES = ("completion", "generation", "summarization", "translation")
@@ -78,7 +79,8 @@ def multi_step_tasks(
             Node("validate", NodeKind.VALIDATE, deps=("llm",), cost=VALIDATE_COST),
             Node("repair", NodeKind.LLM, deps=("validate",), model=models["generation"],
                  input_tokens=LengthDist(400, 0.6, 64, 2048), output_tokens=lout,
-                 run_probability=REPAIR_PROBABILITY),
+                 run_probability=REPAIR_PROBABILITY,
+                 when=Condition("validate", failed=True)),
         ),
         kind,
         sla * sla_scale,

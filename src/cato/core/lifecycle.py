@@ -2,7 +2,7 @@
 
 Every driver of the core runs a task request through this module -- the simulator
 (:mod:`cato.sim.simulator`), the live gateway (:mod:`cato.gateway.executor` for ``/v1/tasks``,
-:mod:`cato.gateway.planner` for direct calls) and the Ray Serve ranker
+:mod:`cato.serving.planner` for direct calls) and the Ray Serve ranker
 (:mod:`cato.rayserve.ranking`) -- and they differ only in where time, token counts and node
 outcomes come from (an event heap and pre-drawn values, or a clock and real engines and tools).
 
@@ -35,11 +35,17 @@ node the moment it is released. A released node is skipped when
   failure either, but report it done at once;
 * it was decided up front not to run (the ``skipped`` set: the simulator draws each
   conditional node's branch, ``run_probability < 1``, with the request); or
-* it is *conditional* (``run_probability < 1``) and the judging steps it depends on said it
-  is not needed: every dependency that reported a verdict (``node_done(..., ok=True/False)``,
-  e.g. a validation) passed. This is the repair rule: generation's repair runs only when its
-  validation failed. Dependencies that report no verdict (``ok=None``) do not count; with none
-  that does, only the up-front decision applies.
+* it has a ``when`` condition (:mod:`cato.core.conditions`) and the upstream node it names
+  reported what makes it false: a verdict (``node_done(..., ok=True/False)``: ``failed: true``
+  holds when ``ok`` was False) or a JSON answer (``node_done(..., answer=...)``, an ``http``
+  step's body). This is the repair rule: generation's repair runs only when its validation
+  failed; a declared fix step only when the lint service said so. When the named node
+  reported nothing (a simulator's nodes report no outputs), only the up-front decision
+  applies; or
+* it is *conditional* (``run_probability < 1``) without a ``when``, and the judging steps it
+  depends on said it is not needed: every dependency that reported a verdict passed.
+  Dependencies that report no verdict (``ok=None``) do not count; with none that does, only
+  the up-front decision applies.
 
 Invariants: each node is released exactly once and finishes exactly once (a second
 ``node_done`` for it, or one for a node not released, raises :class:`ValueError`); the task is
@@ -98,13 +104,17 @@ class PlannedTask:
 def node_call(planned: PlannedTask, node: str, *, call_id: int, task_id: int, arrival_s: float,
               now_s: float, prompt_tokens: int, max_tokens: int | None = None,
               true_output_tokens: int | None = None, sla_s: float | None = None,
-              e2e_bound_s: float | None = None) -> LlmCall:
+              e2e_bound_s: float | None = None, tenant: str = "",
+              prefix_hashes: tuple[int, ...] | None = None) -> LlmCall:
     """The :class:`LlmCall` of LLM node ``node`` of a request that arrived at ``arrival_s`` and
     whose node became ready at ``now_s`` (module docstring: deadline, ``ttft_critical``,
     expected output). ``sla_s`` / ``e2e_bound_s``: the request's SLA and secondary-bound
     overrides (None: the task's); ``max_tokens``: the request's output cap (None or 0: the
     node's mean); ``true_output_tokens``: what it will generate, when the driver knows (the
-    simulator; read only by clairvoyant policies). The call's ``seq`` is its ``call_id``."""
+    simulator; read only by clairvoyant policies); ``tenant``: whom it is billed to for fair
+    shares (:mod:`cato.core.fairness`); ``prefix_hashes``: its prompt's KV block hashes, when
+    the driver knows them (:attr:`LlmCall.prefix_hashes`). The call's ``seq`` is its
+    ``call_id``."""
     model = planned.models.get(node)
     if model is None:
         raise ValueError(f"task {planned.task.name!r}: node {node!r} is not an LLM node")
@@ -117,7 +127,8 @@ def node_call(planned: PlannedTask, node: str, *, call_id: int, task_id: int, ar
         arrival_s=arrival_s, ready_s=now_s, deadline_s=arrival_s + offsets[node],
         ttft_critical=node == planned.ttft_node,
         true_output_tokens=None if true_output_tokens is None else int(true_output_tokens),
-        seq=call_id,
+        seq=call_id, tenant=tenant,
+        prefix_hashes=None if prefix_hashes is None else tuple(prefix_hashes),
     )
 
 
@@ -148,7 +159,8 @@ class TaskProgress:
     invariants). ``skipped``: the nodes decided up front not to run."""
 
     __slots__ = ("task", "arrival_s", "_succ", "_waiting", "_remaining", "_started", "_done",
-                 "_skip", "_verdicts", "_failed", "_first_token_s", "_last_s", "_uf")
+                 "_skip", "_verdicts", "_failed", "_first_token_s", "_last_s", "_uf",
+                 "_answers", "_when")
 
     def __init__(self, task: TaskType, arrival_s: float, *, skipped: Collection[str] = ()) -> None:
         self.task = task
@@ -165,6 +177,8 @@ class TaskProgress:
         self._done: set[str] = set()
         self._skip = skipped if isinstance(skipped, frozenset) else frozenset(skipped)
         self._verdicts: dict[str, bool] = {}
+        self._answers: dict[str, object] = {}
+        self._when = {n.name: n.when for n in task.nodes if n.when is not None}
         self._failed = False
         self._first_token_s: float | None = None
         self._last_s: float | None = None
@@ -185,15 +199,20 @@ class TaskProgress:
                 complete = self._release(n.name, now_s, ready, skipped) or complete
         return Step(tuple(ready), tuple(skipped), complete)
 
-    def node_done(self, name: str, now_s: float, *, ok: bool | None = None) -> Step:
+    def node_done(self, name: str, now_s: float, *, ok: bool | None = None,
+                  answer: object = None) -> Step:
         """Node ``name`` finished at ``now_s`` (ran, failed, or was not started because the task
-        had failed). ``ok``: its verdict, for a judging step (a validation: passed or not); None
-        for a step that judges nothing. Returns the nodes this released."""
+        had failed). ``ok``: its verdict, for a judging step (a validation: passed or not; an
+        ``http`` step: its service answered without error); None for a step that judges
+        nothing. ``answer``: its JSON answer (an ``http`` step), read by ``when`` conditions.
+        Returns the nodes this released."""
         if not self._started or self._waiting.get(name) != 0:
             raise ValueError(f"task {self.task.name!r}: node {name!r} finished but was never "
                              f"ready")
         if ok is not None:
             self._verdicts[name] = ok
+        if answer is not None:
+            self._answers[name] = answer
         ready: list[str] = []
         skipped: list[str] = []
         complete = self._finish(name, now_s, ready, skipped)
@@ -212,6 +231,9 @@ class TaskProgress:
     def _skips(self, name: str) -> bool:
         if self._failed or name in self._skip:
             return True
+        when = self._when.get(name)
+        if when is not None:
+            return when.holds(self._verdicts.get(when.node), self._answers.get(when.node)) is False
         if not self._verdicts:
             return False
         node = self.task.node(name)

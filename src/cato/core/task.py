@@ -1,7 +1,8 @@
 """Task model: a coding task type is a small DAG of nodes with one SLA.
 
 Nodes are LLM calls (a model, token-length distributions, generation parameters) or non-LLM
-steps (retrieval, validation) with a cost model. A task's SLA is either TTFT-critical (met when
+steps (retrieval, validation, a POST to the user's own ``http`` service) with a cost model. A
+node may run only under a ``when`` condition on an upstream node (:mod:`cato.core.conditions`). A task's SLA is either TTFT-critical (met when
 the first token of its *user-facing* LLM node arrives within the SLA) or E2E-critical (met when
 the last node finishes within the SLA).
 
@@ -25,6 +26,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from cato.core.conditions import Condition
+
 
 class SlaKind(str, Enum):
     """Which latency a task's SLA constrains."""
@@ -37,6 +40,7 @@ class NodeKind(str, Enum):
     LLM = "llm"
     RETRIEVE = "retrieve"
     VALIDATE = "validate"
+    HTTP = "http"
 
 
 class TaskValidationError(ValueError):
@@ -105,7 +109,9 @@ class Node:
     """One step of a task. LLM nodes carry a model and token lengths; others a cost model.
 
     ``run_probability`` < 1 makes a node conditional (e.g. repair runs only when validation
-    fails); a skipped node finishes the instant it becomes ready.
+    fails); a skipped node finishes the instant it becomes ready. ``when``: the condition on an
+    upstream node under which a live run runs it (:mod:`cato.core.lifecycle`); a simulator,
+    which sees no outputs, runs it with ``run_probability``.
     """
 
     name: str
@@ -117,6 +123,7 @@ class Node:
     cost: CostModel | None = None
     run_probability: float = 1.0
     params: Mapping[str, float] = field(default_factory=dict)
+    when: Condition | None = None
 
     @property
     def is_llm(self) -> bool:
@@ -237,11 +244,19 @@ class TaskType:
                     )
             elif n.cost is None:
                 raise TaskValidationError(f"{where}: {n.kind.value} node {n.name!r} needs a cost model")
+            if n.when is not None and n.when.node not in names:
+                raise TaskValidationError(f"{where}: node {n.name!r}: `when` names unknown node "
+                                          f"{n.when.node!r}")
         if not any(n.is_llm for n in self.nodes):
             raise TaskValidationError(f"{where}: has no LLM node")
         ordered = _topological(self.nodes, where)
         task = TaskType(self.name, ordered, self.sla_kind, self.sla_s, self.user_facing,
                         self.e2e_bound_s)
+        for n in ordered:
+            if n.when is not None and n.when.node not in task.ancestors(n.name):
+                raise TaskValidationError(
+                    f"{where}: node {n.name!r}: `when` names {n.when.node!r}, which is not "
+                    f"upstream of it (add it to `after`)")
         if self.user_facing is not None:
             if self.user_facing not in names or not task.node(self.user_facing).is_llm:
                 raise TaskValidationError(

@@ -17,14 +17,14 @@ from starlette.responses import JSONResponse, Response
 from cato.edge import sse
 from cato.edge.errors import bad_request, not_found
 from cato.gateway.config import Limits
-from cato.gateway.engine_client import EngineError
 from cato.gateway.executor import Invoke, PipelineRun, Tools
 from cato.gateway.http_errors import engine_error, stream_error_event
 from cato.gateway.metrics import GatewayMetrics
 from cato.gateway.outcomes import CallOutcome
-from cato.gateway.planner import Planner
-from cato.gateway.requests import _int_field, feasible_slos, read_json
-from cato.gateway.sse import SseResponse
+from cato.serving.engine_client import EngineError
+from cato.serving.planner import Planner
+from cato.serving.requests import feasible_slos, int_field, read_json
+from cato.serving.sse import SseResponse
 from cato.text import count_tokens
 
 
@@ -47,7 +47,7 @@ async def run_task(request: Request, task_name: str, *, planner: Planner, limits
     stream = body.get("stream", False)
     if not isinstance(stream, bool):
         raise bad_request("'stream' must be a boolean", param="stream")
-    max_tokens = _int_field(body, "max_tokens", 1, limits.max_tokens)
+    max_tokens = int_field(body, "max_tokens", 1, limits.max_tokens)
     planned = planner.pipelines[task_name]
     uf = planned.task.user_facing_node
     slos = feasible_slos(request.headers, planned.plan, limits.max_sla_ms,

@@ -8,8 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from cato.core.coefficients import ReplicaCoefficients
+from cato.core.fairness import FairnessPolicy
 from cato.core.records import RequestRecord
+from cato.core.reprofile import PlanChange, ReprofileSettings
 from cato.core.task import TaskType
+from cato.sim.drift import Drift
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +64,23 @@ class SimConfig:
     max_drain_s: float = 600.0
     cluster_capacity: int | None = None
     label: str = ""
+    prefix_caching: bool = True
+    """The engines' automatic prefix caching (vLLM's ``--enable-prefix-caching``); it acts only
+    on calls whose arrival carries a prefix identity (``TaskArrival.prefixes``)."""
+    fairness: FairnessPolicy | None = None
+    """Fair shares between the stream's tenants (:mod:`cato.core.fairness`); None: none (the
+    release order is the queue's)."""
+    drift: Drift | None = None
+    """A scheduled slow-down of engines and drift of output lengths (:mod:`cato.sim.drift`);
+    None: none."""
+    replan: str = "fixed"
+    """Slack plans under drift (:mod:`cato.sim.drift`): ``"fixed"`` (start-up plans, the
+    default), ``"adaptive"`` (re-profiled online, :mod:`cato.core.reprofile`; it observes the
+    calls the dispatcher learns from, so it needs ``learn``) or ``"oracle"``."""
+    reprofile: ReprofileSettings | None = None
+    """The re-profiler's knobs for ``replan="adaptive"`` (None: the defaults)."""
+    replan_check_s: float = 10.0
+    """How often ``replan="adaptive"`` checks for drift (seconds)."""
 
     def policy_label(self) -> str:
         if self.label:
@@ -91,3 +111,14 @@ class SimResult:
     num_engine_steps: int
     num_routing_decisions: int
     end_s: float
+    prefix_cache_queries: int = 0
+    """Prompt tokens the engines looked up in their prefix caches (every admission's prompt)."""
+    prefix_cache_hits: int = 0
+    """Of those, the tokens found cached (their prefill skipped)."""
+    plan_changes: list[PlanChange] = field(default_factory=list)
+    """Slack plans recomputed during the run (``replan`` adaptive or oracle), in order."""
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """``prefix_cache_hits / prefix_cache_queries`` (0 with no query)."""
+        return self.prefix_cache_hits / self.prefix_cache_queries if self.prefix_cache_queries else 0.0

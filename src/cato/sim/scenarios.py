@@ -25,7 +25,10 @@ from cato.core.task import TaskType
 from cato.sim import arrivals as arr
 from cato.sim.azure_trace import load_azure_code_trace, trace_window_start
 from cato.sim.config import ModelDeployment, SimConfig
-from cato.sim.policies import PolicySpec, autoscaled_policies, fixed_policies
+from cato.sim.drift import Drift, draft_refine_task
+from cato.sim.policies import PolicySpec, autoscaled_policies, fixed_policies, prefix_policies
+from cato.sim.prefix_workloads import (IdeSessions, RepoShared, ide_session_stream,
+                                       repo_shared_stream)
 from cato.sim.workload import MIX_A, MIX_B, TaskArrival, build_stream, build_trace_stream
 
 AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "cato-plus-proactive", "ray", "ray-tuned",
@@ -55,6 +58,8 @@ class Scenario:
     trace_start_s: float | None = None
     """azure: start every seed's window this many (scaled) seconds into the trace; ``None``:
     each seed its own window (:func:`cato.sim.azure_trace.trace_window_start`)."""
+    drift: Drift | None = None
+    """A scheduled slow-down of engines / drift of output lengths (:mod:`cato.sim.drift`)."""
 
     def arrivals(self, rate_rps: float, rng: np.random.Generator) -> np.ndarray:
         return ARRIVALS[self.arrival](rate_rps, self.duration_s, rng)
@@ -117,6 +122,16 @@ RQ1_MIX = {"generation": 0.5, "translation": 0.5}
 #: attainment; seeds 0-1, 120 s; :func:`cato.sim.runner.find_knee`).
 HETERO_KNEE_RPS = 137.6
 HETERO_SEQS_KNEE_RPS = 72.4
+#: Arrival kinds whose stream is a shared-prefix workload (:mod:`cato.sim.prefix_workloads`).
+PREFIX_ARRIVALS = ("ide", "repo")
+#: Knees of the shared-prefix scenarios: about where the best prefix-blind policy (CATO+,
+#: round robin, least outstanding) falls below 90 % (a scan of seed 0, 120 s).
+PREFIX_KNEES = {"ide": 33.0, "repo": 14.0}
+#: Repository scenario: more repositories' contexts (48 x 4000 tokens, Zipf 1) than one
+#: replica's KV cache holds (115k tokens), fewer than the pool's: where placement decides hits.
+REPO_PARAMS: dict[str, int] = {"repos": 48, "repo_context_tokens": 4000}
+#: IDE scenario: seconds a session lasts and between a user's requests.
+IDE_SESSION_S, IDE_INTERVAL_S = 60.0, 3.0
 
 
 def _scenarios() -> dict[str, Scenario]:
@@ -237,10 +252,37 @@ def _scenarios() -> dict[str, Scenario]:
         rates_rps=tuple(round(seqs_knee * f, 2)
                         for f in (0.25, 0.5, 0.75, 0.9, 1.0, 1.1, 1.2, 1.3)),
         knee_rps=seqs_knee)
+    # ---- shared prefixes (issue 17): the engines' prefix caches decide TTFT ------------------
+    # Rates: requests/s of the whole stream (IDE: users = rate x 3 s between a user's requests).
+    for name, kind, knee, what in (
+            ("ide-sessions", "ide", PREFIX_KNEES["ide"],
+             "IDE sessions (completion, 250 ms TTFT SLA; "
+             "1500-token files growing 12 tokens a request, 20 % edits, 60 s sessions, a request "
+             "every 3 s per user)"),
+            ("repo-shared", "repo", PREFIX_KNEES["repo"], "repository-shared contexts (generation, "
+             "500 ms TTFT SLA; 48 repositories, Zipf 1, 4000-token contexts, Poisson)")):
+        out[name] = Scenario(
+            name, f"{what} on 4 fixed A100 Llama-7B replicas with automatic prefix caching "
+            f"(gateway concurrency {conc_a100} per engine), 120 s.",
+            a100, one, {"completion" if kind == "ide" else "generation": 1.0}, kind, 120.0,
+            tuple(round(knee * f, 2) for f in (0.5, 0.75, 1.0, 1.25)),
+            prefix_policies(), ("cato", "cato-plus", "cato-prefix", "round_robin",
+                                "least_outstanding", "session_affinity", "prefix_aware",
+                                "llmd_prefix"), conc_a100, knee_rps=knee)
     out["scale"] = Scenario(
         "scale", "Scale check: 1,000 A100 replicas, Poisson 100 req/s for one hour, mix A.",
         (ModelDeployment("llama-7b", A100_LLAMA7B, 1000, 1000, 1000),), one, MIX_A, "poisson",
         3600.0, (100.0,), fixed_policies(32), ("cato",), 32)
+    # ---- re-profiling under drift (issue 16, part 5): cato.sim.drift, docs/BENCHMARKS.md 13 ----
+    out["drift"] = Scenario(
+        "drift", "A draft -> refine chain on two models (2 fixed A100 replicas each), Poisson, "
+        "300 s; at 100 s the drafter's engines slow 2x and the task's outputs grow 1.3x.",
+        (ModelDeployment("drafter", A100_LLAMA7B, 2, 2, 2),
+         ModelDeployment("refiner", A100_LLAMA7B, 2, 2, 2)),
+        {"draft-refine": draft_refine_task(14.0)}, {"draft-refine": 1.0}, "poisson", 300.0, (4.0,),
+        fixed_policies(A100_LLAMA7B.max_num_seqs), ("cato-plus-refuse", "cato"),
+        A100_LLAMA7B.max_num_seqs,
+        drift=Drift(100.0, {"drafter": 2.0}, {"draft-refine": 1.3}))
     return out
 
 
@@ -274,6 +316,8 @@ def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArriv
         raise ValueError(f"rate must be > 0 req/s, got {rate_rps}")
     ss = np.random.SeedSequence([seed, int(round(rate_rps * 1000))])
     arr_rng, stream_rng = (np.random.default_rng(s) for s in ss.spawn(2))
+    if sc.arrival in PREFIX_ARRIVALS:
+        return prefix_stream(sc.arrival, rate_rps, sc.duration_s, stream_rng)
     if sc.arrival == "azure":
         full = load_azure_code_trace()
         if sc.trace_start_s is not None:   # an explicit start: the same window for every seed
@@ -288,6 +332,35 @@ def build_stream_for(sc: Scenario, rate_rps: float, seed: int) -> list[TaskArriv
     return build_stream(times, sc.tasks, sc.mix, stream_rng)
 
 
+def prefix_stream(kind: str, rate_rps: float, duration_s: float,
+                  rng: np.random.Generator) -> list[TaskArrival]:
+    """A shared-prefix stream of ``duration_s`` at ``rate_rps`` on average.
+
+    ``repo``: :func:`~cato.sim.prefix_workloads.repo_shared_stream` at the rate. ``ide``: IDE
+    sessions at a steady rate: the generator starts its sessions uniformly over one session
+    length ``S``, so its load ramps up then down (a triangle over ``2S``); ``k + 1`` independent
+    generations offset by ``S`` sum to a flat load on ``[S, (k + 1) S]``, which is kept and
+    shifted to start at 0 (``k = ceil(duration / S)``; users per generation ``rate x
+    interval``). Requests continuing sessions begun before the window find cold caches, as in
+    any run that starts with empty engines. Ids are renumbered 0..n-1 in arrival order."""
+    if kind == "repo":
+        return repo_shared_stream(RepoShared(rate_rps=rate_rps, duration_s=duration_s,
+                                             **REPO_PARAMS), rng)
+    if kind != "ide":
+        raise ValueError(f"unknown shared-prefix workload {kind!r}; known: {PREFIX_ARRIVALS}")
+    users = max(1, round(rate_rps * IDE_INTERVAL_S))
+    p = IdeSessions(users=users, session_s=IDE_SESSION_S, interval_s=IDE_INTERVAL_S)
+    k = max(1, int(np.ceil(duration_s / IDE_SESSION_S)))
+    merged: list[TaskArrival] = []
+    for g in range(k + 1):
+        for a in ide_session_stream(p, rng, stream_base=1 + g * 10_000_000):
+            t = a.arrival_s + (g - 1) * IDE_SESSION_S
+            if 0.0 <= t < duration_s:
+                merged.append(replace(a, arrival_s=t))
+    merged.sort(key=lambda a: a.arrival_s)
+    return [replace(a, id=i) for i, a in enumerate(merged)]
+
+
 def build_config(sc: Scenario, policy: PolicySpec, *,
                  overrides: Mapping[str, Any] | None = None) -> SimConfig:
     scaling_params = dict(policy.scaling_params)
@@ -300,5 +373,22 @@ def build_config(sc: Scenario, policy: PolicySpec, *,
         engine_concurrency=policy.engine_concurrency or sc.engine_concurrency,
         engine_scheduling=policy.engine_scheduling,
         cold_start_median_s=sc.cold_start_median_s, cold_start_p90_s=sc.cold_start_p90_s,
-        jitter_sigma=sc.jitter_sigma, label=policy.label,
+        jitter_sigma=sc.jitter_sigma, label=policy.label, drift=sc.drift,
     )
+
+
+def user_scenario(name: str, tasks: Mapping[str, TaskType],
+                  deployments: tuple[ModelDeployment, ...], *, mix: Mapping[str, float],
+                  arrival: str = "poisson", duration_s: float = 60.0,
+                  rates_rps: tuple[float, ...] = (1.0,), engine_concurrency: int = 32
+                  ) -> Scenario:
+    """A scenario of a team's own deployment (``cato simulate --config``): its declared tasks
+    (SLAs already scaled), its models, a mix over its tasks and an arrival process of
+    :data:`ARRIVALS`; fixed replicas, the fixed-replica policies."""
+    if arrival not in ARRIVALS:
+        raise ValueError(f"unknown arrival process {arrival!r}; known: "
+                         f"{', '.join(sorted(ARRIVALS))}")
+    return Scenario(name, f"{name}: the tasks and models of a config", deployments, dict(tasks),
+                    dict(mix), arrival, duration_s, rates_rps,
+                    fixed_policies(engine_concurrency),
+                    ("cato", "least_outstanding", "round_robin"), engine_concurrency)

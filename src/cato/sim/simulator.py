@@ -39,9 +39,12 @@ import numpy as np
 from cato.core.coefficients import ReplicaCoefficients
 from cato.core.dispatcher import Dispatch, Dispatcher
 from cato.core.estimator import LatencyEstimator
+from cato.core.fairness import QUEUE_ORDER, FairShare
 from cato.core.feasibility import feasible_in_isolation
 from cato.core.lifecycle import PlannedTask, Step, TaskProgress, node_call
 from cato.core.records import RequestRecord
+from cato.core.replica import ReplicaPhase
+from cato.core.reprofile import PlanChange, Reprofiler, plan_for
 from cato.core.routing import make_routing_policy
 from cato.core.scaling import apply_bounds, make_scaling_policy
 from cato.core.scaling.base import ScalingPolicy
@@ -49,25 +52,28 @@ from cato.core.slack import TaskPlan, model_baselines, plan_task
 from cato.core.task import TaskType
 from cato.replica_model import SCHEDULING_POLICIES, EngineEvent, ReplicaEngine
 from cato.sim.config import ModelDeployment, ScaleEvent, SimConfig, SimResult
+from cato.sim.drift import REPLAN_MODES, true_baselines
 from cato.sim.workload import TaskArrival
 
 
-_ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE = range(5)
+_ARRIVAL, _TOOL_DONE, _ENGINE, _READY, _SCALE, _DRIFT, _REPLAN = range(7)
 
 
 class _TaskRun:
     """One request in the simulator: its DAG's progress (the core's) and what only the
     simulator records (the user-facing call's replica, feasibility at arrival)."""
 
-    __slots__ = ("arrival", "task", "progress", "replica", "feasible", "llm_started")
+    __slots__ = ("arrival", "task", "progress", "replica", "feasible", "llm_started", "planned")
 
-    def __init__(self, arrival: TaskArrival, task: TaskType, feasible: bool) -> None:
+    def __init__(self, arrival: TaskArrival, task: TaskType, feasible: bool,
+                 planned: PlannedTask) -> None:
         self.arrival = arrival
         self.task = task
         self.progress = TaskProgress(task, arrival.arrival_s, skipped=arrival.skipped)
         self.replica: str | None = None
         self.feasible = feasible
         self.llm_started = False   # an LLM call of the task was submitted (its arrival)
+        self.planned = planned     # the slack plan in force at its arrival
 
 
 class Simulator:
@@ -78,8 +84,12 @@ class Simulator:
         if config.engine_scheduling not in SCHEDULING_POLICIES:
             raise ValueError(f"unknown engine_scheduling {config.engine_scheduling!r}; expected one "
                              f"of {', '.join(map(repr, SCHEDULING_POLICIES))}")
+        if config.replan not in REPLAN_MODES:
+            raise ValueError(f"unknown replan {config.replan!r}; expected one of "
+                             f"{', '.join(map(repr, REPLAN_MODES))}")
         self.cfg = config
-        self.stream = stream
+        self.stream = stream if config.drift is None else config.drift.apply_to_stream(stream)
+        self._drifted = False   # the scheduled drift (engines slowed) has happened
         self.on_progress = on_progress
         ss = np.random.SeedSequence(seed)
         cold_ss, router_ss, jitter_ss = ss.spawn(3)
@@ -119,8 +129,9 @@ class Simulator:
                                      np.random.default_rng(router_ss), **config.routing_params)
         default_conc = config.engine_concurrency or max(d.coeffs.max_num_seqs
                                                         for d in config.deployments)
+        order = QUEUE_ORDER if config.fairness is None else FairShare(config.fairness)
         self.dispatcher = Dispatcher(policy, self.estimator, default_concurrency=default_conc,
-                                     learn=config.learn)
+                                     learn=config.learn, release_order=order)
         self.scalers: dict[str, ScalingPolicy] = {
             d.model: make_scaling_policy(config.scaling, **config.scaling_params)
             for d in config.deployments
@@ -135,6 +146,12 @@ class Simulator:
                                      f"that no deployment serves")
             self.plans[name] = plan_task(t, model_baselines(t, coeffs))
             self._planned[name] = PlannedTask.of(t, self.plans[name])
+        self.reprofiler: Reprofiler | None = None   # replan="adaptive": cato.core.reprofile
+        if config.replan == "adaptive":
+            self.reprofiler = Reprofiler(config.tasks, {n: model_baselines(t, coeffs) for n, t
+                                                        in config.tasks.items()}, config.reprofile)
+            self.estimator.on_seen = self.reprofiler.observe
+        self._plan_changes: list[PlanChange] = []
         self._heap: list[tuple[float, int, int, Any]] = []
         self._seq = itertools.count()
         self._engines: dict[str, ReplicaEngine] = {}
@@ -150,6 +167,8 @@ class Simulator:
         self._scale_events: list[ScaleEvent] = []
         self._cold_starts: list[float] = []
         self._steps = 0
+        self._pc_queries = 0
+        self._pc_hits = 0
         self._now = 0.0
         self._draining: set[str] = set()
         sigma = math.log(config.cold_start_p90_s / config.cold_start_median_s) / 1.2815515655446004
@@ -170,8 +189,11 @@ class Simulator:
         rid = f"{model}-{idx}"
         d = self._deploy[model] if deployment is None else deployment
         rng = np.random.default_rng(self._jitter_ss.spawn(1)[0]) if self.cfg.jitter_sigma else None
-        self._engines[rid] = ReplicaEngine(d.coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma,
-                                           scheduling_policy=self.cfg.engine_scheduling)
+        drift = self.cfg.drift if self._drifted else None
+        engine_coeffs = d.coeffs if drift is None else drift.engine_coeffs(model, d.coeffs)
+        self._engines[rid] = ReplicaEngine(engine_coeffs, rng=rng, jitter_sigma=self.cfg.jitter_sigma,
+                                           scheduling_policy=self.cfg.engine_scheduling,
+                                           enable_prefix_caching=self.cfg.prefix_caching)
         self._engine_version[rid] = 0
         limit = None if self.cfg.engine_concurrency else \
             self.dispatcher.policy.concurrency_limit(d.coeffs.max_num_seqs)
@@ -189,6 +211,8 @@ class Simulator:
         eng = self._engines.pop(rid)
         self._busy_s += eng.busy_seconds(now)
         self._steps += eng.steps_executed
+        self._pc_queries += eng.prefix_cache_queries
+        self._pc_hits += eng.prefix_cache_hits
         self._provisioned_s += now - self.dispatcher.pool.get(rid).started_s
         self._engine_version.pop(rid)
         self._draining.discard(rid)
@@ -212,7 +236,8 @@ class Simulator:
             eng = self._engines[d.replica_id]
             self._handle_engine_events(d.replica_id, eng.advance(now))
             n_out = d.call.true_output_tokens or d.call.expected_output_tokens
-            eng.submit(d.call.call_id, d.call.num_prompt_tokens, n_out, now, d.engine_priority)
+            eng.submit(d.call.call_id, d.call.num_prompt_tokens, n_out, now, d.engine_priority,
+                       d.call.prefix_hashes)
             touched.add(d.replica_id)
         for rid in touched:
             if rid in self._engines:
@@ -247,7 +272,7 @@ class Simulator:
                                              tool_costs_s=arrival.tool_costs_s,
                                              skipped=arrival.skipped)
                        for m in self._feasibility_maps[arrival.task])
-        run = _TaskRun(arrival, task, feasible)
+        run = _TaskRun(arrival, task, feasible, self._planned[arrival.task])
         self._runs[id(run)] = run
         self._advance(run, run.progress.start(arrival.arrival_s), arrival.arrival_s)
 
@@ -269,9 +294,10 @@ class Simulator:
             return
         n_in, n_out = run.arrival.lengths[name]
         cid = next(self._call_counter)
-        call = node_call(self._planned[run.task.name], name, call_id=cid, task_id=run.arrival.id,
+        call = node_call(run.planned, name, call_id=cid, task_id=run.arrival.id,
                          arrival_s=run.arrival.arrival_s, now_s=now, prompt_tokens=n_in,
-                         true_output_tokens=n_out)
+                         true_output_tokens=n_out, tenant=run.arrival.tenant,
+                         prefix_hashes=(run.arrival.prefixes or {}).get(name))
         self._calls[cid] = (run, name)
         first, run.llm_started = not run.llm_started, True
         res = self.dispatcher.submit(call, now, at_arrival=first)
@@ -331,6 +357,10 @@ class Simulator:
             for _ in range(d.initial_replicas):
                 self._new_replica(d.model, t0, ready=True, deployment=d)
         self._record_count(t0)
+        if self.cfg.drift is not None:
+            self._push(t0 + self.cfg.drift.at_s, _DRIFT, None)
+        if self.reprofiler is not None:
+            self._push(t0 + self.cfg.replan_check_s, _REPLAN, None)
         if self.cfg.scaling != "fixed":
             for d in self.cfg.deployments:
                 self._push(t0 + self.scalers[d.model].interval_s, _SCALE, d.model)
@@ -378,6 +408,51 @@ class Simulator:
         elif kind == _SCALE:
             self._scale(payload, t)
             self._push(t + self.scalers[payload].interval_s, _SCALE, payload)
+        elif kind == _DRIFT:
+            self._apply_drift(t)
+        elif kind == _REPLAN and self.reprofiler is not None:
+            for ch in self.reprofiler.check(t):
+                self._use_plan(ch)
+            if self._runs or self._heap or (self.stream and t < self.stream[-1].arrival_s):
+                self._push(t + self.cfg.replan_check_s, _REPLAN, None)
+
+    # ---- drift and re-planning (cato.sim.drift) ------------------------------------------------
+    def _use_plan(self, ch: PlanChange) -> None:
+        """New arrivals of ``ch.task`` get ``ch.plan``; tasks in progress keep theirs."""
+        self.plans[ch.task] = ch.plan
+        self._planned[ch.task] = PlannedTask.of(self.cfg.tasks[ch.task], ch.plan)
+        self._plan_changes.append(ch)
+
+    def _apply_drift(self, now: float) -> None:
+        """Slow the drifted models' engines (every READY replica swapped for a slowed one, the
+        old one drained; a starting one gets a slowed engine) and, for the oracle, switch to the
+        plans of the true post-drift baselines."""
+        drift = self.cfg.drift
+        assert drift is not None
+        self._drifted = True
+        for model in drift.slowdown:
+            if model in self._mixed:
+                raise ValueError(f"drift: model {model!r} has a mixed pool; not supported")
+            for r in list(self.dispatcher.pool.of_model(model)):
+                if r.phase is ReplicaPhase.STARTING:   # no work yet: its engine is replaced
+                    self._engines[r.replica_id] = ReplicaEngine(
+                        drift.engine_coeffs(model, self._deploy[model].coeffs),
+                        scheduling_policy=self.cfg.engine_scheduling,
+                        enable_prefix_caching=self.cfg.prefix_caching)
+                elif r.phase is ReplicaPhase.READY:
+                    self._new_replica(model, now, ready=True)
+                    self._draining.add(r.replica_id)
+                    self._perform(self.dispatcher.drain(r.replica_id, now), now)
+                    if self.dispatcher.is_drained(r.replica_id):
+                        self._stop_replica(r.replica_id, now)
+        self._record_count(now)
+        if self.cfg.replan == "oracle":
+            for name, t in self.cfg.tasks.items():
+                new = true_baselines(t, self._coeffs, drift)
+                plan, k = plan_for(t, new)
+                why = f"oracle: the true post-drift baselines (x{k:.3g})"
+                self._use_plan(PlanChange(now, name, why, model_baselines(t, self._coeffs), new,
+                                          plan))
 
     def _result(self, end: float, t0: float, last_arrival: float, n: int) -> SimResult:
         """Close the books at ``end``: unfinished tasks time out, replicas stop counting."""
@@ -387,6 +462,8 @@ class Simulator:
             eng = self._engines[rid]
             self._busy_s += eng.busy_seconds(end)
             self._steps += eng.steps_executed
+            self._pc_queries += eng.prefix_cache_queries
+            self._pc_hits += eng.prefix_cache_hits
             self._provisioned_s += end - self.dispatcher.pool.get(rid).started_s
         if self.on_progress is not None:
             self.on_progress(n, n)
@@ -397,6 +474,8 @@ class Simulator:
             replicas_over_time=self._timeline, scale_events=self._scale_events,
             cold_starts_s=self._cold_starts, num_engine_steps=self._steps,
             num_routing_decisions=self.dispatcher.num_routed, end_s=end,
+            prefix_cache_queries=self._pc_queries, prefix_cache_hits=self._pc_hits,
+            plan_changes=self._plan_changes,
         )
 
     def _fail_unfinished(self, now: float) -> None:

@@ -51,6 +51,11 @@ class TaskArrival:
     ``lengths`` maps each LLM node name to ``(n_in, n_out)`` tokens; ``tool_costs_s`` maps each
     non-LLM node name to its cost in seconds; ``skipped`` names the conditional nodes that do
     not run for this request (their lengths/costs are still drawn, for a fixed draw order).
+    ``tenant``: whom its calls are billed to for fair shares (:mod:`cato.sim.tenants`); ``""``:
+    the one tenant everyone shares. ``prefixes`` maps an LLM node name to its prompt's
+    prefix-cache identity (the chained hashes of its leading full KV blocks,
+    :mod:`cato.replica_model.prefix_cache`); a node not in it (every node when None, the
+    default) has a unique prompt.
     """
 
     id: int
@@ -59,6 +64,8 @@ class TaskArrival:
     lengths: dict[str, tuple[int, int]]
     tool_costs_s: dict[str, float]
     skipped: frozenset[str]
+    tenant: str = ""
+    prefixes: Mapping[str, tuple[int, ...]] | None = None
 
 
 # ---- mixes ----------------------------------------------------------------------------------------
@@ -340,3 +347,9 @@ def build_trace_stream(
         n_out = min(max(int(g), uf.output_tokens.lo), uf.output_tokens.hi)
         out.append(_draw_request(i, name, task, float(t), streams, (uf.name, (n_in, n_out))))
     return out
+
+
+#: :func:`_draw_request` and :func:`_spawn` for the other stream builders of this package (a
+#: team's own CSV trace: :mod:`cato.sim.user_trace`): the same draws in the same order.
+draw_request = _draw_request
+spawn_streams = _spawn

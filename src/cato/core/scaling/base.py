@@ -11,8 +11,8 @@ READY ones (a starting replica does not stand in for a ready one it would replac
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
-from typing import Any, Callable, ClassVar
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, ClassVar, Mapping
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +38,15 @@ class ScalingContext:
     max_replicas: int
     cluster_free: int | None = None
     ready_by_load: tuple[str, ...] = ()
+    window_by_class: Mapping[str, tuple[int, int]] = field(default_factory=dict)
+    """The window's ``(requests, violations)`` per SLA class (``"ttft"``/``"e2e"``) and per task
+    (``"task:NAME"``), :class:`~cato.core.actions.WindowStats`; read by ``per_class`` scalers."""
+
+    def class_counts(self, by: str) -> dict[str, tuple[int, int]]:
+        """The window's counts of ``by``'s classes: ``"sla"`` (ttft/e2e) or ``"task"``."""
+        if by == "task":
+            return {k: c for k, c in self.window_by_class.items() if k.startswith("task:")}
+        return {k: c for k, c in self.window_by_class.items() if not k.startswith("task:")}
 
     @property
     def num_provisioned(self) -> int:

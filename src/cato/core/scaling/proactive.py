@@ -25,7 +25,9 @@ passes before they help. This policy keeps Algorithm 2 as its safety net and add
 * Otherwise Algorithm 2 decides (its violation-driven additions, idle removal, CATO+'s
   probe-down when configured).
 
-Before ``s`` is known (no clean window yet) it is Algorithm 2 exactly. Pure; O(trend_windows)
+Before ``s`` is known (no clean window yet) it is Algorithm 2 exactly. With ``per_class``
+(Algorithm 2's option, issue 16 part 6) a window *exceeds* when its worst SLA class does, both
+for learning ``s`` and for Algorithm 2; the call rate stays the model's. Pure; O(trend_windows)
 per decision. Failure modes: a workload whose per-call cost changes abruptly (``s`` is in
 calls/s) is caught by the exceed-cap and by Algorithm 2; ``headroom`` trades cost for safety.
 """
@@ -104,7 +106,8 @@ class ProactiveScaling(CatoScaling):
     def decide(self, ctx: ScalingContext) -> ScalingDecision:
         v, n = ctx.window_violations, ctx.window_requests
         rate = n / self.interval_s
-        exceeded = n > 0 and v > self.max_exceeded_proportion * n
+        vw, nw = self.window_counts(ctx)   # with per_class: the worst class's (else v, n)
+        exceeded = nw > 0 and vw > self.max_exceeded_proportion * nw
         self._learn(ctx, rate, exceeded)
         self._rates.append((ctx.now_s, rate))
         self.calm = self.calm + 1 if v == 0 else 0
