@@ -37,17 +37,17 @@ $(STAMP_FULL): $(STAMP)
 setup: $(STAMP)
 
 # The dashboard's browser test (pytest -m browser) drives headless Chromium through its driver,
-# both from Debian's packages; installed here when missing (needs root, as CI runs). Quiet when
-# it works; on failure apt's output is shown and make stops.
+# both from Debian's packages; installed here when missing (as root, as CI runs, or through
+# sudo). Quiet when it works; on failure apt's output is shown and make stops.
 browser:
 	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then \
 	  exit 0; fi; \
 	echo "installing chromium and chromium-driver (apt-get) for the dashboard's browser test"; \
-	log=$$(mktemp); \
-	if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	       chromium chromium-driver; } >"$$log" 2>&1; then \
+	log=$$(mktemp); sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	if ! { $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install \
+	       -y -qq chromium chromium-driver; } >"$$log" 2>&1; then \
 	  cat "$$log" >&2; rm -f "$$log"; \
-	  echo "error: could not install chromium and chromium-driver (apt-get; root needed)" >&2; \
+	  echo "error: could not install chromium and chromium-driver (apt-get; root or sudo needed)" >&2; \
 	  exit 1; fi; \
 	rm -f "$$log"; \
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \

@@ -115,3 +115,16 @@ def test_demo_runs_the_product_end_to_end(tmp_path: Path) -> None:
     assert all(t["ok"] == t["requests"] for t in res["tasks"].values())
     assert res["goodput"] > 0.8   # 10 req/s is light load for two emulated A100s
     assert "overall goodput" in p.stdout
+
+
+def test_bench_drift_plots_and_writes_json(tmp_path: Path) -> None:
+    png, js = tmp_path / "drift.png", tmp_path / "drift.json"
+    p = cato("bench", "drift", "--seeds", "1", "--rate", "2", "--bin", "50", "--out", str(png),
+             "--json", str(js))
+    assert p.returncode == 0, p.stderr
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    doc = json.loads(js.read_text())
+    assert set(doc["modes"]) == {"fixed", "adaptive", "oracle"}
+    assert "| adaptive |" in p.stdout
+    bad = cato("bench", "per-class", "--scaling", "nope")
+    assert bad.returncode != 0 and "--scaling must be cato or proactive" in bad.stderr + bad.stdout

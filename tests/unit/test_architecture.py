@@ -105,3 +105,27 @@ def test_the_ast_check_catches(code: str) -> None:
 def test_the_ast_check_accepts_seeded_generators() -> None:
     code = "import numpy as np\nrng = np.random.default_rng(7)\ng: np.random.Generator = rng"
     assert _global_random_uses(ast.parse(code)) == []
+
+
+MAX_MODULE_LINES = 500
+
+
+def oversized_modules(root: Path, limit: int = MAX_MODULE_LINES) -> dict[str, int]:
+    """Python modules under ``root`` longer than ``limit`` lines: {path: lines}."""
+    out = {}
+    for p in sorted(root.rglob("*.py")):
+        n = len(p.read_text(encoding="utf-8").splitlines())
+        if n > limit:
+            out[str(p.relative_to(root))] = n
+    return out
+
+
+def test_no_module_is_over_500_lines() -> None:
+    """One concept per module: none of ``src/`` grows past 500 lines (split it instead)."""
+    assert oversized_modules(SRC / "cato") == {}
+
+
+def test_the_size_check_catches_a_long_module(tmp_path: Path) -> None:
+    (tmp_path / "short.py").write_text("x = 1\n" * MAX_MODULE_LINES)
+    (tmp_path / "long.py").write_text("x = 1\n" * (MAX_MODULE_LINES + 1))
+    assert oversized_modules(tmp_path) == {"long.py": MAX_MODULE_LINES + 1}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cato.gateway.config import public_host
+from cato.gateway.addresses import public_host
 
 
 @pytest.mark.parametrize("host", [

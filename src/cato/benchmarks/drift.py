@@ -2,18 +2,14 @@
 scenario under a fixed, an adaptive and an oracle slack plan, over seeds; attainment over time
 (plotted), before and after the drift, and when the adaptive plan first changed.
 
-``python -m cato.benchmarks.drift --seeds 5 --out docs/img/drift_attainment.png``
+``cato bench drift --seeds 5 --out docs/img/drift_attainment.png``
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Sequence
 
-from cato.report.drift import plot_attainment_over_time
 from cato.sim.config import SimResult
 from cato.sim.scenarios import build_config, build_stream_for, scenario
 from cato.sim.simulator import Simulator
@@ -84,28 +80,3 @@ def table(result: dict[str, Any]) -> str:
                      f"{pct(m['rejected'])} | {m['plan_changes'][0]:.1f} | "
                      f"{'-' if f is None else f'{f[0]:.0f} ± {f[1]:.0f}'} |")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--rate", type=float, default=4.0)
-    ap.add_argument("--policy", default="cato-plus-refuse")
-    ap.add_argument("--bin", type=float, default=20.0, dest="bin_s")
-    ap.add_argument("--out", type=Path, default=Path("docs/img/drift_attainment.png"))
-    ap.add_argument("--json", type=Path, default=None)
-    a = ap.parse_args(argv)
-    res = run(range(a.seeds), rate=a.rate, policy=a.policy, bin_s=a.bin_s)
-    series = {mode: (m["t_s"], m["mean"], m["ci95"]) for mode, m in res["modes"].items()}
-    plot_attainment_over_time(
-        series, a.out, title=f"drift scenario, {a.policy}, {a.rate:g} req/s, "
-                             f"{a.seeds} seeds (95 % CI)",
-        events=[(res["drift_at_s"], "drafter 2x slower, outputs x1.3")])
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(res, indent=1))
-    print(table(res))
-
-
-if __name__ == "__main__":
-    main()

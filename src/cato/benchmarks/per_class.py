@@ -9,15 +9,12 @@ req/s from ``burst`` start to end, with a completion TTFT SLA of ``ttft_sla`` s.
 calls are a few percent of the model's, below Algorithm 2's 5 % threshold even when every one
 of them misses.
 
-``python -m cato.benchmarks.per_class --seeds 5``
+``cato bench per-class --seeds 5``
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -111,26 +108,3 @@ def table(result: dict[str, Any]) -> str:
                      f"{m['replica_s'][0]:.0f} ± {m['replica_s'][1]:.0f} | "
                      f"{m['scale_ups'][0]:.1f} |")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--e2e-rate", type=float, default=HiddenBurst.e2e_rate)
-    ap.add_argument("--burst-rate", type=float, default=HiddenBurst.burst_rate)
-    ap.add_argument("--ttft-sla", type=float, default=HiddenBurst.ttft_sla)
-    ap.add_argument("--routing", default=HiddenBurst.routing)
-    ap.add_argument("--scaling", default=HiddenBurst.scaling, choices=("cato", "proactive"))
-    ap.add_argument("--json", type=Path, default=None)
-    a = ap.parse_args(argv)
-    w = HiddenBurst(e2e_rate=a.e2e_rate, burst_rate=a.burst_rate, ttft_sla=a.ttft_sla,
-                    routing=a.routing, scaling=a.scaling)
-    res = run(w, range(a.seeds))
-    if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        a.json.write_text(json.dumps(res, indent=1))
-    print(table(res))
-
-
-if __name__ == "__main__":
-    main()

@@ -352,3 +352,61 @@ def bench_reliability_cmd(
     if lost:
         console.print(f"[red]{lost} requests lost or duplicated[/red]")
         raise typer.Exit(1)
+
+
+@bench_app.command("drift")
+def bench_drift_cmd(
+    seeds: int = typer.Option(5, min=1, help="Seeds 0..N-1."),
+    rate: float = typer.Option(4.0, help="Task requests per second."),
+    policy: str = typer.Option("cato-plus-refuse", help="Routing policy (a named policy)."),
+    bin_s: float = typer.Option(20.0, "--bin", help="Seconds per attainment bin."),
+    out: Path = typer.Option(Path("docs/img/drift_attainment.png"), help="The plot."),
+    json_path: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """Re-profiling under drift (BENCHMARKS section 13): the drift scenario under a fixed,
+    an adaptive and an oracle slack plan; attainment over time, plotted."""
+    from cato.benchmarks.drift import run, table
+    from cato.report.drift import plot_attainment_over_time
+
+    if rate <= 0 or bin_s <= 0:
+        _fail(f"--rate and --bin must be positive, got {rate} and {bin_s}")
+    try:
+        res = run(range(seeds), rate=rate, policy=policy, bin_s=bin_s)
+    except ValueError as exc:
+        _fail(str(exc))
+    series = {mode: (m["t_s"], m["mean"], m["ci95"]) for mode, m in res["modes"].items()}
+    plot_attainment_over_time(
+        series, out, title=f"drift scenario, {policy}, {rate:g} req/s, {seeds} seeds (95 % CI)",
+        events=[(res["drift_at_s"], "drafter 2x slower, outputs x1.3")])
+    console.print(table(res))
+    console.print(f"wrote {out}")
+    _write_json(res, json_path)
+
+
+@bench_app.command("per-class")
+def bench_per_class_cmd(
+    seeds: int = typer.Option(5, min=1, help="Seeds 0..N-1."),
+    e2e_rate: float = typer.Option(30.0, help="E2E-critical requests per second."),
+    burst_rate: float = typer.Option(1.5, help="TTFT-critical requests per second in the burst."),
+    ttft_sla: float = typer.Option(0.12, help="The completion TTFT SLA in seconds."),
+    routing: str = typer.Option("cato", help="Routing policy."),
+    scaling: str = typer.Option("cato", help="Scaler: cato or proactive."),
+    json_path: Optional[Path] = typer.Option(None, "--json"),
+) -> None:
+    """Algorithm 2 per SLA class (BENCHMARKS section 14): a TTFT-critical burst hidden in E2E
+    work, autoscaled counting violations per model or per SLA class."""
+    from cato.benchmarks.per_class import HiddenBurst, run, table
+
+    if scaling not in ("cato", "proactive"):
+        _fail(f"--scaling must be cato or proactive, got {scaling!r}")
+    if min(e2e_rate, burst_rate, ttft_sla) <= 0:
+        _fail(f"--e2e-rate, --burst-rate and --ttft-sla must be positive, got {e2e_rate}, "
+              f"{burst_rate} and {ttft_sla}")
+    w = HiddenBurst(e2e_rate=e2e_rate, burst_rate=burst_rate, ttft_sla=ttft_sla,
+                    routing=routing, scaling=scaling)
+    try:
+        res = run(w, range(seeds))
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(table(res))
+    _write_json(res, json_path)

@@ -45,7 +45,8 @@ from cato.edge.procs import free_port, wait_ready
 from cato.exits import EngineExited
 from cato.gateway.auth import Authenticator
 from cato.gateway.calls import CallRunner, CallStats, ReplicaHandle
-from cato.gateway.config import GatewayConfig, ModelConfig, public_host
+from cato.gateway.addresses import public_host
+from cato.gateway.config import GatewayConfig, ModelConfig
 from cato.gateway.control import CallControls
 from cato.serving.engine_client import EngineClient, EngineEvent
 from cato.gateway.executor import Tools
