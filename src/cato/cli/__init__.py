@@ -17,6 +17,7 @@ from cato import __version__
 from cato.cli._common import console
 from cato.cli.bench import bench_app
 from cato.cli.capacity import capacity, fronts
+from cato.cli.plan import plan_cmd
 from cato.cli.serve import demo, engine, profile_cmd, serve
 from cato.cli.simulate import list_policies, scenarios, simulate
 
@@ -37,6 +38,7 @@ app.command()(scenarios)
 app.command()(simulate)
 app.command()(capacity)
 app.command()(fronts)
+app.command("plan")(plan_cmd)
 app.command("policies")(list_policies)
 app.command()(serve)
 app.command("profile")(profile_cmd)

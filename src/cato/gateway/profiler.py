@@ -7,6 +7,13 @@ its baseline; the model's ``time_scale`` is the geometric mean of measured / mod
 over all its probes, so the latency model the router uses is fitted to the engines. Retrieval and
 validation steps are timed on the gateway's real tools.
 
+Which nodes: without ``tasks:`` in the config, the built-in tasks' LLM nodes (their single- and
+multi-step forms) and both tools, as before declared tasks existed. With ``tasks:``, exactly the
+declared tasks' LLM nodes (each at its declared prompt/output length distributions' typical
+values), and a tool only when a declared task has a ``retrieve`` or ``validate`` node (its
+timing is then recorded under that task and node); a built-in shape no declared task uses is not
+probed. ``http`` nodes are the user's services: they are not probed (their cost is declared).
+
 What it measures is a :class:`ProfileTarget`, a small protocol defined here (the config, the
 engine client, the tools, the engines' urls and fingerprint, and why an engine is gone); the
 gateway satisfies it, and nothing here knows the gateway.
@@ -21,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 from cato.core.catalog import multi_step_tasks, single_step_tasks
 from cato.core.coefficients import isolated_e2e_ms, isolated_ttft_ms, preset
-from cato.core.task import NodeKind
+from cato.core.task import NodeKind, TaskType
 from cato.exits import EngineExited
 from cato.gateway.config import GatewayConfig
 from cato.gateway.executor import Tools
@@ -70,17 +77,15 @@ async def probe(client: EngineClient, url: str, model: str, n_in: int, n_out: in
 
 async def measure_profile(target: ProfileTarget, *, probes_per_node: int = 3,
                           on_progress: Callable[[str], None] | None = None) -> Profile:
+    """The profile of ``target``'s engines (module docstring): ``probes_per_node`` probes per
+    distinct (model, prompt tokens, output tokens) shape, one at a time."""
     cfg = target.config
     urls = target.engine_urls()
-    task_models = {t: cfg.model_for(t) for t in
-                   ("completion", "generation", "summarization", "translation")}
-    catalogues = [single_step_tasks(task_models, sla_scale=cfg.sla_scale),
-                  multi_step_tasks(task_models, sla_scale=cfg.sla_scale)]
     nodes: dict[str, dict[str, NodeProfile]] = {}
     ratios: dict[str, list[float]] = {m.name: [] for m in cfg.models}
     probes: dict[str, list[dict[str, float]]] = {m.name: [] for m in cfg.models}
     measured: dict[tuple[str, int, int], tuple[float, float]] = {}
-    for tasks in catalogues:
+    for tasks in profiled_tasks(cfg):
         for tname, task in tasks.items():
             for node in task.nodes:
                 if node.kind is not NodeKind.LLM:
@@ -97,7 +102,7 @@ async def measure_profile(target: ProfileTarget, *, probes_per_node: int = 3,
                 ttft, e2e = measured[key]
                 nodes.setdefault(tname, {})[node.name] = NodeProfile(
                     ttft_s=ttft, e2e_s=e2e, samples=probes_per_node)
-    for tname, node_name, seconds in await _tool_baselines(target.tools):
+    for tname, node_name, seconds in await _tool_baselines(target.tools, tool_nodes(cfg)):
         nodes.setdefault(tname, {})[node_name] = NodeProfile(ttft_s=seconds, e2e_s=seconds,
                                                              samples=5)
     models = {}
@@ -137,14 +142,47 @@ async def _probe_node(target: ProfileTarget, urls: list[str], model: str, n_in: 
     return statistics.median(ttfts), statistics.median(e2es)
 
 
-async def _tool_baselines(tools: Tools | None) -> list[tuple[str, str, float]]:
-    """Median duration of the real retrieval and validation steps."""
+def profiled_tasks(cfg: GatewayConfig) -> list[dict[str, TaskType]]:
+    """The task catalogues whose LLM nodes are probed (module docstring): the built-in single-
+    and multi-step tasks when the config declares no ``tasks:``, else the declared ones (SLAs
+    times ``sla_scale``)."""
+    if cfg.tasks is None:
+        task_models = {t: cfg.model_for(t) for t in
+                       ("completion", "generation", "summarization", "translation")}
+        return [single_step_tasks(task_models, sla_scale=cfg.sla_scale),
+                multi_step_tasks(task_models, sla_scale=cfg.sla_scale)]
+    return [{name: spec.task.scaled(cfg.sla_scale) for name, spec in cfg.task_specs().items()}]
+
+
+def tool_nodes(cfg: GatewayConfig) -> dict[NodeKind, list[tuple[str, str]]]:
+    """(task, node) pairs that take the timing of each built-in tool: the built-in pairs
+    without ``tasks:``, else every declared ``retrieve`` / ``validate`` node."""
+    if cfg.tasks is None:
+        return {NodeKind.RETRIEVE: [("summarization", "retrieve")],
+                NodeKind.VALIDATE: [("generation", "validate")]}
+    out: dict[NodeKind, list[tuple[str, str]]] = {NodeKind.RETRIEVE: [], NodeKind.VALIDATE: []}
+    for name, spec in cfg.task_specs().items():
+        for node in spec.task.nodes:
+            if node.kind in out:
+                out[node.kind].append((name, node.name))
+    return out
+
+
+async def _tool_baselines(tools: Tools | None, where: dict[NodeKind, list[tuple[str, str]]]
+                          ) -> list[tuple[str, str, float]]:
+    """Median duration of the real retrieval and validation steps, for each (task, node) of
+    ``where`` (a tool no node uses is not run)."""
     if tools is None:
         return []
-    out = []
-    retrieve = [await tools.timed_retrieve("parse a json document into python objects")
-                for _ in range(5)]
-    out.append(("summarization", "retrieve", statistics.median(t for _, t in retrieve)))
-    validate = [await tools.timed_validate("def f(x):\n    return x + 1\n") for _ in range(5)]
-    out.append(("generation", "validate", statistics.median(t for _, t in validate)))
+    out: list[tuple[str, str, float]] = []
+    if where.get(NodeKind.RETRIEVE):
+        retrieve = [await tools.timed_retrieve("parse a json document into python objects")
+                    for _ in range(5)]
+        sec = statistics.median(t for _, t in retrieve)
+        out.extend((t, n, sec) for t, n in where[NodeKind.RETRIEVE])
+    if where.get(NodeKind.VALIDATE):
+        validate = [await tools.timed_validate("def f(x):\n    return x + 1\n")
+                    for _ in range(5)]
+        sec = statistics.median(t for _, t in validate)
+        out.extend((t, n, sec) for t, n in where[NodeKind.VALIDATE])
     return out
