@@ -38,6 +38,8 @@ def llama_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningG
             "models": [{"name": "gemma-3-270m", "coefficients": "a100-llama7b",
                         "concurrency": 1, "replicas": [{"url": s.url} for s in servers]}],
             "routing": {"policy": "cato"}, "sla_scale": 40.0, "profile_probes": 1,
+            # a CPU engine busy on a shared core answers probes late: not a dead engine
+            "health": {"timeout_s": 10.0},
             "code_index_root": SMALL_INDEX_ROOT, "engine_timeout_s": 120,
             "limits": {"max_prompt_tokens": 1500},
         }

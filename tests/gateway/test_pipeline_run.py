@@ -188,3 +188,16 @@ def test_the_planner_builds_calls_with_the_core() -> None:
             core = node_call(pt, n.name, call_id=5, task_id=2, arrival_s=3.0, now_s=4.0,
                              prompt_tokens=99, sla_s=pt.task.sla_s * 2)
             assert live == core, name
+
+
+def test_non_llm_steps_are_reported_to_the_planners_step_observer() -> None:
+    """What the live re-profiler reads: every non-LLM step's task, node and duration."""
+    async def body(call: LlmCall) -> str:
+        return "    return 1\n" if call.node == "llm" else "x"
+
+    p = planner()
+    seen: list[tuple[str, str, float]] = []
+    p.on_step = lambda task, node, s: seen.append((task, node, s))
+    asyncio.run(_all(run(p, "generation", body)))
+    assert [(t, n) for t, n, _ in seen] == [("generation", "validate")]
+    assert seen[0][2] >= 0.0

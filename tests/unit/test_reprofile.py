@@ -17,7 +17,7 @@ from cato.core.reprofile import (
     BaselineTracker, ReplanRule, ReprofileSettings, Reprofiler, drift, plan_for, plan_keys,
 )
 from cato.core.slack import NodeBaseline, plan_task
-from cato.core.task import LengthDist, Node, NodeKind, SlaKind, TaskType
+from cato.core.task import CostModel, LengthDist, Node, NodeKind, SlaKind, TaskType
 
 PROFILED = {"a": NodeBaseline(0.1, 1.0), "b": NodeBaseline(0.1, 3.0)}
 
@@ -186,3 +186,25 @@ def test_calls_already_made_keep_their_deadlines() -> None:
 def test_bad_settings_name_the_field(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         ReprofileSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_a_slower_non_llm_step_replans_from_its_whole_duration() -> None:
+    """A retrieval step whose service got 3x slower: its durations (no queue to tell apart)
+    against its profiled baseline move its baseline, and the plan gives it a larger share."""
+    ln = LengthDist(100, 0.0, 1, 1000)
+    task = TaskType("t", (Node("r", NodeKind.RETRIEVE, cost=CostModel(0.5, 0.0)),
+                          Node("a", NodeKind.LLM, deps=("r",), model="m", input_tokens=ln,
+                               output_tokens=ln)), SlaKind.E2E, 8.0).validate()
+    profiled = {"r": NodeBaseline(0.5, 0.5), "a": NodeBaseline(0.1, 1.0)}
+    rp = Reprofiler({"t": task}, {"t": profiled},
+                    ReprofileSettings(window=20, min_samples=10, confirm_checks=1,
+                                      min_interval_s=0.0))
+    for _ in range(9):
+        rp.observe_step("t", "r", 1.5)
+    rp.observe_step("t", "nope", 9.0)           # unknown nodes and tasks are ignored
+    rp.observe_step("other", "r", 9.0)
+    assert rp.check(1.0) == []                    # below min_samples: the profile holds
+    rp.observe_step("t", "r", 1.5)
+    [ch] = rp.check(2.0)
+    assert ch.new["r"].e2e_s == pytest.approx(1.5) and ch.new["a"].e2e_s == 1.0
+    assert ch.plan.deadline_offsets()["r"] == pytest.approx(8.0 * 1.5 / 2.5)

@@ -22,7 +22,11 @@ predictions use the *mean* expected output length, and output lengths are right-
 median of per-call ratios sits below 1 with no drift at all (``exp(-sigma^2 / 2)``, 0.84 for the
 protocol's sigma 0.6), while the sums' ratio is unbiased for the mean. After a step change the
 estimate has moved all the way once ``window`` new calls were seen. Nodes with fewer than
-``min_samples`` observations (non-LLM steps, rare repairs) keep their profiled baseline.
+``min_samples`` observations (rare repairs) keep their profiled baseline. Non-LLM steps
+(retrieval, validation, ``http`` steps) have no queue the gateway could tell apart: the live
+gateway feeds each one's whole duration against its profiled baseline
+(:meth:`Reprofiler.observe_step`); the simulator's steps cost what their model says and are not
+observed.
 
 **When a plan is recomputed** (:class:`ReplanRule`): the drift of a task is the largest relative
 change ``|log(estimate / in_effect)|`` over its nodes and both kinds. A replan needs the drift
@@ -249,6 +253,16 @@ class Reprofiler:
 
     def observe(self, call: LlmCall, kind: Kind, predicted_s: float, observed_s: float) -> None:
         self.tracker.observe(call.task, call.node, kind, predicted_s, observed_s)
+
+    def observe_step(self, task: str, node: str, observed_s: float) -> None:
+        """One duration of a non-LLM step (retrieval, validation, an ``http`` step) of ``task``,
+        against its profiled baseline (a step has no queue the gateway could tell apart: its
+        whole duration is its latency). Unknown tasks and nodes are ignored."""
+        b = self.tracker.profiled.get(task, {}).get(node)
+        if b is None:
+            return
+        self.tracker.observe(task, node, "e2e", b.e2e_s, observed_s)
+        self.tracker.observe(task, node, "ttft", b.ttft_s, observed_s)
 
     def check(self, now_s: float) -> list[PlanChange]:
         out: list[PlanChange] = []

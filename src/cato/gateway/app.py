@@ -170,7 +170,7 @@ class Api:
         call = planner.make_call(planned, uf, arrival_s=arrival,
                                  now_s=arrival, prompt_tokens=req.prompt_tokens,
                                  max_tokens=req.max_tokens, sla_s=slos.sla_s,
-                                 e2e_bound_s=slos.bound_s)
+                                 e2e_bound_s=slos.bound_s, prompt_text=req.prompt_text)
         endpoint = "/v1/completions" if kind == "completions" else "/v1/chat/completions"
         stats = CallStats(collect=not req.stream, replayable=not req.stream)
         agen = gw.invoke(call, endpoint, req.body, stats)

@@ -121,6 +121,10 @@ class Emulated(_Strict):
     """The engines' ``--scheduling-policy`` (vLLM's flag): ``priority`` orders each engine's
     waiting queue by the ``priority`` the gateway sends (the model's ``accepts_priority`` must
     then be true)."""
+    enable_prefix_caching: bool = False
+    """The engines' ``--enable-prefix-caching`` (vLLM's flag): each engine keeps a prefix cache
+    of hashed 16-token KV blocks, and a cached prefix skips prefill (issue 17; what the
+    prefix-aware routing policies route for)."""
 
     @field_validator("faults")
     @classmethod

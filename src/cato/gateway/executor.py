@@ -280,6 +280,8 @@ class PipelineRun:
             res = _NodeResult("validate", self.clock() - t0, v.code, v.ok, error=v.error)
         self.results[name] = res
         self.metrics.node_seconds.labels(task.name, name).observe(res.seconds)
+        if self.planner.on_step is not None:
+            self.planner.on_step(task.name, name, res.seconds)
         return None if node.kind is NodeKind.RETRIEVE else res.ok
 
     def _tools(self) -> Tools:
@@ -311,7 +313,7 @@ class PipelineRun:
                                       prompt_tokens=count_tokens(prompt),
                                       max_tokens=(self.max_tokens or cap) if user_facing else cap,
                                       sla_s=self.sla, task_id=self.task_id,
-                                      e2e_bound_s=self.bound)
+                                      e2e_bound_s=self.bound, prompt_text=prompt)
         params = self.planned.task.node(node).params
         body: dict[str, Any] = {"prompt": prompt, "max_tokens": call.expected_output_tokens,
                                 "temperature": params.get("temperature", 0.0)}

@@ -53,7 +53,7 @@ from cato.gateway.executor import Tools
 from cato.gateway.health import HealthMonitor
 from cato.serving.launcher import EngineProcess, emulated_engine_argv, start_process
 from cato.gateway.metrics import GatewayMetrics
-from cato.serving.planner import Planner
+from cato.serving.planner import Planner, uses_prefixes
 from cato.serving.replanning import LiveReprofiler
 from cato.gateway.profile import ModelProfile, Profile, default_profile_path
 from cato.gateway.profiler import measure_profile as measure_engines
@@ -143,7 +143,8 @@ class Gateway:
                                             seed=m.emulated.seed + i,
                                             max_num_seqs=m.emulated.max_num_seqs,
                                             faults=m.emulated.faults,
-                                            scheduling_policy=m.emulated.scheduling_policy)
+                                            scheduling_policy=m.emulated.scheduling_policy,
+                                            enable_prefix_caching=m.emulated.enable_prefix_caching)
                 self.processes.append(start_process(argv, f"http://127.0.0.1:{port}",
                                                     self.engine_log_dir, model=m.name))
         wait_ready(self.processes, timeout_s=60.0)
@@ -304,7 +305,8 @@ class Gateway:
                                     seed=m.emulated.seed, host=host,
                                     max_num_seqs=m.emulated.max_num_seqs,
                                     faults=m.emulated.faults,
-                                    scheduling_policy=m.emulated.scheduling_policy)
+                                    scheduling_policy=m.emulated.scheduling_policy,
+                                    enable_prefix_caching=m.emulated.enable_prefix_caching)
 
     def _make_providers(self) -> None:
         local = {m.name: self._command(m) for m in self.config.models
@@ -389,7 +391,8 @@ class Gateway:
             self.estimator.set_coeffs(name, c)
         task_models = {t: self.config.model_for(t) for t in self.config.task_names()}
         self.planner = Planner(task_models, coeffs, profile, sla_scale=self.config.sla_scale,
-                               tasks=self.config.task_specs())
+                               tasks=self.config.task_specs(),
+                               hash_prefixes=uses_prefixes(self.config.routing.policy))
         for w in self.planner.warnings:
             log.warning("%s", w)
         self.reprofiler = None
@@ -398,6 +401,7 @@ class Gateway:
                         for n, pt in self.planner.pipelines.items()}
             self.reprofiler = LiveReprofiler(self.planner.history, self.estimator, profiled,
                                              self.config.reprofile.settings())
+            self.planner.on_step = self.reprofiler.observe_step
 
     async def _reprofile_loop(self) -> None:
         """Every ``reprofile.interval_s``: replan the tasks whose node baselines drifted."""

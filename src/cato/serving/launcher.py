@@ -46,8 +46,10 @@ def emulated_engine_argv(port: int | str, *, model: str, preset: str, time_dilat
                          seed: int, host: str = "127.0.0.1",
                          max_num_seqs: int | None = None,
                          faults: tuple[str, ...] = (),
-                         scheduling_policy: str = "fcfs") -> list[str]:
-    """The command line of an emulated engine (``python -m cato engine``) on ``host:port``."""
+                         scheduling_policy: str = "fcfs",
+                         enable_prefix_caching: bool = False) -> list[str]:
+    """The command line of an emulated engine (``python -m cato engine``) on ``host:port``;
+    ``enable_prefix_caching``: its ``--enable-prefix-caching`` (a prefix cache of KV blocks)."""
     argv = [sys.executable, "-m", "cato", "engine", "--host", host, "--port", str(port),
             "--model", model, "--preset", preset, "--time-dilation", repr(time_dilation),
             "--seed", str(seed)]
@@ -55,6 +57,8 @@ def emulated_engine_argv(port: int | str, *, model: str, preset: str, time_dilat
         argv += ["--max-num-seqs", str(max_num_seqs)]
     if scheduling_policy != "fcfs":
         argv += ["--scheduling-policy", scheduling_policy]
+    if enable_prefix_caching:
+        argv += ["--enable-prefix-caching"]
     for spec in faults:
         argv += ["--fault", spec]
     return argv

@@ -78,6 +78,11 @@ class LiveReprofiler:
         self.core = Reprofiler({n: pt.task for n, pt in pipes.items()}, profiled, settings)
         estimator.on_seen = self.core.observe
 
+    def observe_step(self, task: str, node: str, seconds: float) -> None:
+        """A pipeline's non-LLM step took ``seconds`` (:attr:`Planner.on_step
+        <cato.serving.planner.Planner.on_step>`)."""
+        self.core.observe_step(task, node, seconds)
+
     def check(self, now_s: float, at_unix: float) -> list[PlanChange]:
         """Replan every pipeline whose baselines drifted (``now_s``: the dispatcher's clock);
         the direct catalogue's single-call tasks keep the whole SLA whatever their baseline."""

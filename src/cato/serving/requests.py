@@ -167,6 +167,7 @@ class LlmRequest:
     max_tokens: int | None
     stream: bool
     include_usage: bool
+    prompt_text: str = ""      # the prompt as the engine sees it (a chat: chat_prompt_text)
 
 
 def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
@@ -196,7 +197,7 @@ def parse_llm_request(kind: str, body: dict[str, Any], headers: Any,
                           code="context_length_exceeded")
     fwd = {k: v for k, v in body.items() if k not in ("stream", "stream_options", "priority")}
     return LlmRequest(kind, fwd, req.model or task, task, tokens, max_tokens, req.stream,
-                      include_usage)
+                      include_usage, text)
 
 
 def resolve_task(header: str | None, model: str | None, cfg: RequestScope,
