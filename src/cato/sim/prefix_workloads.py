@@ -36,7 +36,7 @@ from cato.replica_model.prefix_cache import segment_block_hashes
 from cato.sim.workload import TaskArrival
 
 __all__ = ["IdeSessions", "RepoShared", "Segment", "ide_session_stream", "ideal_reuse",
-           "repo_shared_stream", "with_repeated_context"]
+           "repo_shared_stream", "with_repeated_context", "with_task_mix"]
 
 Segment = tuple[int, int, int]
 """``(stream_id, start, end)``: tokens ``start..end-1`` of token stream ``stream_id``."""
@@ -233,6 +233,33 @@ def with_repeated_context(stream: Sequence[TaskArrival], tasks: Mapping[str, Tas
         lengths = dict(a.lengths)
         lengths[second] = (_length(segs), a.lengths[second][1])
         out.append(replace(a, lengths=lengths, prefixes=prefixes))
+    return out
+
+
+def with_task_mix(stream: Sequence[TaskArrival], mix: Mapping[str, float],
+                  output_tokens: Mapping[str, int], rng: np.random.Generator, *,
+                  node: str = "llm") -> list[TaskArrival]:
+    """The single-node stream with each request's task drawn from ``mix`` (shares, normalised)
+    and its output redrawn for that task: lognormal, median ``output_tokens[task]``, sigma 0.6,
+    clipped to [1, 512]. Prompts and prefixes are kept, so e.g. summarisation and translation
+    requests about one repository (:func:`repo_shared_stream`) share its context. Raises
+    ValueError for an empty mix, a share < 0 or not finite, shares summing to 0, or a task
+    without an ``output_tokens`` entry >= 1."""
+    names = list(mix)
+    shares = np.array([float(mix[n]) for n in names])
+    if not names or not np.all(np.isfinite(shares)) or np.any(shares < 0) or shares.sum() <= 0:
+        raise ValueError(f"bad task mix {dict(mix)!r}")
+    for n in names:
+        if output_tokens.get(n, 0) < 1:
+            raise ValueError(f"output_tokens for task {n!r} must be >= 1, got "
+                             f"{output_tokens.get(n)!r}")
+    picks = rng.choice(len(names), size=len(stream), p=shares / shares.sum())
+    noise = np.exp(0.6 * rng.standard_normal(len(stream)))
+    out: list[TaskArrival] = []
+    for a, k, z in zip(stream, picks.tolist(), noise.tolist()):
+        task = names[k]
+        n_out = int(np.clip(round(output_tokens[task] * z), 1, 512))
+        out.append(replace(a, task=task, lengths={node: (a.lengths[node][0], n_out)}))
     return out
 
 

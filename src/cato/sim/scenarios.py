@@ -28,7 +28,7 @@ from cato.sim.config import ModelDeployment, SimConfig
 from cato.sim.drift import Drift, draft_refine_task
 from cato.sim.policies import PolicySpec, autoscaled_policies, fixed_policies, prefix_policies
 from cato.sim.prefix_workloads import (IdeSessions, RepoShared, ide_session_stream,
-                                       repo_shared_stream)
+                                       repo_shared_stream, with_task_mix)
 from cato.sim.workload import MIX_A, MIX_B, TaskArrival, build_stream, build_trace_stream
 
 AUTOSCALED_DEFAULTS = ("cato", "cato-plus", "cato-plus-proactive", "ray", "ray-tuned",
@@ -123,7 +123,7 @@ RQ1_MIX = {"generation": 0.5, "translation": 0.5}
 HETERO_KNEE_RPS = 137.6
 HETERO_SEQS_KNEE_RPS = 72.4
 #: Arrival kinds whose stream is a shared-prefix workload (:mod:`cato.sim.prefix_workloads`).
-PREFIX_ARRIVALS = ("ide", "repo")
+PREFIX_ARRIVALS = ("ide", "repo", "ide-mixed")
 #: Knees of the shared-prefix scenarios: about where the best prefix-blind policy (CATO+,
 #: round robin, least outstanding) falls below 90 % (a scan of seed 0, 120 s).
 PREFIX_KNEES = {"ide": 33.0, "repo": 14.0}
@@ -132,6 +132,32 @@ PREFIX_KNEES = {"ide": 33.0, "repo": 14.0}
 REPO_PARAMS: dict[str, int] = {"repos": 48, "repo_context_tokens": 4000}
 #: IDE scenario: seconds a session lasts and between a user's requests.
 IDE_SESSION_S, IDE_INTERVAL_S = 60.0, 3.0
+#: Mixed-SLA shared-prefix pool (``ide-mixed``; BENCHMARKS.md section 12.1): the share of the
+#: rate that is IDE completion (TTFT 250 ms); the rest is E2E-critical summarisation (3 s) and
+#: translation (5 s) with long outputs (medians below) over repository contexts that both share.
+MIXED_IDE_SHARE = 0.7
+MIXED_REPO_MIX: dict[str, float] = {"summarization": 0.5, "translation": 0.5}
+MIXED_OUTPUT_TOKENS: dict[str, int] = {"summarization": 64, "translation": 96}
+MIXED_REPO_PARAMS: dict[str, int] = {"repos": 16, "repo_context_tokens": 3000,
+                                     "question_tokens": 200}
+MIXED_KNEE_RPS = 24.0
+
+
+def mixed_prefix_variants() -> dict[str, PolicySpec]:
+    """``cato-prefix``'s ablation on ``ide-mixed`` (BENCHMARKS.md section 12.1): early rejection
+    of calls no replica is predicted to serve in time (``refuse="infeasible"``, CATO+'s), and
+    lax calls held only while more than ``lax_uncached_tokens`` uncached prompt tokens await
+    prefill (:class:`~cato.core.routing.cato_prefix.CatoPrefixPolicy`), alone and together."""
+    out: dict[str, PolicySpec] = {}
+    for label, params in (("cato-prefix-refuse", {"refuse": "infeasible"}),
+                          ("cato-prefix-lax512", {"lax_uncached_tokens": 512}),
+                          ("cato-prefix-lax2048", {"lax_uncached_tokens": 2048}),
+                          ("cato-prefix-refuse-lax512",
+                           {"refuse": "infeasible", "lax_uncached_tokens": 512}),
+                          ("cato-prefix-refuse-lax2048",
+                           {"refuse": "infeasible", "lax_uncached_tokens": 2048})):
+        out[label] = PolicySpec(label, "cato-prefix", routing_params=dict(params))
+    return out
 
 
 def _scenarios() -> dict[str, Scenario]:
@@ -269,6 +295,18 @@ def _scenarios() -> dict[str, Scenario]:
             prefix_policies(), ("cato", "cato-plus", "cato-prefix", "round_robin",
                                 "least_outstanding", "session_affinity", "prefix_aware",
                                 "llmd_prefix"), conc_a100, knee_rps=knee)
+    out["ide-mixed"] = Scenario(
+        "ide-mixed", "Mixed SLAs on a shared-prefix pool: IDE sessions (completion, 250 ms "
+        f"TTFT SLA; {MIXED_IDE_SHARE:.0%} of the rate, as ide-sessions) plus E2E-critical "
+        "summarisation (3 s) and translation (5 s) with long outputs over 16 repositories' "
+        "3000-token contexts (Zipf 1, Poisson), on 4 fixed A100 Llama-7B replicas with automatic "
+        f"prefix caching (gateway concurrency {conc_a100} per engine), 120 s.",
+        a100, one, {"completion": MIXED_IDE_SHARE,
+                    **{t: (1.0 - MIXED_IDE_SHARE) * w for t, w in MIXED_REPO_MIX.items()}},
+        "ide-mixed", 120.0, tuple(round(MIXED_KNEE_RPS * f, 2) for f in (0.5, 0.75, 1.0, 1.25)),
+        {**prefix_policies(), **mixed_prefix_variants()}, ("cato", "cato-plus", "cato-prefix", "round_robin",
+                            "least_outstanding", "session_affinity", "prefix_aware",
+                            "llmd_prefix"), conc_a100, knee_rps=MIXED_KNEE_RPS)
     out["scale"] = Scenario(
         "scale", "Scale check: 1,000 A100 replicas, Poisson 100 req/s for one hour, mix A.",
         (ModelDeployment("llama-7b", A100_LLAMA7B, 1000, 1000, 1000),), one, MIX_A, "poisson",
@@ -346,6 +384,8 @@ def prefix_stream(kind: str, rate_rps: float, duration_s: float,
     if kind == "repo":
         return repo_shared_stream(RepoShared(rate_rps=rate_rps, duration_s=duration_s,
                                              **REPO_PARAMS), rng)
+    if kind == "ide-mixed":
+        return _mixed_stream(rate_rps, duration_s, rng)
     if kind != "ide":
         raise ValueError(f"unknown shared-prefix workload {kind!r}; known: {PREFIX_ARRIVALS}")
     users = max(1, round(rate_rps * IDE_INTERVAL_S))
@@ -358,6 +398,20 @@ def prefix_stream(kind: str, rate_rps: float, duration_s: float,
             if 0.0 <= t < duration_s:
                 merged.append(replace(a, arrival_s=t))
     merged.sort(key=lambda a: a.arrival_s)
+    return [replace(a, id=i) for i, a in enumerate(merged)]
+
+
+def _mixed_stream(rate_rps: float, duration_s: float,
+                  rng: np.random.Generator) -> list[TaskArrival]:
+    """``ide-mixed``: the ``ide`` stream at :data:`MIXED_IDE_SHARE` of the rate merged with a
+    repository-shared stream at the rest, its requests split into summarisation and translation
+    (:func:`~cato.sim.prefix_workloads.with_task_mix`); ids 0..n-1 in arrival order."""
+    ide = prefix_stream("ide", rate_rps * MIXED_IDE_SHARE, duration_s, rng)
+    repo = repo_shared_stream(RepoShared(rate_rps=rate_rps * (1.0 - MIXED_IDE_SHARE),
+                                         duration_s=duration_s, **MIXED_REPO_PARAMS),
+                              rng, task="summarization", stream_base=500_000_000)
+    merged = sorted([*ide, *with_task_mix(repo, MIXED_REPO_MIX, MIXED_OUTPUT_TOKENS, rng)],
+                    key=lambda a: a.arrival_s)
     return [replace(a, id=i) for i, a in enumerate(merged)]
 
 
