@@ -5,9 +5,11 @@ shared-prefix workload (TTFT P50/P90 and hit rate) over HTTP."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -84,22 +86,50 @@ def _completion(base_url: str, prompt: str) -> tuple[float, dict[str, object]]:
     return dt, r.json()
 
 
+def _cached(body: dict[str, object]) -> int:
+    usage = body["usage"]
+    assert isinstance(usage, dict)
+    return int(usage["prompt_tokens_details"]["cached_tokens"])
+
+
+def _streamed_usage(base_url: str, prompt: str) -> dict[str, Any]:
+    """The usage of the last chunk of a streamed completion with ``include_usage``."""
+    body = {"prompt": prompt, "max_tokens": 2, "stream": True,
+            "stream_options": {"include_usage": True}}
+    usage: dict[str, Any] = {}
+    with httpx.Client(timeout=30.0) as c, c.stream("POST", f"{base_url}/v1/completions",
+                                                   json=body) as r:
+        assert r.status_code == 200
+        for line in r.iter_lines():
+            if line.startswith("data: {"):
+                usage = json.loads(line[6:]).get("usage") or usage
+    return usage
+
+
 def test_engine_serves_repeated_prompt_text_from_its_cache_and_counts_it() -> None:
     """The same 3000-token prompt twice, then one differing after its first 1000 tokens: the
     vLLM counters count every prompt token as queried and the cached blocks as hits (all but
-    the last block of a repeat; the 62 blocks before the difference), the repeat is faster;
+    the last block of a repeat; the 62 blocks before the difference), and so does the usage
+    (streamed or not), the repeat is faster;
     without the flag the engine has no prefix-cache metrics."""
     rng = np.random.default_rng(0)
     prompt = _words(rng, 12_000)  # 3000 tokens
     other = prompt[:4000] + _words(rng, 8000)  # shares 1000 tokens = 62.5 blocks
     srv = start_cli("--enable-prefix-caching", "--time-dilation", "4")
     try:
-        cold, _ = _completion(srv.base_url, prompt)
-        warm, _ = _completion(srv.base_url, prompt)
-        _completion(srv.base_url, other)
+        cold, cold_body = _completion(srv.base_url, prompt)
+        warm, warm_body = _completion(srv.base_url, prompt)
+        _, other_body = _completion(srv.base_url, other)
         text = httpx.get(f"{srv.base_url}/metrics").text
+        streamed = _streamed_usage(srv.base_url, prompt)
     finally:
         srv.close()
+    # OpenAI's usage.prompt_tokens_details.cached_tokens, as vLLM reports it
+    assert _cached(cold_body) == 0
+    assert _cached(warm_body) == (2999 // 16) * 16
+    assert _cached(other_body) == 62 * 16
+    assert streamed["prompt_tokens_details"] == {"cached_tokens": (2999 // 16) * 16}
+    assert streamed["prompt_tokens"] == 3000
     assert _metric(text, "vllm:prefix_cache_queries_total") == 3 * 3000
     assert _metric(text, "vllm:prefix_cache_hits_total") == (2999 // 16) * 16 + 62 * 16
     assert _metric(text, "vllm:gpu_prefix_cache_hit_rate") == pytest.approx((187 * 16 + 62 * 16) / 9000)
@@ -108,11 +138,12 @@ def test_engine_serves_repeated_prompt_text_from_its_cache_and_counts_it() -> No
     srv = start_cli()
     try:
         _completion(srv.base_url, prompt)
-        _completion(srv.base_url, prompt)
+        _, body = _completion(srv.base_url, prompt)
         text = httpx.get(f"{srv.base_url}/metrics").text
     finally:
         srv.close()
     assert "prefix_cache" not in text
+    assert "prompt_tokens_details" not in body["usage"]  # type: ignore[operator]
 
 
 def test_the_workload_hits_and_queues_and_is_well_conditioned() -> None:

@@ -47,8 +47,9 @@ def _hits(url: str) -> float:
     return float(m.group(1))
 
 
-def _run(tmp: Path, policy: str) -> tuple[dict[int, list[str]], float]:
-    """Each context's replicas in order, and the engines' prefix-cache hits (tokens)."""
+def _run(tmp: Path, policy: str) -> tuple[dict[int, list[str]], float, int]:
+    """Each context's replicas in order, the engines' prefix-cache hits (tokens), and the sum
+    of the responses' ``usage.prompt_tokens_details.cached_tokens``."""
     tmp.mkdir(parents=True, exist_ok=True)
     gw = launch_gateway(tmp, _config(tmp, policy), [])
     try:
@@ -56,6 +57,7 @@ def _run(tmp: Path, policy: str) -> tuple[dict[int, list[str]], float]:
                 ["replicas"]]
         before = sum(_hits(u) for u in urls)
         placed: dict[int, list[str]] = {c: [] for c in range(CONTEXTS)}
+        cached = 0
         ctx = _contexts()
         for k in range(PER_CONTEXT):
             for c, text in enumerate(ctx):
@@ -70,23 +72,28 @@ def _run(tmp: Path, policy: str) -> tuple[dict[int, list[str]], float]:
                 r = httpx.post(gw.url + path, json=body, timeout=60)
                 assert r.status_code == 200, r.text
                 placed[c].append(r.json()["cato"]["replica"])
-        return placed, sum(_hits(u) for u in urls) - before
+                cached += r.json()["usage"]["prompt_tokens_details"]["cached_tokens"]
+        return placed, sum(_hits(u) for u in urls) - before, cached
     finally:
         gw.close()
 
 
 def test_cato_prefix_keeps_a_context_on_its_replica_round_robin_spreads_it(
         tmp_path: Path) -> None:
-    placed, hits = _run(tmp_path / "prefix", "cato-prefix")
+    placed, hits, cached = _run(tmp_path / "prefix", "cato-prefix")
     for c, reps in placed.items():
         assert len(set(reps)) == 1, f"context {c} moved between replicas: {reps}"
     # every repeat of a context hits its cached prefix: (PER_CONTEXT - 1) * CONTEXTS repeats,
     # each of more than 500 cached tokens (the context is ~2.3k characters)
     assert hits >= (PER_CONTEXT - 1) * CONTEXTS * 500, hits
-    rr_placed, rr_hits = _run(tmp_path / "rr", "round_robin")
+    # the gateway passes the engine's usage through: the cached tokens it reports per request
+    # add up to the engines' hit counter
+    assert cached == hits
+    rr_placed, rr_hits, rr_cached = _run(tmp_path / "rr", "round_robin")
     for c, reps in rr_placed.items():
         assert len(set(reps)) == 2, f"round robin kept context {c} on one replica: {reps}"
     assert rr_hits < hits
+    assert rr_cached == rr_hits
 
 
 def test_planner_hashes_prompts_only_under_a_prefix_policy() -> None:

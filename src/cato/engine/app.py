@@ -84,7 +84,8 @@ class EngineApp:
                 raise bad_request(str(exc), "max_tokens") from None
         except ApiError as err:
             return err.response()
-        shapes = Shapes(job, self.config.model)
+        shapes = Shapes(job, self.config.model,
+                        req if self.config.enable_prefix_caching else None)
         if job.stream:
             return EngineStream(token_events(shapes, self.text, req, req.output_tokens, end=True),
                                 self.engine, req)

@@ -3,7 +3,9 @@ non-streamed completion (:meth:`Shapes.full`), and a stream's server-sent events
 (:mod:`cato.edge.sse`): one chunk per token, a chat stream's role chunk with the first token,
 ``finish_reason`` on the last token's chunk, with ``stream_options.include_usage`` ``"usage":
 null`` on every chunk and a last chunk with empty ``choices`` carrying the usage, then
-``data: [DONE]``.
+``data: [DONE]``. With prefix caching on, the usage also carries
+``prompt_tokens_details.cached_tokens`` (the prompt tokens the prefix cache served), as vLLM's
+usage does.
 """
 
 from __future__ import annotations
@@ -27,17 +29,23 @@ __all__ = ["EngineStream", "Shapes", "token_events"]
 class Shapes:
     """OpenAI response and chunk bodies of one request."""
 
-    def __init__(self, job: Job, model: str) -> None:
+    def __init__(self, job: Job, model: str, req: EmulatedRequest | None = None) -> None:
         self.job = job
+        #: with prefix caching on, the request whose ``cached_tokens`` the usage reports (as
+        #: ``prompt_tokens_details.cached_tokens``, OpenAI's field, which vLLM fills)
+        self.req = req
         chat = job.kind == "chat"
         self.id = f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
         self.object = "chat.completion.chunk" if chat else "text_completion"
 
-    def usage(self) -> dict[str, int]:
+    def usage(self) -> dict[str, Any]:
         p, c = self.job.prompt_tokens, self.job.max_tokens
-        return {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        out: dict[str, Any] = {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}
+        if self.req is not None:
+            out["prompt_tokens_details"] = {"cached_tokens": min(self.req.cached_tokens, p)}
+        return out
 
     def _chunk(self, choice: dict[str, Any] | None) -> dict[str, Any]:
         out: dict[str, Any] = {"id": self.id, "object": self.object, "created": self.created,
