@@ -26,6 +26,7 @@ from cato.sim import arrivals as arr
 from cato.sim.azure_trace import load_azure_code_trace, trace_window_start
 from cato.sim.config import ModelDeployment, SimConfig
 from cato.sim.drift import Drift, draft_refine_task
+from cato.sim.lever_policies import class_lever_policies
 from cato.sim.policies import PolicySpec, autoscaled_policies, fixed_policies, prefix_policies
 from cato.sim.prefix_workloads import (IdeSessions, RepoShared, ide_session_stream,
                                        repo_shared_stream, with_task_mix)
@@ -292,9 +293,9 @@ def _scenarios() -> dict[str, Scenario]:
             f"(gateway concurrency {conc_a100} per engine), 120 s.",
             a100, one, {"completion" if kind == "ide" else "generation": 1.0}, kind, 120.0,
             tuple(round(knee * f, 2) for f in (0.5, 0.75, 1.0, 1.25)),
-            prefix_policies(), ("cato", "cato-plus", "cato-prefix", "round_robin",
-                                "least_outstanding", "session_affinity", "prefix_aware",
-                                "llmd_prefix"), conc_a100, knee_rps=knee)
+            {**prefix_policies(), **class_lever_policies()},
+            ("cato", "cato-plus", "cato-prefix", "round_robin", "least_outstanding",
+             "session_affinity", "prefix_aware", "llmd_prefix"), conc_a100, knee_rps=knee)
     out["ide-mixed"] = Scenario(
         "ide-mixed", "Mixed SLAs on a shared-prefix pool: IDE sessions (completion, 250 ms "
         f"TTFT SLA; {MIXED_IDE_SHARE:.0%} of the rate, as ide-sessions) plus E2E-critical "
@@ -304,9 +305,9 @@ def _scenarios() -> dict[str, Scenario]:
         a100, one, {"completion": MIXED_IDE_SHARE,
                     **{t: (1.0 - MIXED_IDE_SHARE) * w for t, w in MIXED_REPO_MIX.items()}},
         "ide-mixed", 120.0, tuple(round(MIXED_KNEE_RPS * f, 2) for f in (0.5, 0.75, 1.0, 1.25)),
-        {**prefix_policies(), **mixed_prefix_variants()}, ("cato", "cato-plus", "cato-prefix", "round_robin",
-                            "least_outstanding", "session_affinity", "prefix_aware",
-                            "llmd_prefix"), conc_a100, knee_rps=MIXED_KNEE_RPS)
+        {**prefix_policies(), **mixed_prefix_variants(), **class_lever_policies()},
+        ("cato", "cato-plus", "cato-prefix", "round_robin", "least_outstanding",
+         "session_affinity", "prefix_aware", "llmd_prefix"), conc_a100, knee_rps=MIXED_KNEE_RPS)
     out["scale"] = Scenario(
         "scale", "Scale check: 1,000 A100 replicas, Poisson 100 req/s for one hour, mix A.",
         (ModelDeployment("llama-7b", A100_LLAMA7B, 1000, 1000, 1000),), one, MIX_A, "poisson",

@@ -55,6 +55,16 @@ ide-mixed (BENCHMARKS section 12.1): N = 512 cut the E2E calls' P95 TTFT from 0.
 early rejection (``refuse="infeasible"``, +6.6 %). N = 0 equals CATO+'s rule (a full hit still
 leaves its last token uncached).
 
+**SLA-class levers** (off by default; :mod:`cato.core.routing.class_levers`, BENCHMARKS
+section 12.3): ``lax_kv_tokens`` caps the KV tokens of lax calls in flight on an engine (a lax
+call waits in the gateway past it), ``ttft_share`` reserves a share of the replicas for
+TTFT-critical calls (lax calls kept off them while an unreserved replica meets their slack), and
+``lax_refuse_margin`` refuses a lax call at arrival unless a replica is predicted to finish it
+within that share of its slack. Measured on ide-mixed (seeds 0-1, 120 s): the cap and the split
+lose at every value tried (the lax calls' decode work is the same whichever batch it joins;
+holding or concentrating it only lengthens someone's steps), and the margin moves SLO capacity
+by +0.2 % over early rejection alone (within the interval).
+
 Bounds: O(max_candidates x (log queue + blocks of the call + in-flight calls)) per decision.
 Invariant: names a routable replica (or one of ``candidates``); None when there is none.
 """
@@ -72,6 +82,8 @@ from cato.core.prefix_index import HIT_TOKENS_KEY
 from cato.core.replica import ReplicaState
 from cato.core.routing.base import RoutingDecision, count_ahead, register
 from cato.core.routing.cato import CatoPlusPolicy
+from cato.core.routing.class_levers import (check_lax_kv_tokens, check_lax_refuse_margin,
+                                            check_ttft_share, lax_kv_admits, ttft_reserved)
 
 #: The dispatcher's prefill budget under this policy: never reached (:meth:`admits` budgets).
 _LIFTED_BUDGET = 1 << 62
@@ -88,12 +100,16 @@ class CatoPrefixPolicy(CatoPlusPolicy):
                  hold_lax: bool = True, hopeless_last: bool = True,
                  prefill_budget_steps: float | None = None,
                  engine_priority: str = "class", affinity_slack: float = 1.0,
-                 at_risk_affinity: bool = True, lax_uncached_tokens: int | None = None) -> None:
+                 at_risk_affinity: bool = True, lax_uncached_tokens: int | None = None,
+                 lax_kv_tokens: int | None = None, ttft_share: float | None = None,
+                 lax_refuse_margin: float | None = None) -> None:
         """``affinity_slack`` in (0, 1]: the share of the slack the cached replica's estimate
         must fit in for the cache to decide (rule 1); ``at_risk_affinity``: rule 3 (off: an
         at-risk call takes the soonest estimate, as CATO+); ``lax_uncached_tokens``: CATO+'s
         rule 3 on uncached tokens (module docstring; ``None``: CATO+'s rule as is; needs
-        ``hold_lax``); the other parameters are CATO+'s."""
+        ``hold_lax``); ``lax_kv_tokens``, ``ttft_share``, ``lax_refuse_margin``: the SLA-class
+        levers (:mod:`~cato.core.routing.class_levers`; ``None``: off); the other parameters
+        are CATO+'s."""
         super().__init__(estimator, rng, max_candidates, refuse=refuse, hold_lax=hold_lax,
                          hopeless_last=hopeless_last, soonest=True,
                          prefill_budget_steps=prefill_budget_steps,
@@ -106,6 +122,9 @@ class CatoPrefixPolicy(CatoPlusPolicy):
             raise ValueError(f"lax_uncached_tokens must be >= 0 or None, got "
                              f"{lax_uncached_tokens}")
         self.lax_uncached_tokens = lax_uncached_tokens
+        self.lax_kv_tokens = check_lax_kv_tokens(lax_kv_tokens)
+        self.ttft_share = check_ttft_share(ttft_share)
+        self.lax_refuse_margin = check_lax_refuse_margin(lax_refuse_margin)
 
     # ---- the cache in the estimates ----------------------------------------------------------
     def hit_tokens(self, call: LlmCall, r: ReplicaState) -> int:
@@ -126,13 +145,22 @@ class CatoPrefixPolicy(CatoPlusPolicy):
             call, r, now_s, self.hit_tokens(call, r), cached_ahead_tokens=self.cached_ahead(r),
             num_ahead=ahead, prompt_tokens_ahead=tokens, clairvoyant=self.clairvoyant)
 
+    def queue_key(self, call: LlmCall, priority: int, now_s: float) -> tuple[float, ...]:
+        """CATO's key; under the lax KV cap a lax call queues behind the urgent calls of its
+        priority (a lax head the cap holds must not hold them)."""
+        if self.lax_kv_tokens is None or call.ttft_critical:
+            return super().queue_key(call, priority, now_s)
+        return (priority + 0.5, call.deadline_s, float(call.seq))
+
     # ---- the prefill budget on uncached tokens -----------------------------------------------
     def prefill_budget_tokens(self, max_num_batched_tokens: int) -> int | None:
         return None if self.prefill_budget_steps is None else _LIFTED_BUDGET
 
     def admits(self, call: LlmCall, replica: ReplicaState, now_s: float) -> bool:
         """CATO+'s rule 3 (on uncached tokens with ``lax_uncached_tokens``), then the prefill
-        budget on uncached prompt tokens."""
+        budget on uncached prompt tokens; first, the lax KV cap (``lax_kv_tokens``)."""
+        if not lax_kv_admits(call, replica, self.lax_kv_tokens):
+            return False
         if self.lax_uncached_tokens is None or not self.hold_lax or call.ttft_critical:
             if not super().admits(call, replica, now_s):
                 return False
@@ -151,6 +179,20 @@ class CatoPrefixPolicy(CatoPlusPolicy):
             return None   # its isolated service assumes no cache: not known to be hopeless
         return super().demote(call, priority, now_s)
 
+    def refuse(self, call: LlmCall, decision: RoutingDecision, now_s: float) -> str | None:
+        """CATO+'s early rejection; with ``lax_refuse_margin`` ``m``, also a lax call whose
+        chosen replica is not predicted to finish it within ``m * slack`` (:meth:`route`
+        places it within that share whenever a replica is predicted to)."""
+        m = self.lax_refuse_margin
+        est = decision.estimate
+        if m is not None and not call.ttft_critical and est is not None:
+            slack = call.deadline_s - now_s
+            if est.completion_s > m * slack:
+                return (f"no replica is predicted to finish this E2E-critical call within "
+                        f"{m:g} of its slack of {max(0.0, slack):.3g} s: its last token is "
+                        f"predicted in {est.completion_s:.3g} s where it would go")
+        return super().refuse(call, decision, now_s)
+
     # ---- placement -----------------------------------------------------------------------------
     def route(self, call: LlmCall, pool: ReplicaPool, now_s: float,
               candidates: Sequence[ReplicaState] | None = None) -> RoutingDecision | None:
@@ -163,7 +205,12 @@ class CatoPrefixPolicy(CatoPlusPolicy):
             return None
         if slack > 0:
             room = self.affinity_slack * slack
+            if self.lax_refuse_margin is not None and not ttft:
+                room = min(room, self.lax_refuse_margin * slack)
             fits = [v for v in seen if v[1].for_deadline(ttft) <= room]
+            if fits and self.ttft_share is not None and not ttft:   # the class split
+                reserved = ttft_reserved([v[0] for v in seen], self.ttft_share)
+                fits = [v for v in fits if v[0].replica_id not in reserved] or fits
             if fits:   # rule 1: the cache decides among replicas that make it
                 best = fits[0]
                 for v in fits[1:]:
