@@ -126,7 +126,7 @@ def test_variant_settings() -> None:
     assert a["upscale_delay_s"] == 0 and a["downscale_delay_s"] == 0
     assert a["cato_policy"] == {"interval_s": 5.0}
     assert variant_settings("ray-serve-cato", eng, num_replicas=2)["autoscaling"] is None
-    assert set(VARIANTS) == {"ray-serve", "ray-serve-tuned", "ray-serve-cato"}
+    assert set(VARIANTS) == {"ray-serve", "ray-serve-tuned", "ray-serve-cato", "ray-serve-prefix"}
     with pytest.raises(ValueError, match="unknown Ray Serve variant"):
         variant_settings("ray", eng)
     with pytest.raises(ValueError, match="min_replicas"):

@@ -11,9 +11,19 @@ Systems:
 
 * ``cato``, ``cato-plus``, ``round-robin``, ``least-outstanding``: ``cato serve`` with that
   routing policy (the same gateway, queues and engines; only the policy differs);
+* ``cato-prefix``, ``llmd-prefix``, ``prefix-aware``, ``session-affinity``: ``cato serve`` with
+  a prefix-aware policy, the peers at their best sweep points
+  (:data:`~cato.benchmarks.compare_systems.GATEWAY_PARAMS`);
 * ``ray-serve``, ``ray-serve-tuned``, ``ray-serve-cato``: Ray Serve 2.60 (``python -m
   cato.rayserve``): its proxy and default power-of-two router with Ray's defaults, tuned for
-  LLMs, or with CATO's router and autoscaling policy (``docs/RAY_SERVE.md``).
+  LLMs, or with CATO's router and autoscaling policy (``docs/RAY_SERVE.md``);
+  ``ray-serve-prefix``: ``-tuned`` with Ray Serve LLM's ``PrefixCacheAffinityRouter`` behind
+  an ingress (``ray_router``: its kwargs, e.g. ``imbalanced_threshold``).
+
+On a shared-prefix scenario (``ide-sessions``, ``repo-shared``, ``ide-mixed``) every system's
+engines run with prefix caching, the prompts share the simulator's blocks
+(:mod:`cato.benchmarks.live_stream`), and each run reports the engines' own prefix-cache hit
+rate (``engine_prefix_hit_rate``, :mod:`cato.benchmarks.engine_prefix`).
 
 With ``autoscale`` every system scales its replicas between the scenario's bounds with its own
 policy (CATO's Algorithm 2, Ray Serve's queue-length autoscaler, ...) and the report adds the
@@ -69,6 +79,7 @@ from cato.benchmarks.compare_systems import (RAY_DEFAULT_MAX_ONGOING, SYSTEMS, L
                                              RunningSystem, engine_concurrency, live_models,
                                              start_system, system_concurrency)
 from cato.benchmarks.cpu_accounting import TreeCpu, own_cpu_s
+from cato.benchmarks.engine_prefix import engine_prefix_stats
 from cato.benchmarks.pinning import PinPlan, pin_tree, pinned_self, plan_pinning, thread_affinity
 from cato.sim.scenarios import Scenario
 
@@ -131,6 +142,9 @@ class CompareSettings:
     """The pinning plan (``None``: :func:`.pinning.plan_pinning` of this process's CPUs)."""
     idle_s: float = 2.0
     """Seconds the system's idle CPU is measured for before the load (0: not measured)."""
+    ray_router: dict[str, Any] | None = None
+    """``ray-serve-prefix``'s router kwargs over its defaults (e.g. ``imbalanced_threshold``;
+    :func:`cato.rayserve.variants.prefix_router_kwargs`)."""
 
     def pin_plan(self) -> PinPlan:
         if self.plan is None:
@@ -151,7 +165,8 @@ def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any]
     with thread_affinity(plan.gateway):      # the system and all it starts inherit these CPUs
         sysm = start_system(system, sc, models, dilation=settings.time_dilation, seed=seed,
                             autoscale=settings.autoscale, work=work, scaling=settings.scaling,
-                            concurrency=settings.concurrency)
+                            concurrency=settings.concurrency,
+                            ray_router=settings.ray_router)
     meter = TreeCpu(sysm.pid)
     pinned = pin_tree(sysm.pid, plan)
 
@@ -171,6 +186,7 @@ def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any]
                                             system=system))
             own = own_cpu_s() - own0
             usage = meter.stop()
+            cache = engine_prefix_stats(sysm.pid)   # the engines' own counters, before stopping
     finally:
         sysm.stop()
     summary = live_summary(run, system=system, scenario=sc.name, rate_rps=settings.rate,
@@ -181,6 +197,8 @@ def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any]
     conc = {m.name: system_concurrency(system, engine_concurrency(sc, m, settings.concurrency))
             for m in models}
     summary["per_engine_concurrency"] = conc
+    summary["engine_prefix_cache"] = None if cache is None else cache.to_json()
+    summary["engine_prefix_hit_rate"] = None if cache is None else cache.hit_rate
     summary["pinned_processes"] = pinned
     summary["replica_samples"] = [(round(t - run.started_at, 2), n) for t, n in sysm.samples]
     write_outputs(run, summary, work)
@@ -190,7 +208,9 @@ def run_one(settings: CompareSettings, system: str, seed: int, stream: list[Any]
         f"{'-' if goodput is None else format(goodput, '.2f')} req/s, "
         f"{summary['num_completed']}/{summary['num_arrived']} completed, "
         f"{summary['late_discarded']} late sends discarded, gateway CPU "
-        f"{'-' if cpu is None else format(cpu, '.2f')} ms/request")
+        f"{'-' if cpu is None else format(cpu, '.2f')} ms/request"
+        + ("" if cache is None or cache.hit_rate is None
+           else f", engines' prefix-cache hit rate {cache.hit_rate:.3f}"))
     return summary
 
 
@@ -241,6 +261,7 @@ def run_compare(settings: CompareSettings, log: Callable[[str], None] = print
                          "arrival": settings.arrival or sc.arrival,
                          "autoscale": settings.autoscale, "scaling": settings.scaling,
                          "trace_start_s": settings.trace_start_s,
+                         "ray_router": settings.ray_router,
                          "models": [vars(m) for m in models],
                          "pinning": plan.to_json(),
                          "per_engine_concurrency": conc,

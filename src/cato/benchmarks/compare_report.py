@@ -27,6 +27,7 @@ HEADLINE: tuple[tuple[str, str, bool], ...] = (
     ("replica_s_per_met", "replica-s / met", True),
     ("mean_replicas", "mean replicas", True),
     ("gateway_cpu_ms_per_request", "gateway CPU (ms) / request", True),
+    ("engine_prefix_hit_rate", "engines' prefix-cache hit rate", False),
 )
 
 
@@ -227,7 +228,8 @@ def _save(fig: Any, title: str, path: Path) -> None:
 
 
 def write_report(result: dict[str, Any], out_dir: Path,
-                 baselines: Sequence[str] = ("ray-serve", "ray-serve-tuned", "round-robin")
+                 baselines: Sequence[str] = ("ray-serve", "ray-serve-tuned", "ray-serve-prefix",
+                                             "round-robin")
                  ) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"{result['settings']['scenario']}-{result['settings']['rate_rps']:g}"

@@ -15,12 +15,23 @@ import yaml
 from cato.core.catalog import single_step_tasks
 from cato.core.coefficients import PRESETS, ReplicaCoefficients, preset, slowed
 from cato.sim.policies import RAY_DEFAULT
-from cato.sim.scenarios import Scenario
+from cato.sim.scenarios import PREFIX_ARRIVALS, Scenario
 
 GATEWAY_SYSTEMS: dict[str, str] = {"cato": "cato", "cato-plus": "cato-plus",
                                    "round-robin": "round_robin",
-                                   "least-outstanding": "least_outstanding"}
-RAY_SYSTEMS: tuple[str, ...] = ("ray-serve", "ray-serve-tuned", "ray-serve-cato")
+                                   "least-outstanding": "least_outstanding",
+                                   "cato-prefix": "cato-prefix", "llmd-prefix": "llmd_prefix",
+                                   "prefix-aware": "prefix_aware",
+                                   "session-affinity": "session_affinity"}
+#: The gateway systems' routing parameters: the peer prefix routers at the best points of the
+#: simulator's prefix sweep (docs/BENCHMARKS.md section 12: ``llmd_prefix[w=2]``,
+#: ``prefix_aware[abs=64;match=0]``, ``session_affinity[key=8]`` on ide-sessions)
+GATEWAY_PARAMS: dict[str, dict[str, Any]] = {
+    "llmd-prefix": {"prefix_weight": 2.0},
+    "prefix-aware": {"balance_abs_threshold": 64, "cache_threshold": 0.0},
+    "session-affinity": {"key_blocks": 8}}
+RAY_SYSTEMS: tuple[str, ...] = ("ray-serve", "ray-serve-tuned", "ray-serve-cato",
+                                "ray-serve-prefix")
 SYSTEMS: tuple[str, ...] = (*GATEWAY_SYSTEMS, *RAY_SYSTEMS)
 #: Ray Serve's default ``max_ongoing_requests``: the ``ray-serve`` system's calls per engine.
 RAY_DEFAULT_MAX_ONGOING: int = int(RAY_DEFAULT["max_ongoing_requests"])
@@ -67,6 +78,12 @@ def live_models(sc: Scenario) -> list[LiveModel]:
         out.append(LiveModel(d.model, p, f, cap, d.initial_replicas, d.min_replicas,
                              d.max_replicas))
     return out
+
+
+def prefix_caching(sc: Scenario) -> bool:
+    """Whether the scenario's engines run with prefix caching: a shared-prefix scenario's
+    (its prompts share blocks; the simulator's replicas cache them), for every system alike."""
+    return sc.arrival in PREFIX_ARRIVALS
 
 
 def scenario_sla_scale(sc: Scenario) -> float:
@@ -125,10 +142,11 @@ def autoscale_policy(routing: str, concurrency: int, scaling: dict[str, Any] | N
 def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, dilation: float,
                    seed: int, autoscale: bool, scaling: dict[str, Any] | None = None,
                    port: int = 0, sla_scale: float | None = None,
-                   concurrency: int | None = None) -> dict[str, Any]:
-    """``cato serve``'s config for the scenario's engines and one routing policy (SLAs scaled
-    with the dilation unless ``sla_scale`` is given; calls per engine by
-    :func:`engine_concurrency`)."""
+                   concurrency: int | None = None,
+                   params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``cato serve``'s config for the scenario's engines and one routing policy with
+    ``params`` (SLAs scaled with the dilation unless ``sla_scale`` is given; calls per engine
+    by :func:`engine_concurrency`; prefix caching by :func:`prefix_caching`)."""
     ms = []
     for m in models:
         emulated: dict[str, Any] = {"replicas": m.replicas, "preset": m.preset,
@@ -138,6 +156,8 @@ def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, di
         # the engines honour the gateway's `priority` (vLLM --scheduling-policy priority); with
         # every priority equal that is FCFS, as Ray Serve's engines run
         emulated["scheduling_policy"] = "priority"
+        if prefix_caching(sc):
+            emulated["enable_prefix_caching"] = True
         conc = engine_concurrency(sc, m, concurrency)
         mc: dict[str, Any] = {"name": m.name, "coefficients": m.preset, "accepts_priority": True,
                               "concurrency": conc, "emulated": emulated}
@@ -145,7 +165,10 @@ def gateway_config(sc: Scenario, models: Sequence[LiveModel], policy: str, *, di
             mc["autoscale"] = {**autoscale_policy(policy, conc, scaling),
                                "min_replicas": m.min_replicas, "max_replicas": m.max_replicas}
         ms.append(mc)
-    return {"listen": {"port": port}, "routing": {"policy": policy}, "models": ms,
+    routing: dict[str, Any] = {"policy": policy}
+    if params:
+        routing["params"] = dict(params)
+    return {"listen": {"port": port}, "routing": routing, "models": ms,
             "task_models": {t: sc.tasks[t].nodes[0].model for t in sc.tasks},
             "sla_scale": sla_scale if sla_scale is not None else scenario_sla_scale(sc) * dilation,
             "profile_at_startup": False,
@@ -160,7 +183,7 @@ def start_gateway_system(name: str, sc: Scenario, models: Sequence[LiveModel], *
     from cato.demo import start_gateway, stop
     cfg = gateway_config(sc, models, GATEWAY_SYSTEMS[name], dilation=dilation, seed=seed,
                          autoscale=autoscale, scaling=scaling, sla_scale=sla_scale,
-                         concurrency=concurrency)
+                         concurrency=concurrency, params=GATEWAY_PARAMS.get(name))
     path = work / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     proc, url = start_gateway(["--config", str(path), "--profile", str(work / "none.json")],
@@ -180,7 +203,10 @@ def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, di
                      seed: int, autoscale: bool, work: Path,
                      scaling: dict[str, Any] | None = None,
                      sla_scale: float | None = None,
-                     concurrency: int | None = None) -> RunningSystem:
+                     concurrency: int | None = None,
+                     ray_router: dict[str, Any] | None = None) -> RunningSystem:
+    """A Ray Serve variant over the scenario's engines; ``ray_router``: the
+    ``ray-serve-prefix`` router's kwargs (e.g. ``imbalanced_threshold``)."""
     from cato.edge.procs import free_port
     from cato.rayserve.launch import start_ray_serve
     specs = []
@@ -191,6 +217,8 @@ def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, di
             "sla_scale": sla_scale if sla_scale is not None else scenario_sla_scale(sc) * dilation}
         if m.max_num_seqs is not None:
             engine["max_num_seqs"] = m.max_num_seqs
+        if prefix_caching(sc):
+            engine["enable_prefix_caching"] = True
         spec: dict[str, Any] = {"engine": engine, "replicas": m.replicas}
         if autoscale:
             spec.update(min_replicas=m.min_replicas, max_replicas=m.max_replicas)
@@ -198,7 +226,8 @@ def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, di
     total = sum(m.max_replicas if autoscale else m.replicas for m in models)
     rs = start_ray_serve(name, port=free_port(), models=specs, log_path=work / f"{name}.log",
                          timeout_s=300.0, num_cpus=max(4, total + 2),
-                         cato_scaling=scaling if name == "ray-serve-cato" else None)
+                         cato_scaling=scaling if name == "ray-serve-cato" else None,
+                         router=ray_router if name == "ray-serve-prefix" else None)
 
     def stop() -> None:
         rs.stop()
@@ -208,8 +237,10 @@ def start_ray_system(name: str, sc: Scenario, models: Sequence[LiveModel], *, di
 
 def start_system(name: str, sc: Scenario, models: Sequence[LiveModel], **kw: Any
                  ) -> RunningSystem:
+    ray_router = kw.pop("ray_router", None)
     if name in GATEWAY_SYSTEMS:
         return start_gateway_system(name, sc, models, **kw)
+    kw["ray_router"] = ray_router
     if name in RAY_SYSTEMS:
         return start_ray_system(name, sc, models, **kw)
     raise ValueError(f"unknown system {name!r}; known: {', '.join(SYSTEMS)}")

@@ -1,6 +1,13 @@
 """The stream of ``cato bench run`` (:mod:`cato.benchmarks.live_load`): the simulator's arrivals,
 tasks and lengths for (scenario, rate, seed), the scenario's arrival process, duration and mix
-optionally overridden, with a real coding prompt and a feasibility flag per request."""
+optionally overridden, with a real coding prompt and a feasibility flag per request.
+
+A shared-prefix scenario (``ide-sessions``, ``repo-shared``, ``ide-mixed``: the simulator's
+arrivals carry each prompt's KV block hashes) gets prompts built from those hashes
+(:func:`cato.workloads.prefix_prompts.block_prompt_text`): real text, one 64-character piece per
+16-token block, so two live prompts share exactly the leading blocks their simulated
+counterparts share, and an engine's prefix cache, the gateway's prefix index and Ray Serve's
+``PrefixCacheAffinityRouter`` see the scenario's sharing."""
 
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from cato.sim import arrivals as arr
 from cato.sim.scenarios import Scenario, build_stream_for, scenario as get_scenario, with_sla_scale
 from cato.sim.workload import TASK_NAMES, TaskArrival, parse_mix
 from cato.text import count_tokens
+from cato.workloads.prefix_prompts import block_prompt_text
 from cato.workloads.prompts import PromptSource
 
 __all__ = [
@@ -165,7 +173,11 @@ def _live_request(sc: Scenario, a: TaskArrival, prompts: PromptSource, model: st
     task = sc.tasks[a.task]
     node = task.nodes[0]
     n_in, n_out = a.lengths[node.name]
-    text = prompts.prompt_near_tokens(a.task, n_in).text
+    blocks = None if a.prefixes is None else a.prefixes.get(node.name)
+    if blocks is not None:   # a shared-prefix scenario: the simulator's blocks, as text
+        text = block_prompt_text(blocks, n_in, tail_key=a.id)
+    else:
+        text = prompts.prompt_near_tokens(a.task, n_in).text
     n_prompt = count_tokens(text)
     kind: Literal["ttft", "e2e"] = "ttft" if task.sla_kind.value == "ttft" else "e2e"
     feasible = None

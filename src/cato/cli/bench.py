@@ -176,8 +176,9 @@ def _systems(text: str) -> list[str]:
 def bench_compare_cmd(
     systems: str = typer.Option("cato,ray-serve,round-robin",
                                 help="Comma-separated: cato, cato-plus, round-robin, "
-                                     "least-outstanding, ray-serve, ray-serve-tuned, "
-                                     "ray-serve-cato."),
+                                     "least-outstanding, cato-prefix, llmd-prefix, "
+                                     "prefix-aware, session-affinity, ray-serve, "
+                                     "ray-serve-tuned, ray-serve-cato, ray-serve-prefix."),
     scenario: str = typer.Option("paper", help="A single-step scenario (`cato scenarios`)."),
     rate: float = typer.Option(3.33, help="Requests per second (the stream's mean rate)."),
     duration: Optional[float] = typer.Option(None, help="Seconds of load (default: the "
@@ -208,7 +209,15 @@ def bench_compare_cmd(
     trace_start: Optional[float] = typer.Option(
         None, help="azure: every seed replays the window starting this many (scaled) seconds "
                    "into the trace (default: each seed its own window)."),
+    ray_prefix_threshold: Optional[str] = typer.Option(
+        None, help="ray-serve-prefix: PrefixCacheAffinityRouter's imbalanced_threshold (a "
+                   "number >= 0, or inf: Ray's default, never falling back on load)."),
+    ray_prefix_router: Optional[str] = typer.Option(
+        None, help="ray-serve-prefix: more of the router's kwargs as JSON "
+                   "(match_rate_threshold, do_eviction, eviction_threshold_chars, ...)."),
     out: Path = typer.Option(Path("out/compare"), help="Directory for runs and the report."),
+    json_path: Optional[Path] = typer.Option(None, "--json",
+                                             help="Also write the report's JSON here."),
     quiet: bool = typer.Option(False, help="No progress bars."),
 ) -> None:
     """Start each system in turn over the same emulated engines, replay the same stream, and
@@ -240,6 +249,7 @@ def bench_compare_cmd(
             _fail(f"--scaling is not JSON: {scaling!r}")
         if not isinstance(params, dict):
             _fail(f"--scaling must be a JSON object, got {scaling!r}")
+    ray_router = _ray_prefix_router(ray_prefix_threshold, ray_prefix_router)
     from cato.benchmarks.live_stream import live_scenario
     try:
         live_scenario(scenario, duration_s=duration, arrival=arrival, trace_start_s=trace_start)
@@ -251,14 +261,41 @@ def bench_compare_cmd(
                                trace_start_s=trace_start, out_dir=out, progress=not quiet,
                                pin=pin, concurrency=concurrency,
                                late_tolerance_s=None if late_tolerance_ms < 0
-                               else late_tolerance_ms / 1000.0)
+                               else late_tolerance_ms / 1000.0, ray_router=ray_router)
     try:
         result = run_compare(settings, log=console.print)
     except EmptyStream as e:
         _fail(str(e))
     paths = write_report(result, out)
     console.print(paths[1].read_text())
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(paths[0].read_text())
+        paths.append(json_path)
     console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _ray_prefix_router(threshold: str | None, extra: str | None) -> dict[str, Any] | None:
+    """``--ray-prefix-threshold`` and ``--ray-prefix-router`` as the prefix router's kwargs
+    (checked here: exit 2 naming a bad value)."""
+    from cato.rayserve.variants import prefix_router_kwargs
+    kw: dict[str, Any] = {}
+    if extra:
+        try:
+            kw = json.loads(extra)
+        except ValueError:
+            _fail(f"--ray-prefix-router is not JSON: {extra!r}")
+        if not isinstance(kw, dict):
+            _fail(f"--ray-prefix-router must be a JSON object, got {extra!r}")
+    if threshold is not None:
+        kw["imbalanced_threshold"] = threshold
+    if not kw:
+        return None
+    try:
+        prefix_router_kwargs(None, kw)   # validates; "inf" stays a string (strict JSON)
+    except ValueError as e:
+        _fail(f"ray-serve-prefix router: {e}")
+    return kw
 
 
 @bench_app.command("capacity")

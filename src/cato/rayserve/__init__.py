@@ -1,9 +1,10 @@
 """CATO for Ray Serve users, and the real Ray Serve baseline of ``cato bench``.
 
 * :func:`build_app` (:mod:`cato.rayserve.app`): a Ray Serve application of OpenAI-compatible
-  engine replicas (one engine process per Serve replica), in three variants: ``ray-serve``
+  engine replicas (one engine process per Serve replica), in four variants: ``ray-serve``
   (Ray's defaults), ``ray-serve-tuned`` (tuned for LLM engines), ``ray-serve-cato`` (CATO's
-  router and autoscaling policy).
+  router and autoscaling policy), ``ray-serve-prefix`` (``-tuned`` with Ray Serve LLM's
+  ``PrefixCacheAffinityRouter`` behind an ingress).
 * :class:`CatoRequestRouter` (:mod:`cato.rayserve.router`): Algorithm 1 as a Ray Serve custom
   request router.
 * :class:`CatoAutoscalingPolicy` (:mod:`cato.rayserve.autoscaling`): Algorithm 2 as a Ray Serve

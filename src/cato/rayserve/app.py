@@ -1,4 +1,4 @@
-"""A real Ray Serve deployment of OpenAI-compatible engine replicas, in three variants.
+"""A real Ray Serve deployment of OpenAI-compatible engine replicas, in four variants.
 
 Each Serve replica owns one engine process (as Ray Serve LLM does): its constructor starts the
 engine from the command template of :class:`~cato.rayserve.engine.EngineOptions` (default:
@@ -27,7 +27,13 @@ Variants (:func:`build_app`; :func:`variant_settings` says exactly what each set
   (:class:`~cato.rayserve.router.CatoRequestRouter`, routing stats every second) and CATO's
   violation-driven autoscaling policy
   (:class:`~cato.rayserve.autoscaling.CatoAutoscalingPolicy`; Ray's delays off, metrics
-  pushed every 2 s).
+  pushed every 2 s);
+* ``ray-serve-prefix`` -- ``ray-serve-tuned``'s settings with Ray Serve LLM's
+  ``PrefixCacheAffinityRouter`` (prefix match on the prompt's characters, a fallback on load
+  imbalance above ``imbalanced_threshold``; kwargs
+  :func:`~cato.rayserve.variants.prefix_router_kwargs`) and :class:`OpenAIIngress` in front
+  even of one model: the router reads the prompt from the handle call's argument
+  (:mod:`cato.rayserve.handle_args`), as behind Ray Serve LLM's own ingress.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ from cato.edge.errors import ApiError, engine_failed, not_found
 from cato.edge.procs import wait_ready
 from cato.rayserve.autoscaling import CatoAutoscalingPolicy
 from cato.rayserve.engine import EngineOptions, start_engine, stop_engine
+from cato.rayserve.handle_args import ChatArgs, CompletionArgs, handle_args
 from cato.rayserve.proxy import EngineProxy
 from cato.rayserve.ranking import PAYLOAD_KEY
 from cato.rayserve.router import CatoRequestRouter
@@ -106,7 +113,7 @@ class CatoEngineDeployment:
     async def __call__(self, request: Request) -> Response:
         return await self.proxy.handle(request, _internal_request_id())
 
-    async def generate(self, payload: Mapping[str, Any]
+    async def generate(self, payload: Mapping[str, Any] | CompletionArgs | ChatArgs
                        ) -> AsyncGenerator[dict[str, Any] | bytes, None]:
         """The handle path from :class:`OpenAIIngress` (see :meth:`EngineProxy.generate`)."""
         async for item in self.proxy.generate(payload, _internal_request_id()):
@@ -141,10 +148,13 @@ class OpenAIIngress:
     CATO's gateway does, picks the model deployment by ``model`` (a served model, else the
     model of the request's task, ``task_models``), and streams its answer back through a
     deployment handle. The payload carries the parsed task, prompt length and ``max_tokens``,
-    so :class:`CatoRequestRouter` on the model deployments sees exact lengths."""
+    so :class:`CatoRequestRouter` on the model deployments sees exact lengths; with
+    ``prompt_args`` it is wrapped with the prompt or messages as an attribute
+    (:func:`~cato.rayserve.handle_args.handle_args`), for Ray's ``PrefixCacheAffinityRouter``."""
 
     def __init__(self, engines: Sequence[Mapping[str, Any]], task_models: Mapping[str, str],
-                 *handles: Any) -> None:
+                 *handles: Any, prompt_args: bool = False) -> None:
+        self.prompt_args = prompt_args
         opts = [EngineOptions.from_dict(e) for e in engines]
         self.names = [o.model for o in opts]
         self.handles = {n: h.options(stream=True) for n, h in zip(self.names, handles)}
@@ -178,7 +188,8 @@ class OpenAIIngress:
                    "prompt_tokens": req.prompt_tokens, "max_tokens": req.max_tokens,
                    "headers": {k: v for k, v in request.headers.items()
                                if k.lower().startswith("x-")}}
-        gen = self.handles[model].generate.remote(payload)
+        gen = self.handles[model].generate.remote(
+            handle_args(payload) if self.prompt_args else payload)
         try:
             head = await gen.__anext__()
         except ApiError:
@@ -244,7 +255,10 @@ def build_app(variant: str = "ray-serve", *, num_replicas: int = 2,
                         min_replicas=min_replicas, max_replicas=max_replicas)
     kw: dict[str, Any] = {"replica_num_cpus": replica_num_cpus, "autoscaling": autoscaling,
                           "cato_scaling": cato_scaling, "router": router}
-    if len(specs) == 1:
+    # ray-serve-prefix: the ingress even for one model (its router reads the prompt from the
+    # handle call's argument, which an HTTP request routed straight to a replica lacks)
+    ingress_always = variant_settings(variant, specs[0].engine)["ingress"]
+    if len(specs) == 1 and not ingress_always:
         return _model_deployment(variant, specs[0], name=name, **kw)
     names = [sp.engine.model for sp in specs]
     if len(set(names)) != len(names):
@@ -255,7 +269,21 @@ def build_app(variant: str = "ray-serve", *, num_replicas: int = 2,
     ingress: Any = serve.deployment(OpenAIIngress)
     return ingress.options(name=INGRESS_NAME, num_replicas=1, max_ongoing_requests=100_000,
                            ray_actor_options={"num_cpus": 0}).bind(
-        [sp.engine.to_dict() for sp in specs], dict(task_models or {}), *apps)
+        [sp.engine.to_dict() for sp in specs], dict(task_models or {}), *apps,
+        prompt_args=ingress_always)
+
+
+def _router_class(kind: str) -> type:
+    """The request router of a variant's ``router["kind"]``."""
+    if kind == "cato":
+        return CatoRequestRouter
+    if kind == "prefix":
+        # Ray Serve LLM's router, by its internal path: `ray.serve.llm` (which re-exports it)
+        # does not import here without pyarrow, which this project does not install
+        from ray.llm._internal.serve.routing_policies.prefix_aware.prefix_aware_router import \
+            PrefixCacheAffinityRouter
+        return PrefixCacheAffinityRouter
+    raise ValueError(f"unknown request router kind {kind!r}; known: cato, prefix")
 
 
 def _model_deployment(variant: str, spec: ModelSpec, *, name: str, replica_num_cpus: float,
@@ -274,10 +302,10 @@ def _model_deployment(variant: str, spec: ModelSpec, *, name: str, replica_num_c
         dep_opts["graceful_shutdown_timeout_s"] = s["graceful_shutdown_timeout_s"]
     if s["router"] is not None:
         r = s["router"]
-        router_cfg: dict[str, Any] = {
-            "request_router_class": CatoRequestRouter,
-            "request_router_kwargs": dict(r["kwargs"]),
-            "request_routing_stats_period_s": r["routing_stats_period_s"]}
+        router_cfg: dict[str, Any] = {"request_router_class": _router_class(r["kind"]),
+                                      "request_router_kwargs": dict(r["kwargs"])}
+        if r["routing_stats_period_s"] is not None:
+            router_cfg["request_routing_stats_period_s"] = r["routing_stats_period_s"]
         dep_opts["request_router_config"] = RequestRouterConfig(**router_cfg)
     a = s["autoscaling"]
     if a is None:

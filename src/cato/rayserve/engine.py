@@ -41,7 +41,8 @@ class EngineOptions:
     (for a real engine: its coefficient set, a fitted time scale, its batch cap).
     ``concurrency`` is the calls an engine is given at once (default: the batch cap), i.e. the
     tuned variants' ``max_ongoing_requests``. ``sla_scale`` and ``default_task`` as in the
-    gateway's config."""
+    gateway's config. ``enable_prefix_caching``: the emulated engine's
+    ``--enable-prefix-caching`` (vLLM's flag; a prefix cache of KV blocks)."""
 
     model: str = "cato-emulated"
     preset: str = "a100-llama7b"
@@ -56,6 +57,7 @@ class EngineOptions:
     sla_scale: float = 1.0
     default_task: str = "generation"
     engine_timeout_s: float = 600.0
+    enable_prefix_caching: bool = False
 
     def __post_init__(self) -> None:
         preset_coeffs(self.preset)   # a clear error for an unknown preset
@@ -110,7 +112,8 @@ def engine_argv(options: EngineOptions, port: int, *, seed: int) -> list[str]:
                 for a in options.command]
     argv = emulated_engine_argv(port, model=options.model, preset=options.preset,
                                 time_dilation=options.time_dilation, seed=seed,
-                                host=options.host)
+                                host=options.host,
+                                enable_prefix_caching=options.enable_prefix_caching)
     if options.max_num_seqs is not None:
         argv += ["--max-num-seqs", str(options.max_num_seqs)]
     return argv

@@ -259,7 +259,7 @@ app = typer.Typer(add_completion=False,
 
 
 @app.command(help="Serve OpenAI-compatible engine replicas with Ray Serve (ray-serve, "
-                  "ray-serve-tuned, ray-serve-cato).")
+                  "ray-serve-tuned, ray-serve-cato, ray-serve-prefix).")
 def serve_command(
     variant: str = typer.Option("ray-serve", "--variant"),
     host: str = typer.Option("127.0.0.1", "--host"),
@@ -277,7 +277,10 @@ def serve_command(
                                               help="AutoscalingConfig overrides (JSON)"),
     cato_scaling: Optional[str] = typer.Option(None, "--cato-scaling",
                                                help="Algorithm 2 parameters (JSON)"),
-    router: Optional[str] = typer.Option(None, "--router", help="CATO router kwargs (JSON)"),
+    router: Optional[str] = typer.Option(None, "--router",
+                                         help="router kwargs (JSON): CATO's router's "
+                                              "(ray-serve-cato) or PrefixCacheAffinityRouter's "
+                                              "(ray-serve-prefix)"),
     address: Optional[str] = typer.Option(None, "--address",
                                           help="an existing Ray cluster (default: start a "
                                                "local one)"),

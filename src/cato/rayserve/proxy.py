@@ -33,6 +33,7 @@ from cato.core.calls import LlmCall
 from cato.edge import sse
 from cato.edge.errors import ApiError, engine_failed, not_found, stream_error
 from cato.rayserve.engine import EngineOptions
+from cato.rayserve.handle_args import ChatArgs, CompletionArgs, payload_of
 from cato.rayserve.ranking import RequestInfo, SlackRanker
 from cato.rayserve.tracker import LoadTracker
 from cato.serving.engine_client import (EngineClient, EngineError, EngineEvent, event_text,
@@ -161,12 +162,14 @@ class EngineProxy:
             return out_headers, self._forward(agen, head, req.include_usage)
         return out_headers, await self._assemble(agen, head, kind, call)
 
-    async def generate(self, payload: Mapping[str, Any], rid: str | None = None
-                       ) -> AsyncGenerator[dict[str, Any] | bytes, None]:
-        """The handle path (an ingress in front of several models): ``payload`` is
-        ``{"kind", "body", "headers"}``; yields a head ``{"status", "headers", "json"}`` (the
+    async def generate(self, arg: Mapping[str, Any] | CompletionArgs | ChatArgs,
+                       rid: str | None = None) -> AsyncGenerator[dict[str, Any] | bytes, None]:
+        """The handle path (an ingress in front of the model deployments): the payload is
+        ``{"kind", "body", "headers"}``, as it is or wrapped for the prefix router
+        (:mod:`cato.rayserve.handle_args`); yields a head ``{"status", "headers", "json"}`` (the
         whole answer when ``json`` is not None: an error or a non-streamed completion), then
         the SSE byte chunks of a streamed one."""
+        payload = payload_of(arg)
         try:
             headers, out = await self.open(str(payload.get("kind", "completions")),
                                            dict(payload.get("body") or {}),

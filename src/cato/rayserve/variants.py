@@ -1,15 +1,17 @@
-"""The three Ray Serve variants as plain settings (Ray-free: the benchmark and the docs read them;
+"""The four Ray Serve variants as plain settings (Ray-free: the benchmark and the docs read them;
 :func:`cato.rayserve.app.build_app` turns them into Ray's config objects)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from cato.core.coefficients import preset as preset_coeffs
 from cato.rayserve.autoscaling import CatoParams
 from cato.rayserve.engine import EngineOptions
 
-VARIANTS = ("ray-serve", "ray-serve-tuned", "ray-serve-cato")
+VARIANTS = ("ray-serve", "ray-serve-tuned", "ray-serve-cato", "ray-serve-prefix")
 
 #: ``ray-serve-tuned``: target ongoing requests as a fraction of the engine's concurrency (the
 #: simulator's ``ray-tuned`` uses the same factor), and delays for LLM latency: scale up after
@@ -25,6 +27,17 @@ CATO_ROUTING_STATS_PERIOD_S = 1.0
 #: LLM calls can run for minutes: let a replica being scaled down finish them (Ray's default
 #: is 20 s); the ``ray-serve`` variant keeps Ray's default
 LLM_GRACEFUL_SHUTDOWN_S = 120.0
+#: ``ray-serve-prefix``: Ray Serve LLM's ``PrefixCacheAffinityRouter`` at Ray's own defaults
+#: (imbalanced_threshold inf: prefix match always, never falling back on load; match rate 0.1)
+#: with eviction on, each replica's share of the prefix tree kept to its engine's KV capacity
+#: in characters (4 a token; evicted to 90 % of it every 10 s): what the engine can still hold
+PREFIX_ROUTER_DEFAULTS: dict[str, Any] = {"imbalanced_threshold": math.inf,
+                                          "match_rate_threshold": 0.1, "do_eviction": True,
+                                          "eviction_interval_secs": 10}
+PREFIX_ROUTER_KWARGS = ("imbalanced_threshold", "match_rate_threshold", "do_eviction",
+                        "eviction_threshold_chars", "eviction_target_chars",
+                        "eviction_interval_secs")
+PREFIX_EVICTION_TARGET = 0.9
 
 
 def variant_settings(variant: str, engine: EngineOptions | Mapping[str, Any] | None = None, *,
@@ -35,9 +48,13 @@ def variant_settings(variant: str, engine: EngineOptions | Mapping[str, Any] | N
                      router: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """What a variant sets on the deployment: ``max_ongoing_requests`` (None: Ray's default),
     ``graceful_shutdown_timeout_s`` (None: Ray's), ``router`` (None: Ray's default router; else
-    the CATO router's kwargs and stats period), ``autoscaling`` (None: fixed ``num_replicas``;
-    else the ``AutoscalingConfig`` fields, with ``cato_policy`` holding Algorithm 2's
-    parameters for the CATO variant)."""
+    the router's ``kind`` (``cato``: CATO's router; ``prefix``: Ray's
+    ``PrefixCacheAffinityRouter``), kwargs and stats period), ``ingress`` (True: the
+    :class:`~cato.rayserve.app.OpenAIIngress` stands in front even of one model -- the prefix
+    router reads the prompt from the handle call's argument, as behind Ray Serve LLM's ingress),
+    ``autoscaling`` (None: fixed ``num_replicas``; else the ``AutoscalingConfig`` fields, with
+    ``cato_policy`` holding Algorithm 2's parameters for the CATO variant). ``router`` overrides
+    the router's kwargs (CATO's, or the prefix router's :data:`PREFIX_ROUTER_KWARGS`)."""
     if variant not in VARIANTS:
         raise ValueError(f"unknown Ray Serve variant {variant!r}; known: {', '.join(VARIANTS)}")
     opts = EngineOptions.from_dict(engine)
@@ -52,14 +69,18 @@ def variant_settings(variant: str, engine: EngineOptions | Mapping[str, Any] | N
     conc = opts.resolved_concurrency
     out: dict[str, Any] = {"variant": variant, "max_ongoing_requests": None,
                            "graceful_shutdown_timeout_s": None, "router": None,
-                           "autoscaling": None}
+                           "autoscaling": None, "ingress": False}
     scaling: dict[str, Any] = {"min_replicas": lo, "max_replicas": hi,
                                "initial_replicas": num_replicas}
-    if variant == "ray-serve-tuned":
+    if variant in ("ray-serve-tuned", "ray-serve-prefix"):
         out["max_ongoing_requests"] = conc
         out["graceful_shutdown_timeout_s"] = LLM_GRACEFUL_SHUTDOWN_S
         scaling.update(TUNED_AUTOSCALING,
                        target_ongoing_requests=max(1.0, TUNED_TARGET_FRACTION * conc))
+        if variant == "ray-serve-prefix":
+            out["router"] = {"kind": "prefix", "kwargs": prefix_router_kwargs(opts, router),
+                             "routing_stats_period_s": None}
+            out["ingress"] = True
     elif variant == "ray-serve-cato":
         out["max_ongoing_requests"] = conc
         out["graceful_shutdown_timeout_s"] = LLM_GRACEFUL_SHUTDOWN_S
@@ -67,13 +88,52 @@ def variant_settings(variant: str, engine: EngineOptions | Mapping[str, Any] | N
                   "time_scale": opts.time_dilation, "max_num_seqs": opts.max_num_seqs,
                   "sla_scale": opts.sla_scale, "default_task": opts.default_task}
         kwargs.update(router or {})
-        out["router"] = {"kwargs": kwargs, "routing_stats_period_s": CATO_ROUTING_STATS_PERIOD_S}
+        out["router"] = {"kind": "cato", "kwargs": kwargs,
+                         "routing_stats_period_s": CATO_ROUTING_STATS_PERIOD_S}
         params = CatoParams(**dict(cato_scaling or {}))
         params.scaling()   # validates
         scaling.update(CATO_AUTOSCALING, cato_policy=dict(cato_scaling or {}))
     if autoscaled:
         scaling.update(autoscaling or {})
         out["autoscaling"] = scaling
+    return out
+
+
+def prefix_router_kwargs(engine: EngineOptions | Mapping[str, Any] | None = None,
+                         overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``PrefixCacheAffinityRouter``'s kwargs for replicas of ``engine``:
+    :data:`PREFIX_ROUTER_DEFAULTS`, eviction sized to the engine's KV capacity, then
+    ``overrides`` (``imbalanced_threshold`` may be a number >= 0, ``"inf"`` or None for inf).
+    ValueError naming an unknown key or a bad value."""
+    opts = EngineOptions.from_dict(engine)
+    unknown = sorted(set(overrides or {}) - set(PREFIX_ROUTER_KWARGS))
+    if unknown:
+        raise ValueError(f"unknown prefix router options {unknown}; known: "
+                         f"{', '.join(PREFIX_ROUTER_KWARGS)}")
+    chars = preset_coeffs(opts.preset).kv_capacity_tokens * 4
+    out = dict(PREFIX_ROUTER_DEFAULTS, eviction_threshold_chars=chars,
+               eviction_target_chars=int(chars * PREFIX_EVICTION_TARGET))
+    out.update(overrides or {})
+    thr = out["imbalanced_threshold"]
+    try:
+        thr = math.inf if thr is None else float(thr)
+    except (TypeError, ValueError):
+        raise ValueError(f"imbalanced_threshold must be a number >= 0 or 'inf', "
+                         f"got {out['imbalanced_threshold']!r}") from None
+    if not thr >= 0:
+        raise ValueError(f"imbalanced_threshold must be >= 0, got {thr!r}")
+    out["imbalanced_threshold"] = thr
+    rate = out["match_rate_threshold"]
+    if not isinstance(rate, (int, float)) or not 0.0 <= float(rate) <= 1.0:
+        raise ValueError(f"match_rate_threshold must be in [0, 1], got {rate!r}")
+    for k in ("eviction_threshold_chars", "eviction_target_chars", "eviction_interval_secs"):
+        v = out[k]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not v > 0:
+            raise ValueError(f"{k} must be a number > 0, got {v!r}")
+    if out["eviction_target_chars"] > out["eviction_threshold_chars"]:
+        raise ValueError(f"eviction_target_chars ({out['eviction_target_chars']}) must be <= "
+                         f"eviction_threshold_chars ({out['eviction_threshold_chars']})")
+    out["do_eviction"] = bool(out["do_eviction"])
     return out
 
 

@@ -13,6 +13,12 @@ come from (:data:`~cato.workloads.prompts.STDLIB_MODULES`, read with
 * :func:`repo_shared_prompts` -- a "repository" is a few modules concatenated to
   ``repo_context_tokens``; each request sends its repository's context, then a question about
   one of the repository's functions.
+* :func:`block_prompt_text` -- the text of a simulator prompt given by its KV block hashes
+  (:attr:`cato.sim.workload.TaskArrival.prefixes`): one 64-character piece of the modules' text
+  per 16-token block, chosen by the block's chained hash, so two prompts share exactly the
+  leading blocks (and characters) their simulated counterparts share -- the live streams of the
+  shared-prefix scenarios (``cato bench compare --scenario ide-sessions``) are the simulator's
+  streams, arrivals, lengths and sharing alike.
 
 Seeded (``numpy.random.Generator``); tokens are counted as the engines count them
 (:func:`cato.text.count_tokens`, 4 characters a token).
@@ -20,7 +26,9 @@ Seeded (``numpy.random.Generator``); tokens are counted as the engines count the
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,7 +36,7 @@ import numpy as np
 from cato.text import CHARS_PER_TOKEN
 from cato.workloads.prompts import STDLIB_MODULES, module_text, stdlib_functions
 
-__all__ = ["LivePrompt", "ide_session_prompts", "repo_shared_prompts"]
+__all__ = ["LivePrompt", "block_prompt_text", "ide_session_prompts", "repo_shared_prompts"]
 
 _CPT = int(CHARS_PER_TOKEN)
 
@@ -134,3 +142,41 @@ def repo_shared_prompts(rng: np.random.Generator, *, rate_rps: float = 5.0, dura
         out.append(LivePrompt(t, r, contexts[r] + question, o))
         t += float(rng.exponential(1.0 / rate_rps))
     return out
+
+
+#: tokens per KV block of :func:`block_prompt_text` (vLLM's default; every preset's)
+BLOCK_TOKENS = 16
+
+
+@functools.lru_cache(maxsize=4)
+def _corpus(modules: tuple[str, ...]) -> str:
+    return "\n".join(module_text(m) for m in modules)
+
+
+def block_prompt_text(block_hashes: Sequence[int], n_tokens: int, *, tail_key: int,
+                      block_tokens: int = BLOCK_TOKENS,
+                      modules: tuple[str, ...] = STDLIB_MODULES) -> str:
+    """A prompt of exactly ``n_tokens`` tokens (4 characters each, as the engines count) whose
+    ``block_tokens``-token blocks are pieces of the modules' real text chosen by
+    ``block_hashes`` (chained: equal hashes up to block i mean an equal prompt up to there), then
+    a tail of ``n_tokens - len(block_hashes) * block_tokens`` tokens chosen by ``tail_key`` (a
+    prompt's partial last block, which no prefix cache keeps). Same hashes, same text; a
+    different hash at block i makes the text differ from block i on (up to the rare chance
+    that two hashes pick the same piece). ValueError when the blocks do not fit in
+    ``n_tokens`` or a count is out of range, naming it."""
+    if block_tokens < 1:
+        raise ValueError(f"block_tokens must be >= 1, got {block_tokens}")
+    if n_tokens < 1 or len(block_hashes) * block_tokens > n_tokens:
+        raise ValueError(f"n_tokens {n_tokens} must be >= 1 and hold the "
+                         f"{len(block_hashes)} blocks of {block_tokens} tokens")
+    corpus = _corpus(modules)
+    piece = block_tokens * _CPT
+    span = len(corpus) - piece
+    if span < 1:
+        raise ValueError(f"modules {modules!r} hold fewer than {piece + 1} characters")
+    parts = [corpus[(h & 0xFFFF_FFFF_FFFF) % span:][:piece] for h in block_hashes]
+    tail = (n_tokens - len(block_hashes) * block_tokens) * _CPT
+    if tail:
+        at = (hash((0x7A11_5EED, tail_key)) & 0xFFFF_FFFF_FFFF) % max(1, len(corpus) - tail)
+        parts.append((corpus[at:at + tail] + " " * tail)[:tail])
+    return "".join(parts)
